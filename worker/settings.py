@@ -1,0 +1,110 @@
+"""The one configuration object: every `PROVISIONER_*` variable, read once and passed down."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Svix's schedule after the first attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+DEFAULT_WEBHOOK_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+class Settings(BaseSettings):
+    """Configuration of every component. Nothing else in the project reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PROVISIONER_", extra="ignore", frozen=True)
+
+    # Storage and broker.
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    redis_url: str = ""  # empty: an embedded Redis under var_dir (see worker.embedded_redis)
+
+    # Providers. PROVISIONER_SANDBOX_URL, when set, points all three at one sandbox.
+    sandbox_url: str = ""
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_messaging_url: str = "https://messaging.twilio.com"
+    google_directory_url: str = "https://admin.googleapis.com"
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: SecretStr = SecretStr("")
+    google_access_token: SecretStr = SecretStr("")  # static bearer token; see docs/providers.md
+    google_customer: str = "my_customer"
+    provider_connect_timeout_s: float = 5.0
+    provider_read_timeout_s: float = 20.0
+    provider_max_connections: int = 100
+    # TwiML URL that forwards a call; `{user_phone}` is replaced (URL-encoded) by the number.
+    voice_forward_url: str = "https://twimlets.com/forward?PhoneNumber={user_phone}"
+    email_domain: str = "assistants.example.com"
+
+    # Pricing, in the account's currency, as decimals.
+    setup_cost_phone: Decimal = Decimal("1.00")
+    setup_cost_email: Decimal = Decimal("0.50")
+    setup_cost_whatsapp: Decimal = Decimal("2.00")
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_body_bytes: int = 64 * 1024
+    rate_limit: str = "100/second"  # per API key; `limits` notation, e.g. "20/second;1000/minute"
+    idempotency_ttl_s: int = 24 * 3600
+    idempotency_lock_s: int = 60  # an in-flight record older than this is taken over
+
+    # Pipeline.
+    lease_s: int = 120
+    step_max_attempts: int = 8
+    step_max_total_s: int = 900
+    retry_base_s: float = 1.0
+    retry_max_s: float = 60.0
+    max_deliveries: int = 20
+    reconcile_interval_s: float = 30.0
+    sender_poll_s: float = 2.0
+    sender_online_timeout_s: int = 600
+
+    # Webhooks.
+    webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = DEFAULT_WEBHOOK_SCHEDULE
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 10.0
+
+    # Logging.
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                parts = tuple(int(p) for p in value.replace(" ", "").split(",") if p)
+            except ValueError as exc:
+                raise ValueError("must be comma-separated whole seconds, e.g. 5,300,1800") from exc
+            if any(p < 0 for p in parts):
+                raise ValueError("delays must not be negative")
+            return parts
+        return value
+
+    @field_validator("setup_cost_phone", "setup_cost_email", "setup_cost_whatsapp")
+    @classmethod
+    def _non_negative_cents(cls, value: Decimal) -> Decimal:
+        if value < 0 or value != value.quantize(Decimal("0.01")):
+            raise ValueError("must be a non-negative amount with at most 2 decimal places")
+        return value
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        # frozen model: derived defaults are set through object.__setattr__ once, at construction.
+        if not self.database_url:
+            path = (self.var_dir / "provisioner.db").resolve()
+            object.__setattr__(self, "database_url", f"sqlite:///{path}")
+        if self.sandbox_url:
+            base = self.sandbox_url.rstrip("/")
+            for name in ("twilio_api_url", "twilio_messaging_url", "google_directory_url"):
+                object.__setattr__(self, name, base)
+        return self
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
