@@ -1,0 +1,204 @@
+"""What the three provider clients share: one pooled `httpx.Client` each, Retry-After parsing,
+and the single place where httpx's transport errors become `Retryable`."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from worker.providers.errors import (
+    CONNECTION_ERROR,
+    INCOMPLETE_RESPONSE,
+    TIMEOUT,
+    Retryable,
+)
+from worker.settings import Settings
+
+USER_AGENT = "contact-provisioner/0.1"
+# Paged listings stop here even if the provider keeps handing out next pages.
+MAX_PAGES = 200
+
+
+def timeout_from_settings(settings: Settings) -> httpx.Timeout:
+    """The connect/read timeouts every provider call uses (write and pool share the read one)."""
+    return make_timeout(settings.provider_connect_timeout_s, settings.provider_read_timeout_s)
+
+
+def make_timeout(connect_s: float, read_s: float) -> httpx.Timeout:
+    """An explicit `httpx.Timeout`: `connect_s` to connect, `read_s` for everything else."""
+    return httpx.Timeout(connect=connect_s, read=read_s, write=read_s, pool=read_s)
+
+
+def build_client(
+    *,
+    base_url: str,
+    timeout: httpx.Timeout,
+    max_connections: int,
+    auth: httpx.Auth | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """A pooled client that never follows redirects (a redirect from a provider API is a bug,
+    and following one could carry our credentials to another host)."""
+    return httpx.Client(
+        base_url=base_url.rstrip("/"),
+        auth=auth,
+        timeout=timeout,
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        follow_redirects=False,
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        transport=transport,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delay-seconds or an HTTP-date), or None
+    when absent or unreadable. Never negative."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are always GMT
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+@contextlib.contextmanager
+def transport_errors(provider: str) -> Iterator[None]:
+    """Turn httpx's request-level failures into `Retryable`: the request may or may not have
+    reached the provider, so the caller must retry through an idempotent step."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise Retryable(provider, TIMEOUT, f"{type(exc).__name__}: no answer in time") from exc
+    except httpx.RemoteProtocolError as exc:
+        # Most often the connection dropped mid-response.
+        raise Retryable(
+            provider, INCOMPLETE_RESPONSE, f"{type(exc).__name__}: incomplete response"
+        ) from exc
+    except httpx.TransportError as exc:
+        raise Retryable(provider, CONNECTION_ERROR, f"{type(exc).__name__}: {exc}") from exc
+    except httpx.DecodingError as exc:
+        raise Retryable(
+            provider, INCOMPLETE_RESPONSE, f"{type(exc).__name__}: undecodable response"
+        ) from exc
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of an error body, or {} when the body is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def relative_url(url: str) -> str:
+    """Path and query of a provider-supplied next-page URL, so the request goes to our own
+    base URL (and our credentials to no other host) whatever host the provider names."""
+    return httpx.URL(url).raw_path.decode("ascii")
+
+
+class ProviderClient:
+    """Base of the provider clients: owns the pooled `httpx.Client`, sends requests through
+    `transport_errors`, and hands every non-2xx response to the provider's one classifier."""
+
+    provider: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout: httpx.Timeout,
+        max_connections: int,
+        auth: httpx.Auth | None,
+        raise_for_status: Callable[[httpx.Response], None],
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._raise_for_status = raise_for_status
+        self._http = build_client(
+            base_url=base_url,
+            timeout=timeout,
+            max_connections=max_connections,
+            auth=auth,
+            transport=transport,
+        )
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        with transport_errors(self.provider):
+            response = self._http.request(method, url, **kwargs)
+        if not response.is_success:
+            self._raise_for_status(response)
+        return response
+
+    def _request_json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._request(method, url, **kwargs)
+        try:
+            body = response.json()
+        except ValueError as exc:
+            # A 2xx whose body is not JSON is a truncated or mangled answer: try again.
+            raise Retryable(
+                self.provider, INCOMPLETE_RESPONSE, "unreadable response body", response.status_code
+            ) from exc
+        if not isinstance(body, dict):
+            raise Retryable(
+                self.provider,
+                INCOMPLETE_RESPONSE,
+                "response is not an object",
+                response.status_code,
+            )
+        return body
+
+    def _pages(
+        self,
+        url: str,
+        params: dict[str, Any],
+        next_url: Callable[[dict[str, Any]], str | None],
+    ) -> Iterator[dict[str, Any]]:
+        """Every page of a listing; `next_url` reads the next page's URL (which carries the
+        query itself) from a page, or None on the last one."""
+        page_url: str | None = url
+        page_params: dict[str, Any] | None = params
+        for _ in range(MAX_PAGES):
+            if page_url is None:
+                return
+            body = self._request_json("GET", page_url, params=page_params)
+            yield body
+            following = next_url(body)
+            page_url = relative_url(following) if following else None
+            page_params = None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,204 @@
+"""WhatsApp senders through Twilio's Senders API (`/v2/Channels/Senders`, JSON bodies): create,
+fetch, find by number, delete; and the idempotent `ensure_sender` / `delete_for_number` steps.
+
+The Senders API has no field for our tag: a sender is ours because the number it registers is
+one we bought and tagged, so senders are found by their `sender_id` (`whatsapp:+E164`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from worker.providers._twilio import TwilioClient, require
+from worker.providers.errors import CONFLICT, NotFound, Permanent
+from worker.providers.http import timeout_from_settings
+from worker.settings import Settings
+
+SENDERS_PATH = "/v2/Channels/Senders"
+WHATSAPP_PREFIX = "whatsapp:"
+_PAGE_SIZE = 100
+
+# Sender statuses as Twilio documents them.
+CREATING = "CREATING"
+ONLINE = "ONLINE"
+ONLINE_UPDATING = "ONLINE:UPDATING"
+OFFLINE = "OFFLINE"
+PENDING_VERIFICATION = "PENDING_VERIFICATION"
+VERIFYING = "VERIFYING"
+TWILIO_REVIEW = "TWILIO_REVIEW"
+DRAFT = "DRAFT"
+STUBBED = "STUBBED"
+
+# Can send messages.
+ONLINE_STATUSES = frozenset({ONLINE, ONLINE_UPDATING})
+# Registration failed or the sender was taken offline (see `offline_reasons`): waiting longer
+# will not help.
+FAILED_STATUSES = frozenset({OFFLINE})
+# Everything else (CREATING, PENDING_VERIFICATION, VERIFYING, TWILIO_REVIEW, DRAFT, STUBBED and
+# any status Twilio adds later) is "not yet": wait, within the pipeline's own time limit.
+
+
+@dataclass(frozen=True)
+class Sender:
+    """A WhatsApp sender; `sender_id` is `whatsapp:+E164`."""
+
+    sid: str
+    sender_id: str
+    status: str
+    offline_reasons: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def phone_number(self) -> str:
+        """The E.164 number the sender registers."""
+        return self.sender_id.removeprefix(WHATSAPP_PREFIX)
+
+
+def is_online(sender: Sender) -> bool:
+    """The sender can send and receive WhatsApp messages."""
+    return sender.status in ONLINE_STATUSES
+
+
+def is_failed(sender: Sender) -> bool:
+    """The sender will not come online by waiting."""
+    return sender.status in FAILED_STATUSES
+
+
+def whatsapp_id(phone_number: str) -> str:
+    """`whatsapp:+E164` for an E.164 number (accepts one already prefixed)."""
+    return WHATSAPP_PREFIX + phone_number.removeprefix(WHATSAPP_PREFIX)
+
+
+class TwilioSenders(TwilioClient):
+    """Client of Twilio's Senders API v2 for the WhatsApp channel."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TwilioSenders:
+        """A client for the Twilio account and messaging base URL that `settings` name."""
+        return cls(
+            base_url=settings.twilio_messaging_url,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            timeout=timeout_from_settings(settings),
+            max_connections=settings.provider_max_connections,
+        )
+
+    # Operations -------------------------------------------------------------------------
+
+    def create(
+        self,
+        phone_number: str,
+        profile_name: str | None = None,
+        *,
+        waba_id: str | None = None,
+        verification_method: str | None = None,
+        callback_url: str | None = None,
+    ) -> Sender:
+        """Register `phone_number` as a WhatsApp sender; it starts out `CREATING`."""
+        body: dict[str, Any] = {"sender_id": whatsapp_id(phone_number)}
+        configuration = {
+            k: v
+            for k, v in (("waba_id", waba_id), ("verification_method", verification_method))
+            if v is not None
+        }
+        if configuration:
+            body["configuration"] = configuration
+        if profile_name is not None:
+            body["profile"] = {"name": profile_name}
+        if callback_url is not None:
+            body["webhook"] = {"callback_url": callback_url, "callback_method": "POST"}
+        return _parse_sender(self._request_json("POST", SENDERS_PATH, json=body))
+
+    def fetch(self, sid: str) -> Sender:
+        """The sender `sid` as it is now (NotFound if deleted)."""
+        return _parse_sender(self._request_json("GET", self._sender_path(sid)))
+
+    def find_by_number(self, phone_number: str) -> Sender | None:
+        """Our WhatsApp sender for `phone_number`, if any."""
+        found = self._find_all(phone_number)
+        return found[0] if found else None
+
+    def delete(self, sid: str) -> None:
+        """Delete the sender (NotFound if it is already gone)."""
+        self._request("DELETE", self._sender_path(sid))
+
+    # Idempotent steps -------------------------------------------------------------------
+
+    def ensure_sender(
+        self,
+        phone_number: str,
+        profile_name: str | None = None,
+        *,
+        waba_id: str | None = None,
+        verification_method: str | None = None,
+        callback_url: str | None = None,
+    ) -> Sender:
+        """The sender for `phone_number`, created if there is none yet. Safe to repeat after any
+        failure: a sender created by an attempt whose response was lost is adopted."""
+        existing = self.find_by_number(phone_number)
+        if existing is not None:
+            return existing
+        try:
+            return self.create(
+                phone_number,
+                profile_name,
+                waba_id=waba_id,
+                verification_method=verification_method,
+                callback_url=callback_url,
+            )
+        except Permanent as exc:
+            if exc.code != CONFLICT:
+                raise
+            # Created meanwhile by a concurrent attempt.
+            existing = self.find_by_number(phone_number)
+            if existing is None:
+                raise
+            return existing
+
+    def delete_for_number(self, phone_number: str) -> int:
+        """Delete every sender for `phone_number`; how many are gone now (already gone counts)."""
+        deleted = 0
+        for sender in self._find_all(phone_number):
+            with contextlib.suppress(NotFound):
+                self.delete(sender.sid)
+            deleted += 1
+        return deleted
+
+    # Internals --------------------------------------------------------------------------
+
+    def _find_all(self, phone_number: str) -> list[Sender]:
+        wanted = whatsapp_id(phone_number)
+        found: list[Sender] = []
+        for body in self._pages(
+            SENDERS_PATH, {"Channel": "whatsapp", "PageSize": _PAGE_SIZE}, _next_page_url
+        ):
+            found.extend(
+                sender
+                for sender in (_parse_sender(s) for s in body.get("senders") or [] if s)
+                if sender.sender_id == wanted
+            )
+        return found
+
+    def _sender_path(self, sid: str) -> str:
+        return f"{SENDERS_PATH}/{quote(sid, safe='')}"
+
+
+def _next_page_url(body: dict[str, Any]) -> str | None:
+    # Product APIs page with {"meta": {"next_page_url": absolute URL or null, ...}}.
+    meta = body.get("meta")
+    url = meta.get("next_page_url") if isinstance(meta, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
+def _parse_sender(body: dict[str, Any]) -> Sender:
+    reasons = body.get("offline_reasons") or []
+    return Sender(
+        sid=require(body, "sid"),
+        sender_id=require(body, "sender_id"),
+        status=str(body.get("status") or ""),
+        offline_reasons=tuple(
+            str(r.get("message") or r.get("code") or "") for r in reasons if isinstance(r, dict)
+        ),
+    )
