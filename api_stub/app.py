@@ -1,0 +1,236 @@
+"""The HTTP API: thin routes over worker.service. Build it with `create_app(settings)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+import structlog
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api_stub.auth import KeyCache, Unauthenticated, bearer_token
+from api_stub.errors import JSONResponse, domain_error_response, error_response, error_schema
+from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
+from api_stub.openapi import CONTACT_BODY_SCHEMA
+from api_stub.ratelimit import RateLimiter
+from worker.celery_app import CeleryPublisher, create_celery
+from worker.domain.errors import DomainError
+from worker.embedded_redis import redis_url
+from worker.service import ContactService, Publisher
+from worker.settings import Settings
+from worker.store.accounts import hash_key
+from worker.store.db import Database
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+
+
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_schema("Missing or invalid API key (`unauthenticated`)"),
+    404: error_schema("Assistant or contact not found (`not_found`)"),
+    422: error_schema("Invalid request (`invalid_request`, with `fields`)"),
+    429: error_schema("Too many requests for this key (`rate_limited`)"),
+}
+POST_ERRORS: dict[int | str, dict[str, Any]] = {
+    **COMMON_ERRORS,
+    402: error_schema("Available credits below the setup cost (`insufficient_credits`)"),
+    409: error_schema("`contact_exists` or `idempotency_key_in_flight`"),
+    413: error_schema("Body over 64 KiB (`payload_too_large`)"),
+}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    publisher: Publisher | None = None,
+) -> FastAPI:
+    db = db or Database(settings.database_url)
+    url = redis_url(settings)
+    if publisher is None:
+        publisher = CeleryPublisher(create_celery(settings, broker_url=url))
+    service = ContactService(db, settings, publisher)
+    keys = KeyCache(service.authenticate)
+    limiter = RateLimiter(url, settings.rate_limit)
+    redis_client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+    app = FastAPI(
+        title="contact-provisioner",
+        version="0.1.0",
+        default_response_class=JSONResponse,
+        description="Provision phone numbers, email accounts and WhatsApp senders for AI "
+        "assistants, asynchronously.",
+    )
+    app.state.service = service
+    app.state.db = db
+
+    def authorise(request: Request) -> int:
+        """Authenticate the bearer key and count the request against its rate limit."""
+        api_key = bearer_token(request.headers.get("authorization"))
+        account_id = keys.account_for(api_key)
+        retry_after = limiter.check(hash_key(api_key))
+        if retry_after is not None:
+            raise RateLimited(retry_after)
+        return account_id
+
+    async def call(request: Request, fn: Callable[[int], T]) -> T:
+        # One hop to the thread pool per request: authentication, rate limit and the
+        # store work all run there, off the event loop.
+        return await run_in_threadpool(lambda: fn(authorise(request)))
+
+    # --- errors ------------------------------------------------------------------------------
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        return domain_error_response(exc)
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
+        return error_response(
+            401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return error_response(
+            429,
+            "rate_limited",
+            "too many requests for this API key",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(PayloadTooLarge)
+    async def _too_large(_: Request, exc: PayloadTooLarge) -> JSONResponse:
+        return too_large_response(exc.max_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = {
+            str(err["loc"][-1]) if err.get("loc") else "request": err.get("msg", "invalid")
+            for err in exc.errors()
+        }
+        return error_response(422, "invalid_request", "invalid request parameters", fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database_unavailable", error=type(exc.orig).__name__)
+        return error_response(
+            503,
+            "unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        )
+
+    # --- health --------------------------------------------------------------------------------
+
+    @app.get("/healthz", include_in_schema=True, tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        return {"info": {"status": "ok"}}
+
+    @app.get("/readyz", tags=["health"], responses={503: error_schema("Not ready")})
+    async def readyz() -> JSONResponse:
+        def check() -> dict[str, str]:
+            status = {}
+            try:
+                with db.read() as session:
+                    session.execute(text("SELECT 1"))
+                status["database"] = "ok"
+            except Exception as exc:
+                status["database"] = type(exc).__name__
+            try:
+                redis_client.ping()
+                status["redis"] = "ok"
+            except Exception as exc:
+                status["redis"] = type(exc).__name__
+            return status
+
+        status = await run_in_threadpool(check)
+        if all(v == "ok" for v in status.values()):
+            return JSONResponse({"info": status})
+        failing = ", ".join(k for k, v in status.items() if v != "ok")
+        return error_response(503, "not_ready", f"unavailable: {failing}", fields=status)
+
+    # --- contacts ------------------------------------------------------------------------------
+
+    @app.post(
+        "/v0/assistant/{assistant_id}/contact",
+        status_code=202,
+        tags=["contacts"],
+        responses=POST_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": CONTACT_BODY_SCHEMA}},
+            },
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 255},
+                }
+            ],
+        },
+    )
+    async def create_contact(assistant_id: int, request: Request) -> JSONResponse:
+        """Accept a contact request; provisioning continues in the background."""
+        body = await read_body(request, settings.max_body_bytes)
+        path = f"/v0/assistant/{assistant_id}/contact"
+        reply = await call(
+            request,
+            lambda account_id: service.submit(
+                account_id,
+                assistant_id,
+                body,
+                path=path,
+                idempotency_key=request.headers.get("idempotency-key"),
+            ),
+        )
+        return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+    @app.get(
+        "/v0/assistant/{assistant_id}/contact/{contact_id}",
+        tags=["contacts"],
+        responses=COMMON_ERRORS,
+    )
+    async def get_contact(assistant_id: int, contact_id: str, request: Request) -> dict[str, Any]:
+        info = await call(
+            request, lambda account_id: service.get(account_id, assistant_id, contact_id)
+        )
+        return {"info": info}
+
+    @app.get("/v0/assistant/{assistant_id}/contact", tags=["contacts"], responses=COMMON_ERRORS)
+    async def list_contacts(
+        assistant_id: int,
+        request: Request,
+        limit: int = Query(100, ge=1, le=1000),
+        starting_after: str | None = Query(None, max_length=64),
+    ) -> dict[str, Any]:
+        info = await call(
+            request,
+            lambda account_id: service.list(account_id, assistant_id, limit, starting_after),
+        )
+        return {"info": info}
+
+    @app.get("/v0/credits", tags=["credits"], responses=COMMON_ERRORS)
+    async def get_credits(request: Request) -> dict[str, Any]:
+        return {"info": await call(request, service.credits)}
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,183 @@
+"""`provisioner`: the command line of every component and of the operators' tasks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import typer
+
+from worker.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+accounts_app = typer.Typer(no_args_is_help=True, help="Accounts and their API keys.")
+assistants_app = typer.Typer(no_args_is_help=True, help="Assistants of an account.")
+credits_app = typer.Typer(no_args_is_help=True, help="Credits of an account.")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(assistants_app, name="assistants")
+app.add_typer(credits_app, name="credits")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+Host = Annotated[str | None, typer.Option(help="Interface to listen on.")]
+Port = Annotated[int | None, typer.Option(help="Port to listen on.")]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError names the variable
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, default=str) if as_json else text)
+
+
+def _database(settings: Settings):  # type: ignore[no-untyped-def]
+    from worker.store.db import Database
+
+    return Database(settings.database_url, pool_size=2)
+
+
+def _amount(value: str, name: str) -> int:
+    from worker.domain.money import to_cents
+
+    try:
+        cents = to_cents(Decimal(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise typer.BadParameter(f"{value!r} is not an amount like 25.00", param_hint=name) from exc
+    if cents < 0:
+        raise typer.BadParameter("must not be negative", param_hint=name)
+    return cents
+
+
+@app.command()
+def migrate(as_json: JsonFlag = False) -> None:
+    """Create or upgrade the database schema (safe to run repeatedly)."""
+    from worker.store.migrate import upgrade
+
+    settings = _settings()
+    db = _database(settings)
+    upgrade(db)
+    _emit({"migrated": True}, as_json, "database is up to date")
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Option(help="Account name.")],
+    credits: Annotated[str, typer.Option(help="Opening credits, e.g. 25.00.")] = "0",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an account and print its API key (shown only this once)."""
+    from worker.store import accounts
+    from worker.store import credits as credit_store
+
+    cents = _amount(credits, "--credits")
+    db = _database(_settings())
+    with db.write() as session:
+        account = accounts.create_account(session, name)
+        api_key = accounts.issue_key(session, account.id)
+        if cents:
+            credit_store.top_up(session, account.id, cents, f"topup:opening:{account.id}")
+    _emit(
+        {"account_id": account.id, "api_key": api_key},
+        as_json,
+        f"account_id: {account.id}\napi_key: {api_key}  (shown once; store it now)",
+    )
+
+
+@assistants_app.command("create")
+def assistants_create(
+    account: Annotated[int, typer.Option(help="Owning account id.")],
+    name: Annotated[str | None, typer.Option(help="Assistant name.")] = None,
+    count: Annotated[int | None, typer.Option(min=1, max=10_000, help="Make K at once.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create assistants; prints the new integer id(s)."""
+    from worker.store import accounts
+
+    db = _database(_settings())
+    with db.write() as session:
+        if not accounts.account_exists(session, account):
+            typer.echo(f"no account {account}", err=True)
+            raise typer.Exit(1)
+        ids = accounts.create_assistants(session, account, name, count or 1)
+    if count is None:
+        _emit({"assistant_id": ids[0]}, as_json, f"assistant_id: {ids[0]}")
+    else:
+        _emit({"assistant_ids": ids}, as_json, "assistant_ids: " + " ".join(map(str, ids)))
+
+
+@credits_app.command("add")
+def credits_add(
+    account_id: Annotated[int, typer.Argument(help="Account id.")],
+    amount: Annotated[str, typer.Argument(help="Amount, e.g. 10.00.")],
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency key: a repeated top-up with it is a no-op.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Top up an account's credits."""
+    from worker.domain.ids import new_id
+    from worker.domain.money import format_amount
+    from worker.store import accounts
+    from worker.store import credits as credit_store
+
+    cents = _amount(amount, "AMOUNT")
+    db = _database(_settings())
+    with db.write() as session:
+        if not accounts.account_exists(session, account_id):
+            typer.echo(f"no account {account_id}", err=True)
+            raise typer.Exit(1)
+        applied = credit_store.top_up(session, account_id, cents, f"topup:{key or new_id('tu')}")
+        balance = credit_store.balance(session, account_id)
+    data = {
+        "account_id": account_id,
+        "applied": applied,
+        "balance": format_amount(balance.balance_cents),
+        "available": format_amount(balance.available_cents),
+    }
+    _emit(data, as_json, f"balance: {data['balance']} (available {data['available']})")
+
+
+@app.command()
+def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from api_stub.app import create_app
+    from worker.logging import configure
+
+    settings = _settings()
+    configure(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="warning",
+        access_log=False,
+        workers=workers if workers > 1 else None,
+    )
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
+    inventory: Annotated[int, typer.Option(help="Numbers per country.")] = 10_000,
+) -> None:
+    """Serve the provider sandbox (Twilio and Google emulators) for tests and the dev stack."""
+    from sandbox.app import serve
+
+    serve(host, port, inventory)
+
+
+def main() -> None:
+    app(prog_name="provisioner")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The contact's life: types, statuses, the transitions between them and the steps per type."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from worker.domain.errors import InvalidTransition
+
+
+class ContactType(StrEnum):
+    PHONE = "phone"
+    EMAIL = "email"
+    WHATSAPP = "whatsapp"
+
+
+class ContactStatus(StrEnum):
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    FAILED = "failed"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+
+
+# Statuses that hold the assistant's one slot per contact type.
+LIVE_STATUSES = frozenset({ContactStatus.PENDING, ContactStatus.PROVISIONING, ContactStatus.ACTIVE})
+TERMINAL_STATUSES = frozenset({ContactStatus.ACTIVE, ContactStatus.FAILED})
+
+# Forward only. `failed -> pending` is the operator's explicit retry (`provisioner jobs retry`),
+# which reserves the setup cost again; nothing automatic ever takes it.
+_TRANSITIONS: dict[ContactStatus, frozenset[ContactStatus]] = {
+    ContactStatus.PENDING: frozenset({ContactStatus.PROVISIONING, ContactStatus.FAILED}),
+    ContactStatus.PROVISIONING: frozenset({ContactStatus.ACTIVE, ContactStatus.FAILED}),
+    ContactStatus.ACTIVE: frozenset(),
+    ContactStatus.FAILED: frozenset({ContactStatus.PENDING}),
+}
+
+
+def can_transition(current: ContactStatus, target: ContactStatus) -> bool:
+    return target in _TRANSITIONS[current]
+
+
+def check_transition(current: ContactStatus, target: ContactStatus) -> None:
+    if not can_transition(current, target):
+        raise InvalidTransition(f"a {current} contact cannot become {target}")
+
+
+# The provider steps of each type, in order. Each is idempotent on its own (look up by tag,
+# then create), so the pipeline may re-run any of them after a crash.
+STEP_PLANS: dict[ContactType, tuple[str, ...]] = {
+    ContactType.PHONE: ("find_number", "buy_number"),
+    ContactType.EMAIL: ("create_user", "confirm_user"),
+    ContactType.WHATSAPP: ("find_number", "buy_number", "create_sender", "await_sender_online"),
+}
+
+
+def step_plan(contact_type: ContactType) -> tuple[str, ...]:
+    return STEP_PLANS[contact_type]

@@ -1,0 +1,147 @@
+"""Validation and normalisation of a contact request body; every error names its field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+import pycountry
+
+from worker.domain.contacts import ContactType
+from worker.domain.errors import InvalidRequest
+
+# Google Workspace usernames: letters, digits, dashes, underscores, apostrophes and periods;
+# no leading, trailing or consecutive periods; at most 64 characters.
+_EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9_'\-]+(\.[A-Za-z0-9_'\-]+)*$")
+EMAIL_LOCAL_MAX = 64
+NAME_MAX = 60  # Google Workspace: first and last names at most 60 characters, no < or >
+PHONE_INPUT_MAX = 32
+DEFAULT_COUNTRY = "US"
+
+BODY_FIELDS = (
+    "contact_type",
+    "phone_country",
+    "user_phone",
+    "email_local",
+    "first_name",
+    "last_name",
+    "user_whatsapp_number",
+)
+
+
+@dataclass(frozen=True)
+class ContactRequest:
+    """A valid request, normalised; `fields` holds only what the type uses."""
+
+    contact_type: ContactType
+    fields: dict[str, str | None]
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"contact_type": self.contact_type.value, **self.fields}
+
+
+def validate_contact_request(body: Any) -> ContactRequest:
+    """Check `body` (parsed JSON) against the rules of its `contact_type` and normalise it.
+
+    Fields that do not belong to the type are ignored, as in the original API.
+    """
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("the body must be a JSON object", {"body": "must be a JSON object"})
+    errors: dict[str, str] = {}
+    raw = {name: body.get(name) for name in BODY_FIELDS}
+    for name, value in raw.items():
+        if value is not None and not isinstance(value, str):
+            errors[name] = "must be a string or null"
+    if errors:
+        raise _invalid(errors)
+
+    type_value = raw["contact_type"]
+    if type_value is None:
+        raise _invalid({"contact_type": "is required: one of phone, email, whatsapp"})
+    try:
+        contact_type = ContactType(type_value)
+    except ValueError:
+        raise _invalid({"contact_type": "must be one of phone, email, whatsapp"}) from None
+
+    fields: dict[str, str | None] = {}
+    if contact_type in (ContactType.PHONE, ContactType.WHATSAPP):
+        fields["phone_country"] = _country(raw["phone_country"], errors)
+    if contact_type is ContactType.PHONE:
+        fields["user_phone"] = _e164(raw["user_phone"], "user_phone", errors, required=False)
+    elif contact_type is ContactType.WHATSAPP:
+        fields["user_whatsapp_number"] = _e164(
+            raw["user_whatsapp_number"], "user_whatsapp_number", errors, required=True
+        )
+    else:
+        fields["email_local"] = _email_local(raw["email_local"], errors)
+        fields["first_name"] = _name(raw["first_name"], "first_name", errors)
+        fields["last_name"] = _name(raw["last_name"], "last_name", errors)
+    if errors:
+        raise _invalid(errors)
+    return ContactRequest(contact_type, fields)
+
+
+def _invalid(errors: dict[str, str]) -> InvalidRequest:
+    names = ", ".join(sorted(errors))
+    return InvalidRequest(f"invalid field(s): {names}", errors)
+
+
+def _country(value: str | None, errors: dict[str, str]) -> str | None:
+    code = (value or DEFAULT_COUNTRY).strip().upper()
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        errors["phone_country"] = "must be an ISO 3166-1 alpha-2 country code, e.g. US or GB"
+        return None
+    return code
+
+
+def _e164(value: str | None, field: str, errors: dict[str, str], *, required: bool) -> str | None:
+    if value is None or not value.strip():
+        if required:
+            errors[field] = "is required: a phone number in E.164 form, e.g. +14155552671"
+        return None
+    text = value.strip()
+    if len(text) > PHONE_INPUT_MAX or not text.startswith("+"):
+        errors[field] = "must be a phone number in E.164 form, e.g. +14155552671"
+        return None
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        errors[field] = "must be a phone number in E.164 form, e.g. +14155552671"
+        return None
+    if not phonenumbers.is_valid_number(number):
+        errors[field] = "is not a valid phone number for its country"
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _email_local(value: str | None, errors: dict[str, str]) -> str | None:
+    if value is None or not value:
+        errors["email_local"] = "is required for email contacts"
+        return None
+    if len(value) > EMAIL_LOCAL_MAX:
+        errors["email_local"] = f"must be at most {EMAIL_LOCAL_MAX} characters"
+        return None
+    if not _EMAIL_LOCAL.match(value):
+        errors["email_local"] = (
+            "may contain letters, digits, '.', '-', '_' and \"'\", "
+            "with no leading, trailing or doubled period"
+        )
+        return None
+    return value.lower()
+
+
+def _name(value: str | None, field: str, errors: dict[str, str]) -> str | None:
+    text = (value or "").strip()
+    if not text:
+        errors[field] = "is required for email contacts"
+        return None
+    if len(text) > NAME_MAX:
+        errors[field] = f"must be at most {NAME_MAX} characters"
+        return None
+    if "<" in text or ">" in text or any(ord(c) < 32 for c in text):
+        errors[field] = "must not contain '<', '>' or control characters"
+        return None
+    return text

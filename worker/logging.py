@@ -1,0 +1,73 @@
+"""structlog setup, and the redaction every log line passes through.
+
+JSON lines in production, console rendering for humans. Secrets are dropped by key name and
+people's phone numbers and names are masked, whatever the call site passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(r"(api_?key|secret|token|password|authorization|auth)", re.I)
+PHONE_KEYS = {"user_phone", "user_whatsapp_number", "phone", "phone_number", "address"}
+NAME_KEYS = {"first_name", "last_name", "given_name", "family_name", "name"}
+
+
+def mask_phone(value: str) -> str:
+    """`+14155552671` -> `+1415*****71`: enough to correlate, not enough to dial."""
+    if len(value) <= 6:
+        return "*" * len(value)
+    return value[:5] + "*" * (len(value) - 7) + value[-2:]
+
+
+def mask_name(value: str) -> str:
+    return value[:1] + "***" if value else value
+
+
+def _mask(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(k, v) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+    if SECRET_KEYS.search(key):
+        return "[redacted]"
+    if key in PHONE_KEYS and value.removeprefix("whatsapp:").startswith("+"):
+        number = value.removeprefix("whatsapp:")
+        return value[: len(value) - len(number)] + mask_phone(number)
+    if key in NAME_KEYS:
+        return mask_name(value)
+    return value
+
+
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if key != "event":
+            event[key] = _mask(key, event[key])
+    return event
+
+
+def configure(fmt: str = "json", level: str = "INFO") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )

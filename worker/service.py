@@ -1,0 +1,242 @@
+"""Application services: the operations the API and the CLI perform, over the store.
+
+Routes stay thin: they authenticate, hand the raw request here, and shape the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from worker.domain import idempotency as idem
+from worker.domain.contacts import ContactStatus, ContactType
+from worker.domain.errors import (
+    ContactExists,
+    DomainError,
+    InsufficientCredits,
+    InvalidRequest,
+    NotFound,
+)
+from worker.domain.ids import new_id
+from worker.domain.money import format_amount
+from worker.domain.pricing import setup_cost_cents
+from worker.domain.validation import validate_contact_request
+from worker.settings import Settings
+from worker.store import accounts, contacts, credits
+from worker.store import idempotency as idem_store
+from worker.store.db import Database
+from worker.store.models import Contact
+from worker.views import contact_view
+
+log = structlog.get_logger(__name__)
+
+MAX_ID = 2**63 - 1
+LIST_LIMIT_MAX = 1000
+
+
+class Publisher(Protocol):
+    def provision(self, contact_id: str, *, queue: str) -> None: ...
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _prices(settings: Settings) -> dict[ContactType, Any]:
+    return {
+        ContactType.PHONE: settings.setup_cost_phone,
+        ContactType.EMAIL: settings.setup_cost_email,
+        ContactType.WHATSAPP: settings.setup_cost_whatsapp,
+    }
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise InvalidRequest("a JSON body is required", {"body": "is required"})
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("the body is not valid JSON", {"body": "is not valid JSON"}) from None
+
+
+class ContactService:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        publisher: Publisher,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.publisher = publisher
+        self.clock = clock
+        self.prices = _prices(settings)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def authenticate(self, api_key: str) -> int | None:
+        with self.db.read() as session:
+            return accounts.account_for_key(session, api_key)
+
+    def get(self, account_id: int, assistant_id: int, contact_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            contact = None
+            if 0 < assistant_id <= MAX_ID:
+                contact = contacts.get_contact(session, account_id, contact_id, assistant_id)
+            if contact is None:
+                raise NotFound(f"no contact {contact_id} for assistant {assistant_id}")
+            steps = contacts.steps_for(session, [contact.id])[contact.id]
+            return contact_view(contact, steps)
+
+    def list(
+        self, account_id: int, assistant_id: int, limit: int, starting_after: str | None
+    ) -> list[dict[str, Any]]:
+        if not 1 <= limit <= LIST_LIMIT_MAX:
+            raise InvalidRequest(
+                "limit out of range", {"limit": f"must be between 1 and {LIST_LIMIT_MAX}"}
+            )
+        with self.db.read() as session:
+            self._require_assistant(session, account_id, assistant_id)
+            rows = contacts.list_contacts(session, account_id, assistant_id, limit, starting_after)
+            steps = contacts.steps_for(session, [c.id for c in rows])
+            return [contact_view(c, steps[c.id]) for c in rows]
+
+    def credits(self, account_id: int) -> dict[str, str]:
+        with self.db.read() as session:
+            b = credits.balance(session, account_id)
+        return {
+            "balance": format_amount(b.balance_cents),
+            "reserved": format_amount(b.reserved_cents),
+            "available": format_amount(b.available_cents),
+        }
+
+    # --- the enqueue ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        account_id: int,
+        assistant_id: int,
+        raw_body: bytes,
+        *,
+        path: str,
+        idempotency_key: str | None = None,
+    ) -> Reply:
+        """Accept a contact request: record it pending with its cost reserved, then publish.
+
+        Returns the reply to send; raises a DomainError for a refusal.
+        """
+        if idempotency_key is None:
+            return self._submit(account_id, assistant_id, raw_body, path)
+        key = idem.check_key(idempotency_key)
+        now = self.clock()
+        with self.db.write() as session:
+            stored = idem_store.claim(
+                session,
+                account_id,
+                key,
+                idem.fingerprint("POST", path, raw_body),
+                now,
+                timedelta(seconds=self.settings.idempotency_ttl_s),
+                timedelta(seconds=self.settings.idempotency_lock_s),
+            )
+        if stored is not None:
+            headers = {**stored.headers, "Idempotent-Replayed": "true"}
+            return Reply(stored.status, stored.body, headers)
+        try:
+            return self._submit(account_id, assistant_id, raw_body, path, idempotency_key=key)
+        except BaseException:
+            # Only an accepted request is remembered; a refused one frees its key (as Stripe
+            # does for requests that fail validation), so the client can fix it and retry.
+            with self.db.write() as session:
+                idem_store.release(session, account_id, key)
+            raise
+
+    def _submit(
+        self,
+        account_id: int,
+        assistant_id: int,
+        raw_body: bytes,
+        path: str,
+        idempotency_key: str | None = None,
+    ) -> Reply:
+        with self.db.read() as session:
+            self._require_assistant(session, account_id, assistant_id)
+        request = validate_contact_request(parse_json(raw_body))
+        cost = setup_cost_cents(request.contact_type, self.prices)
+        now = self.clock()
+        contact = Contact(
+            id=new_id("ct"),
+            account_id=account_id,
+            assistant_id=assistant_id,
+            contact_type=request.contact_type.value,
+            status=ContactStatus.PENDING.value,
+            request=request.as_dict(),
+            setup_cost_cents=cost,
+            charged=False,
+            reservation_seq=1,
+            deliveries=0,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self.db.write() as session:
+                session.add(contact)
+                session.flush()  # the live-contact unique index speaks here
+                if not credits.try_reserve(session, account_id, cost):
+                    raise InsufficientCredits(
+                        f"available credits are below the setup cost of {format_amount(cost)}"
+                    )
+                credits.record(
+                    session,
+                    account_id,
+                    contact.id,
+                    "reserve",
+                    cost,
+                    credits.reservation_key(contact.id, 1),
+                )
+                reply = Reply(
+                    202,
+                    {"info": contact_view(contact, [])},
+                    {"Location": f"{path}/{contact.id}"},
+                )
+                if idempotency_key is not None:
+                    idem_store.complete(
+                        session,
+                        account_id,
+                        idempotency_key,
+                        idem_store.StoredResponse(reply.status, reply.body, reply.headers),
+                    )
+        except IntegrityError:
+            with self.db.read() as session:
+                if contacts.live_contact_exists(session, assistant_id, request.contact_type):
+                    raise ContactExists(
+                        f"assistant {assistant_id} already has a live {request.contact_type} "
+                        "contact"
+                    ) from None
+            raise
+        # Publish only after the commit: a worker must never run before the row exists. If
+        # the publish fails, the contact stays pending and the reconciler enqueues it later.
+        try:
+            self.publisher.provision(contact.id, queue="interactive")
+        except Exception as exc:
+            log.warning("publish_failed", contact_id=contact.id, error=type(exc).__name__)
+        return reply
+
+    def _require_assistant(self, session: Any, account_id: int, assistant_id: int) -> None:
+        if not (0 < assistant_id <= MAX_ID) or not accounts.assistant_owned(
+            session, account_id, assistant_id
+        ):
+            raise NotFound(f"no assistant {assistant_id}")
+
+
+__all__ = ["ContactService", "DomainError", "Publisher", "Reply"]
