@@ -1,0 +1,137 @@
+"""Error responses in each emulated provider's own wire format.
+
+Twilio (both the 2010 REST API and the v2 Senders API) answers
+`{"code", "message", "more_info", "status"}`; Google answers
+`{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}`.
+Which format a path gets is decided by `provider_for_path`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi.responses import JSONResponse
+
+Provider = Literal["twilio", "google"]
+
+TWILIO_PREFIXES = ("/2010-04-01/", "/v2/Channels/")
+GOOGLE_PREFIXES = ("/admin/directory/",)
+CONTROL_PREFIX = "/_sandbox"
+
+# Twilio error codes used by the sandbox (https://www.twilio.com/docs/errors/<code>).
+TW_BAD_REQUEST = 20001
+TW_AUTHENTICATE = 20003
+TW_NOT_FOUND = 20404
+TW_CONFLICT = 20409
+TW_TOO_MANY_REQUESTS = 20429
+TW_INTERNAL = 20500
+TW_UNAVAILABLE = 20503
+TW_NUMBER_INVALID = 21421
+TW_NUMBER_NOT_AVAILABLE = 21422
+TW_NUMBER_REQUIRED = 21452
+TW_SENDER_VALIDATION = 63100
+
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+def provider_for_path(path: str) -> Provider | None:
+    """The provider whose protocol a request path belongs to; None for control/unknown paths."""
+    if path.startswith(TWILIO_PREFIXES):
+        return "twilio"
+    if path.startswith(GOOGLE_PREFIXES):
+        return "google"
+    return None
+
+
+def is_provider_path(path: str) -> bool:
+    """Everything outside `/_sandbox` is provider traffic (faults and stats apply)."""
+    return not (path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"))
+
+
+def twilio_body(status: int, code: int, message: str) -> dict[str, object]:
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+def twilio_error(
+    status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(twilio_body(status, code, message), status_code=status, headers=headers)
+
+
+def google_body(
+    status: int, reason: str, message: str, detail: str | None = None, **extra: str
+) -> dict[str, object]:
+    """`detail` is the per-error message when it differs from the top-level one."""
+    item = {"message": detail or message, "domain": "global", "reason": reason, **extra}
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [item],
+            "status": _GOOGLE_STATUS.get(status, "UNKNOWN"),
+        }
+    }
+
+
+def google_error(
+    status: int,
+    reason: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    detail: str | None = None,
+    **extra: str,
+) -> JSONResponse:
+    return JSONResponse(
+        google_body(status, reason, message, detail, **extra), status_code=status, headers=headers
+    )
+
+
+def server_error(provider: Provider | None, status: int) -> JSONResponse:
+    """A provider-style 500 or 503 (the `error_rate` and drop-after-commit faults)."""
+    if provider == "google":
+        if status == 503:
+            return google_error(503, "backendError", "The service is currently unavailable.")
+        return google_error(500, "backendError", "Backend Error")
+    if status == 503:
+        return twilio_error(503, TW_UNAVAILABLE, "Service Unavailable")
+    return twilio_error(500, TW_INTERNAL, "Internal Server Error")
+
+
+def rate_limited(provider: Provider | None, retry_after: int) -> JSONResponse:
+    """Twilio: 429 code 20429. Google Directory: 403 `userRateLimitExceeded` (its limits page)."""
+    headers = {"Retry-After": str(retry_after)}
+    if provider == "google":
+        return google_error(
+            403,
+            "userRateLimitExceeded",
+            "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute per user' "
+            "of service 'admin.googleapis.com'.",
+            headers=headers,
+        )
+    return twilio_error(429, TW_TOO_MANY_REQUESTS, "Too Many Requests", headers=headers)
+
+
+def not_found(provider: Provider | None, path: str) -> JSONResponse:
+    if provider == "google":
+        return google_error(404, "notFound", "Not Found")
+    return twilio_error(404, TW_NOT_FOUND, f"The requested resource {path} was not found")
+
+
+def method_not_allowed(provider: Provider | None) -> JSONResponse:
+    if provider == "google":
+        return google_error(405, "httpMethodNotAllowed", "Method Not Allowed")
+    return twilio_error(405, 20004, "Method not allowed")

@@ -1,0 +1,365 @@
+"""The sandbox's in-memory world: sold numbers, WhatsApp senders, Google users and webhook sinks.
+
+All mutation happens under one `threading.Lock` that is never held across an `await`,
+so concurrent purchases of one number can never sell it twice. Methods return copies
+of records, never the live objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sandbox.inventory import country_of, friendly_format, inventory_for
+
+
+class StateError(Exception):
+    """Base of the sandbox's domain errors; each provider module maps them to its wire format."""
+
+
+class NotAvailable(StateError):
+    """The phone number is not in the inventory or already sold."""
+
+
+class NotFound(StateError):
+    """No such resource (for this account)."""
+
+
+class AlreadyExists(StateError):
+    """A resource with the same unique key exists."""
+
+
+class NotOwned(StateError):
+    """The phone number is not an IncomingPhoneNumber of the calling account."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PhoneNumberRecord:
+    sid: str
+    account_sid: str
+    phone_number: str
+    country: str
+    friendly_name: str
+    friendly_name_set: bool
+    date_created: datetime
+    date_updated: datetime
+    fields: dict[str, str] = field(default_factory=dict)  # VoiceUrl, SmsUrl, ... as sent
+
+    @property
+    def tag(self) -> str | None:
+        return self.friendly_name if self.friendly_name_set else None
+
+
+@dataclass
+class SenderRecord:
+    sid: str
+    account_sid: str
+    sender_id: str
+    phone_number: str
+    number_sid: str
+    created_at: float  # time.monotonic() at creation, for the CREATING -> ONLINE delay
+    date_created: datetime
+    body: dict[str, object]  # configuration, webhook, profile as sent
+    number_tag: str | None  # the number's tag when the number is gone
+    number_released: bool = False
+
+    def status(self, online_after_s: float, now: float | None = None) -> str:
+        if self.number_released:
+            return "OFFLINE"
+        now = time.monotonic() if now is None else now
+        return "ONLINE" if now - self.created_at >= online_after_s else "CREATING"
+
+
+@dataclass
+class UserRecord:
+    id: str
+    primary_email: str
+    given_name: str
+    family_name: str
+    password_hash: str
+    change_password_at_next_login: bool
+    external_ids: list[dict[str, object]]
+    creation_time: datetime
+    etag: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str | None:
+        for entry in self.external_ids:
+            if entry.get("type") == "custom" and entry.get("customType") == "contact_id":
+                value = entry.get("value")
+                return str(value) if value is not None else None
+        return None
+
+
+@dataclass
+class SinkDelivery:
+    headers: dict[str, str]
+    body: str
+    received_at: str
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def hash_password(password: str) -> str:
+    """Only a salted hash is kept; the sandbox never needs the password back."""
+    salt = secrets.token_hex(8)
+    digest = hashlib.sha256((salt + password).encode()).hexdigest()
+    return f"sha256${salt}${digest}"
+
+
+class SandboxState:
+    """Everything a reset clears except the fault configuration (see `faults.py`)."""
+
+    def __init__(self, inventory_per_country: int) -> None:
+        self._lock = threading.Lock()
+        self._init(inventory_per_country)
+
+    def _init(self, inventory_per_country: int) -> None:
+        self.inventory_per_country = inventory_per_country
+        self._numbers: dict[str, PhoneNumberRecord] = {}
+        self._sold: dict[str, str] = {}  # E.164 -> PN sid
+        self._cursor: dict[str, int] = {}  # country -> where the next search starts
+        self._senders: dict[str, SenderRecord] = {}
+        self._sender_by_number: dict[str, str] = {}  # E.164 -> XE sid
+        self._users: dict[str, UserRecord] = {}
+        self._user_by_email: dict[str, str] = {}  # lower-case email -> id
+        self._sinks: dict[str, list[SinkDelivery]] = {}
+        self._sink_status: dict[str, int] = {}
+
+    def reset(self, inventory_per_country: int) -> None:
+        with self._lock:
+            self._init(inventory_per_country)
+
+    # --- phone numbers -------------------------------------------------------------
+
+    def available(
+        self, country: str, limit: int, accept: Callable[[str], bool] | None = None
+    ) -> list[str] | None:
+        """Up to `limit` unsold numbers of `country` (None if the country is not sold).
+
+        Successive searches start where the previous one stopped (wrapping around), so
+        concurrent searchers are offered different numbers, much as the real service
+        offers varying sets.
+        """
+        inv = inventory_for(country)
+        if inv is None:
+            return None
+        pool = inv.first(self.inventory_per_country)
+        if not pool:
+            return []
+        found: list[str] = []
+        with self._lock:
+            start = self._cursor.get(inv.country, 0) % len(pool)
+            last = start
+            for step in range(len(pool)):
+                if len(found) >= limit:
+                    break
+                idx = (start + step) % len(pool)
+                number = pool[idx]
+                if number in self._sold or (accept is not None and not accept(number)):
+                    continue
+                found.append(number)
+                last = idx
+            if found:
+                self._cursor[inv.country] = last + 1
+        return found
+
+    def buy(
+        self, account_sid: str, e164: str, friendly_name: str | None, fields: dict[str, str]
+    ) -> PhoneNumberRecord:
+        country = country_of(e164)
+        inv = inventory_for(country) if country else None
+        if inv is None or inv.position(e164, self.inventory_per_country) is None:
+            raise NotAvailable(e164)
+        now = utcnow()
+        with self._lock:
+            if e164 in self._sold:
+                raise NotAvailable(e164)
+            record = PhoneNumberRecord(
+                sid=new_sid("PN"),
+                account_sid=account_sid,
+                phone_number=e164,
+                country=inv.country,
+                friendly_name=friendly_name if friendly_name is not None else friendly_format(e164),
+                friendly_name_set=friendly_name is not None,
+                date_created=now,
+                date_updated=now,
+                fields=dict(fields),
+            )
+            self._numbers[record.sid] = record
+            self._sold[e164] = record.sid
+            return copy.deepcopy(record)
+
+    def get_number(self, account_sid: str, sid: str) -> PhoneNumberRecord:
+        with self._lock:
+            return copy.deepcopy(self._owned_number(account_sid, sid))
+
+    def list_numbers(
+        self, account_sid: str, friendly_name: str | None, phone_number: str | None
+    ) -> list[PhoneNumberRecord]:
+        with self._lock:
+            return [
+                copy.deepcopy(r)
+                for r in self._numbers.values()
+                if r.account_sid == account_sid
+                and (friendly_name is None or r.friendly_name == friendly_name)
+                and (phone_number is None or r.phone_number == phone_number)
+            ]
+
+    def update_number(
+        self, account_sid: str, sid: str, friendly_name: str | None, fields: dict[str, str]
+    ) -> PhoneNumberRecord:
+        with self._lock:
+            record = self._owned_number(account_sid, sid)
+            if friendly_name is not None:
+                record.friendly_name = friendly_name
+                record.friendly_name_set = True
+            record.fields.update(fields)
+            record.date_updated = utcnow()
+            return copy.deepcopy(record)
+
+    def release_number(self, account_sid: str, sid: str) -> None:
+        """Releases the number to the inventory; a sender registered on it goes OFFLINE."""
+        with self._lock:
+            record = self._owned_number(account_sid, sid)
+            del self._numbers[sid]
+            self._sold.pop(record.phone_number, None)
+            sender_sid = self._sender_by_number.pop(record.phone_number, None)
+            if sender_sid is not None and sender_sid in self._senders:
+                sender = self._senders[sender_sid]
+                sender.number_released = True
+                sender.number_tag = record.tag
+
+    def _owned_number(self, account_sid: str, sid: str) -> PhoneNumberRecord:
+        record = self._numbers.get(sid)
+        if record is None or record.account_sid != account_sid:
+            raise NotFound(sid)
+        return record
+
+    # --- WhatsApp senders ----------------------------------------------------------
+
+    def create_sender(
+        self, account_sid: str, sender_id: str, e164: str, body: dict[str, object]
+    ) -> SenderRecord:
+        with self._lock:
+            number_sid = self._sold.get(e164)
+            number = self._numbers.get(number_sid) if number_sid else None
+            if number is None or number.account_sid != account_sid:
+                raise NotOwned(e164)
+            if e164 in self._sender_by_number:
+                raise AlreadyExists(sender_id)
+            record = SenderRecord(
+                sid=new_sid("XE"),
+                account_sid=account_sid,
+                sender_id=sender_id,
+                phone_number=e164,
+                number_sid=number.sid,
+                created_at=time.monotonic(),
+                date_created=utcnow(),
+                body=copy.deepcopy(body),
+                number_tag=number.tag,
+            )
+            self._senders[record.sid] = record
+            self._sender_by_number[e164] = record.sid
+            return copy.deepcopy(record)
+
+    def get_sender(self, account_sid: str, sid: str) -> SenderRecord:
+        with self._lock:
+            return copy.deepcopy(self._owned_sender(account_sid, sid))
+
+    def list_senders(self, account_sid: str) -> list[SenderRecord]:
+        with self._lock:
+            return [
+                copy.deepcopy(s) for s in self._senders.values() if s.account_sid == account_sid
+            ]
+
+    def delete_sender(self, account_sid: str, sid: str) -> None:
+        with self._lock:
+            record = self._owned_sender(account_sid, sid)
+            del self._senders[sid]
+            if self._sender_by_number.get(record.phone_number) == sid:
+                del self._sender_by_number[record.phone_number]
+
+    def _owned_sender(self, account_sid: str, sid: str) -> SenderRecord:
+        record = self._senders.get(sid)
+        if record is None or record.account_sid != account_sid:
+            raise NotFound(sid)
+        return record
+
+    def sender_tag(self, sender: SenderRecord) -> str | None:
+        """A sender carries the tag of the number it was registered for (live if it exists)."""
+        with self._lock:
+            number = self._numbers.get(sender.number_sid)
+            return number.tag if number is not None else sender.number_tag
+
+    # --- Google users --------------------------------------------------------------
+
+    def create_user(self, record: UserRecord) -> UserRecord:
+        key = record.primary_email.lower()
+        with self._lock:
+            if key in self._user_by_email:
+                raise AlreadyExists(record.primary_email)
+            self._users[record.id] = copy.deepcopy(record)
+            self._user_by_email[key] = record.id
+            return copy.deepcopy(record)
+
+    def get_user(self, user_key: str) -> UserRecord:
+        with self._lock:
+            return copy.deepcopy(self._find_user(user_key))
+
+    def delete_user(self, user_key: str) -> None:
+        with self._lock:
+            record = self._find_user(user_key)
+            del self._users[record.id]
+            self._user_by_email.pop(record.primary_email.lower(), None)
+
+    def _find_user(self, user_key: str) -> UserRecord:
+        user_id = self._user_by_email.get(user_key.lower(), user_key)
+        record = self._users.get(user_id)
+        if record is None:
+            raise NotFound(user_key)
+        return record
+
+    # --- sinks and introspection ---------------------------------------------------
+
+    def record_sink(self, name: str, delivery: SinkDelivery) -> int:
+        with self._lock:
+            self._sinks.setdefault(name, []).append(delivery)
+            return self._sink_status.get(name, 200)
+
+    def sink(self, name: str) -> list[SinkDelivery]:
+        with self._lock:
+            return list(self._sinks.get(name, []))
+
+    def set_sink_status(self, name: str, status: int) -> None:
+        with self._lock:
+            self._sink_status[name] = status
+
+    def snapshot(
+        self,
+    ) -> tuple[list[PhoneNumberRecord], list[SenderRecord], list[UserRecord]]:
+        with self._lock:
+            return (
+                copy.deepcopy(list(self._numbers.values())),
+                copy.deepcopy(list(self._senders.values())),
+                copy.deepcopy(list(self._users.values())),
+            )
+
+    def number_tags(self) -> dict[str, str | None]:
+        """PN sid -> tag, for rendering sender tags in bulk."""
+        with self._lock:
+            return {sid: r.tag for sid, r in self._numbers.items()}
