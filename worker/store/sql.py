@@ -16,5 +16,11 @@ def insert_if_absent(
     """INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row."""
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    stmt = (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=conflict)
+        .returning(*[table.c[name] for name in conflict])
+    )
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    return session.execute(stmt).first() is not None

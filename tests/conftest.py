@@ -1,0 +1,3 @@
+"""Root fixtures."""
+
+pytest_plugins = ["support.fixtures"]

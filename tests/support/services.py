@@ -1,0 +1,116 @@
+"""Real services for tests: Redis (given or embedded), a database (given PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from worker.embedded_redis import ensure_embedded
+from worker.store.db import Database, normalise_url
+from worker.store.migrate import upgrade
+from worker.store.models import Base
+
+TEST_DATABASE_URL = os.environ.get("PROVISIONER_TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("PROVISIONER_TEST_REDIS_URL", "")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def clean_environment() -> None:
+    """A developer's PROVISIONER_* variables must never leak into a test's Settings."""
+    for name in list(os.environ):
+        if name.startswith("PROVISIONER_") and not name.startswith("PROVISIONER_TEST_"):
+            del os.environ[name]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisService:
+    def __init__(self, var_dir: Path) -> None:
+        self.url = TEST_REDIS_URL or ensure_embedded(var_dir)
+        self.client = redis.Redis.from_url(self.url)
+        self.client.ping()
+
+    def flush(self) -> None:
+        self.client.flushdb()
+
+
+class DatabaseService:
+    """One migrated database per test session; each test gets it clean.
+
+    PostgreSQL: a database of our own is created (and dropped at the end) on the server given,
+    and tables are truncated between tests. SQLite: a migrated template file is copied.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.postgres = bool(TEST_DATABASE_URL)
+        if self.postgres:
+            admin_url = make_url(normalise_url(TEST_DATABASE_URL))
+            self.name = f"cp_test_{uuid.uuid4().hex[:10]}"
+            self._admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            with self._admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+            self.url = admin_url.set(database=self.name).render_as_string(hide_password=False)
+            db = Database(self.url, pool_size=2)
+            upgrade(db)
+            db.dispose()
+        else:
+            self.template = tmp / "template.db"
+            db = Database(f"sqlite:///{self.template}", pool_size=1)
+            upgrade(db)
+            db.dispose()
+
+    def fresh_url(self, test_dir: Path) -> str:
+        if self.postgres:
+            tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+            engine = create_engine(self.url)
+            with engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            engine.dispose()
+            return self.url
+        path = test_dir / "test.db"
+        shutil.copyfile(self.template, path)
+        return f"sqlite:///{path}"
+
+    def close(self) -> None:
+        if self.postgres:
+            with self._admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            self._admin.dispose()
+
+
+@contextmanager
+def serve_in_thread(app: object) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port, in a thread; yield its URL."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test API server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
