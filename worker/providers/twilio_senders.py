@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+from pydantic import SecretStr
+
 from worker.providers._twilio import TwilioClient, require
 from worker.providers.errors import CONFLICT, NotFound, Permanent
 from worker.providers.http import timeout_from_settings
@@ -20,6 +23,8 @@ from worker.settings import Settings
 SENDERS_PATH = "/v2/Channels/Senders"
 WHATSAPP_PREFIX = "whatsapp:"
 _PAGE_SIZE = 100
+# Must follow Meta's display-name guidelines; a deployment names its business here.
+DEFAULT_PROFILE_NAME = "Assistant"
 
 # Sender statuses as Twilio documents them.
 CREATING = "CREATING"
@@ -72,7 +77,31 @@ def whatsapp_id(phone_number: str) -> str:
 
 
 class TwilioSenders(TwilioClient):
-    """Client of Twilio's Senders API v2 for the WhatsApp channel."""
+    """Client of Twilio's Senders API v2 for the WhatsApp channel. WhatsApp requires a display
+    name on every sender: `default_profile_name` is used when a call gives none."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        account_sid: str,
+        auth_token: SecretStr,
+        timeout: httpx.Timeout,
+        max_connections: int = 100,
+        api_key_sid: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        default_profile_name: str = DEFAULT_PROFILE_NAME,
+    ) -> None:
+        super().__init__(
+            base_url=base_url,
+            account_sid=account_sid,
+            auth_token=auth_token,
+            timeout=timeout,
+            max_connections=max_connections,
+            api_key_sid=api_key_sid,
+            transport=transport,
+        )
+        self.default_profile_name = default_profile_name
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TwilioSenders:
@@ -96,7 +125,8 @@ class TwilioSenders(TwilioClient):
         verification_method: str | None = None,
         callback_url: str | None = None,
     ) -> Sender:
-        """Register `phone_number` as a WhatsApp sender; it starts out `CREATING`."""
+        """Register `phone_number` as a WhatsApp sender named `profile_name` (default: the
+        client's `default_profile_name`); it starts out `CREATING`."""
         body: dict[str, Any] = {"sender_id": whatsapp_id(phone_number)}
         configuration = {
             k: v
@@ -105,8 +135,7 @@ class TwilioSenders(TwilioClient):
         }
         if configuration:
             body["configuration"] = configuration
-        if profile_name is not None:
-            body["profile"] = {"name": profile_name}
+        body["profile"] = {"name": profile_name or self.default_profile_name}
         if callback_url is not None:
             body["webhook"] = {"callback_url": callback_url, "callback_method": "POST"}
         return _parse_sender(self._request_json("POST", SENDERS_PATH, json=body))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from worker.providers import GoogleDirectory, Providers, TwilioNumbers, TwilioSenders
 from worker.settings import Settings
@@ -26,6 +27,9 @@ def provider_settings(sandbox_url: str, tmp_path: Path) -> Callable[..., Setting
             "var_dir": tmp_path,
             "provider_connect_timeout_s": 1.0,
             "provider_read_timeout_s": 1.0,
+            # Any non-empty credentials: the sandbox, like the real services, refuses none.
+            "twilio_auth_token": SecretStr("sandbox-auth-token"),
+            "google_access_token": SecretStr("sandbox-access-token"),
         }
         values.update(overrides)
         return Settings(**values)

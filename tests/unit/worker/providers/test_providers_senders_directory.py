@@ -89,6 +89,20 @@ def test_create_sends_json_with_whatsapp_sender_id(
     }
 
 
+def test_create_without_a_name_uses_the_default_display_name(
+    senders_client: Callable[..., TwilioSenders],
+) -> None:
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(201, json=sender("XE1", "+15550000001"))
+
+    senders_client(handler).create("whatsapp:+15550000001")
+    assert bodies[0]["profile"] == {"name": "Assistant"}  # WhatsApp requires a name
+    assert bodies[0]["sender_id"] == "whatsapp:+15550000001"
+
+
 def test_ensure_sender_adopts_on_conflict(senders_client: Callable[..., TwilioSenders]) -> None:
     state: dict[str, list] = {"senders": []}
 
