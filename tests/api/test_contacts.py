@@ -15,9 +15,10 @@ EMAIL = {"contact_type": "email", "email_local": "Ada.Lovelace", "first_name": "
 WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+442071838750"}
 
 
-def post(client, tenant, body, assistant=None, **kw):
+def post(client, tenant, body, assistant=None, headers=None):
     assistant = assistant or tenant.assistant_ids[0]
-    return client.post(f"/v0/assistant/{assistant}/contact", json=body, headers=tenant.headers, **kw)
+    return client.post(f"/v0/assistant/{assistant}/contact", json=body,
+                       headers=headers or tenant.headers)
 
 
 def test_post_phone_records_pending_contact_and_reserves_cost(client, tenant, db):
