@@ -106,10 +106,8 @@ class TwilioNumbers(TwilioClient):
             f"{self._account}/AvailablePhoneNumbers/{quote(country.upper(), safe='')}/Local.json",
             params={"PageSize": limit},
         )
-        found = body.get("available_phone_numbers") or []
-        return [n["phone_number"] for n in found if isinstance(n, dict) and n.get("phone_number")][
-            :limit
-        ]
+        listed = [n for n in body.get("available_phone_numbers") or [] if isinstance(n, dict)]
+        return [str(n["phone_number"]) for n in listed if n.get("phone_number")][:limit]
 
     def buy(
         self, phone_number: str, friendly_name: str, voice_url: str | None = None
