@@ -1,0 +1,41 @@
+# The two commands: `make run` (the whole stack on embedded defaults) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test lint format typecheck bench-enqueue bench-throughput clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m worker.devstack
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check worker api_stub sandbox bench
+	$(VENV)/bin/ruff format --check worker api_stub sandbox bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format worker api_stub sandbox bench
+	$(VENV)/bin/ruff check --fix worker api_stub sandbox bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy worker/domain
+
+bench-enqueue: $(STAMP)
+	$(PY) bench/enqueue.py
+
+bench-throughput: $(STAMP)
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
