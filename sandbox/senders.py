@@ -148,7 +148,7 @@ async def create_sender(request: Request) -> Response:
         if body.get(section) is not None and not isinstance(body[section], dict):
             return _validation(f"{section} must be an object")
     try:
-        record = sandbox_state(request).create_sender(account, sender_id, match.group(1), body)
+        record = sandbox_state(request).create_sender(account, match.group(0), match.group(1), body)
     except NotOwned:
         return _validation(f"{match.group(1)} is not an IncomingPhoneNumber of account {account}")
     except AlreadyExists:

@@ -116,31 +116,29 @@ class SandboxControl:
         self._client = httpx.Client(base_url=self.url, timeout=timeout)
 
     def reset(self, inventory_per_country: int | None = None) -> dict[str, Any]:
-        body = (
-            {}
-            if inventory_per_country is None
-            else {"inventory_per_country": inventory_per_country}
-        )
-        return self._json("POST", "/_sandbox/reset", json=body)
+        body: dict[str, int] = {}
+        if inventory_per_country is not None:
+            body["inventory_per_country"] = inventory_per_country
+        return self._object("POST", "/_sandbox/reset", json=body)
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
-        return self._json("PUT", "/_sandbox/faults", json=faults)
+        return self._object("PUT", "/_sandbox/faults", json=faults)
 
     def faults(self) -> dict[str, Any]:
-        return self._json("GET", "/_sandbox/faults")
+        return self._object("GET", "/_sandbox/faults")
 
     def resources(self) -> dict[str, Any]:
-        return self._json("GET", "/_sandbox/resources")
+        return self._object("GET", "/_sandbox/resources")
 
     def stats(self) -> dict[str, Any]:
-        return self._json("GET", "/_sandbox/stats")
+        return self._object("GET", "/_sandbox/stats")
 
     def sink(self, name: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._json("GET", f"/_sandbox/sink/{name}")
         return result
 
     def set_sink_status(self, name: str, status: int) -> dict[str, Any]:
-        return self._json("PUT", f"/_sandbox/sink/{name}", json={"status": status})
+        return self._object("PUT", f"/_sandbox/sink/{name}", json={"status": status})
 
     def sink_url(self, name: str) -> str:
         return f"{self.url}/_sandbox/sink/{name}"
@@ -158,3 +156,9 @@ class SandboxControl:
         response = self._client.request(method, path, **kwargs)
         response.raise_for_status()
         return response.json()
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        data = self._json(method, path, **kwargs)
+        if not isinstance(data, dict):
+            raise TypeError(f"{method} {path} answered {data!r}, not an object")
+        return data
