@@ -206,14 +206,24 @@ class GoogleDirectory(ProviderClient):
     # Idempotent steps -------------------------------------------------------------------
 
     def ensure_user(
-        self, primary_email: str, given_name: str, family_name: str, tag: str
+        self,
+        primary_email: str,
+        given_name: str,
+        family_name: str,
+        tag: str,
+        *,
+        look_up: bool = True,
     ) -> DirectoryUser:
         """The account `primary_email` tagged `tag`, created if it does not exist yet.
-        Permanent("email_taken") if the address belongs to anyone else. Safe to repeat."""
-        try:
-            return _ours(self.get_user(primary_email), tag)
-        except NotFound:
-            pass
+        Permanent("email_taken") if the address belongs to anyone else. Safe to repeat.
+
+        `look_up=False` goes straight to the insert (a 409 still leads to the look-up).
+        """
+        if look_up:
+            try:
+                return _ours(self.get_user(primary_email), tag)
+            except NotFound:
+                pass
         try:
             return self.insert_user(primary_email, given_name, family_name, tag)
         except Permanent as exc:

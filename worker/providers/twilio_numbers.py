@@ -152,15 +152,28 @@ class TwilioNumbers(TwilioClient):
 
     # Idempotent steps -------------------------------------------------------------------
 
-    def ensure_number(self, tag: str, country: str, voice_url: str | None = None) -> IncomingNumber:
+    def ensure_number(
+        self,
+        tag: str,
+        country: str,
+        voice_url: str | None = None,
+        *,
+        candidates: list[str] | None = None,
+        look_up: bool = True,
+    ) -> IncomingNumber:
         """The number tagged `tag`, bought in `country` if we have none yet; its VoiceUrl set
-        to `voice_url` (None: no forwarding). Safe to repeat after any failure."""
-        existing = self._tagged(tag)
+        to `voice_url` (None: no forwarding). Safe to repeat after any failure.
+
+        `candidates` (from an earlier search) are tried before searching again.
+        `look_up=False` skips the look-up by tag: only for a first attempt, when no earlier
+        purchase request can have been sent for this tag.
+        """
+        existing = self._tagged(tag) if look_up else None
         if existing is not None:
             if (existing.voice_url or None) != (voice_url or None):
                 existing = self.update_voice_url(existing.sid, voice_url)
             return existing
-        return self._buy_one(tag, country, voice_url)
+        return self._buy_one(tag, country, voice_url, list(candidates or []))
 
     def release_tagged(self, tag: str) -> int:
         """Release every number tagged `tag`; how many are gone now (already gone counts)."""
@@ -186,8 +199,9 @@ class TwilioNumbers(TwilioClient):
                 self.release(extra.sid)
         return keep
 
-    def _buy_one(self, tag: str, country: str, voice_url: str | None) -> IncomingNumber:
-        candidates: list[str] = []
+    def _buy_one(
+        self, tag: str, country: str, voice_url: str | None, candidates: list[str]
+    ) -> IncomingNumber:
         for _ in range(self.max_buy_attempts):
             if not candidates:
                 candidates = self._candidates(country)

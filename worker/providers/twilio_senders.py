@@ -163,10 +163,14 @@ class TwilioSenders(TwilioClient):
         waba_id: str | None = None,
         verification_method: str | None = None,
         callback_url: str | None = None,
+        look_up: bool = True,
     ) -> Sender:
         """The sender for `phone_number`, created if there is none yet. Safe to repeat after any
-        failure: a sender created by an attempt whose response was lost is adopted."""
-        existing = self.find_by_number(phone_number)
+        failure: a sender created by an attempt whose response was lost is adopted.
+
+        `look_up=False` goes straight to the create (a conflict still leads to the look-up).
+        """
+        existing = self.find_by_number(phone_number) if look_up else None
         if existing is not None:
             return existing
         try:
