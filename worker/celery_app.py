@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.embedded_redis import celery_broker_url, redis_url
 from worker.settings import Settings
 
 PROVISION_TASK = "worker.tasks.provision_contact"
+RECONCILE_TASK = "worker.tasks.reconcile"
+PURGE_TASK = "worker.tasks.purge_idempotency_keys"
 QUEUES = ("interactive", "bulk")
 
 
@@ -21,7 +23,9 @@ def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celer
         accept_content=["json"],
         result_backend=None,
         task_ignore_result=True,
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         task_default_queue="interactive",
         # At-least-once: ack after the task ran, re-queue when the worker process dies, and
         # take one message at a time so a crash strands at most one per slot.
@@ -41,7 +45,20 @@ def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celer
         task_soft_time_limit=120,
         task_time_limit=150,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         enable_utc=True,
+        beat_schedule={
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval_s,
+                "options": {"queue": "interactive", "expires": settings.reconcile_interval_s},
+            },
+            "purge-idempotency-keys": {
+                "task": PURGE_TASK,
+                "schedule": 3600.0,
+                "options": {"queue": "bulk", "expires": 3600},
+            },
+        },
     )
     return app
 

@@ -164,6 +164,59 @@ def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
 
 
 @app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Threads running tasks.")] = 16,
+    queues: Annotated[str, typer.Option(help="Queues, highest priority first.")] = (
+        "interactive,bulk"
+    ),
+    pool: Annotated[str, typer.Option(help="Celery pool: threads (default) or prefork.")] = (
+        "threads"
+    ),
+) -> None:
+    """Run a Celery worker for the provisioning tasks."""
+    from worker.celery_app import create_celery
+    from worker.logging import configure
+    from worker.tasks import Runtime, register
+
+    settings = _settings()
+    configure(settings.log_format, settings.log_level)
+    celery = create_celery(settings)
+    runtime = Runtime(settings)
+    register(celery, runtime)
+    try:
+        celery.worker_main(
+            [
+                "worker",
+                f"--pool={pool}",
+                f"--concurrency={concurrency}",
+                f"--queues={queues}",
+                f"--loglevel={settings.log_level}",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )
+    finally:
+        runtime.close()
+
+
+@app.command()
+def beat() -> None:
+    """Run the scheduler: the reconciler and housekeeping (run exactly one per deployment)."""
+    from worker.celery_app import create_celery
+    from worker.logging import configure
+
+    settings = _settings()
+    configure(settings.log_format, settings.log_level)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    celery = create_celery(settings)
+    celery.Beat(
+        schedule=str(settings.var_dir / "celerybeat-schedule"),
+        loglevel=settings.log_level,
+    ).run()
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,

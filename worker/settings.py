@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     google_directory_url: str = "https://admin.googleapis.com"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: SecretStr = SecretStr("")
+    # With an API key (SK...), the key's SID is the basic-auth user and the token its secret.
+    twilio_api_key_sid: str = ""
+    whatsapp_profile_name: str = "Assistant"
     google_access_token: SecretStr = SecretStr("")  # static bearer token; see docs/providers.md
     google_customer: str = "my_customer"
     provider_connect_timeout_s: float = 5.0
@@ -59,8 +62,12 @@ class Settings(BaseSettings):
     step_max_total_s: int = 900
     retry_base_s: float = 1.0
     retry_max_s: float = 60.0
-    max_deliveries: int = 20
+    max_deliveries: int = 5  # leases taken over from dead runners before a contact fails
     reconcile_interval_s: float = 30.0
+    # A contact with no runner and no scheduled retry is re-enqueued once it has waited this
+    # long (a publish lost after commit, a flushed broker, a killed worker).
+    reconcile_grace_s: float = 60.0
+    reconcile_batch: int = 500
     sender_poll_s: float = 2.0
     sender_online_timeout_s: int = 600
 

@@ -95,6 +95,7 @@ class TwilioNumbers(TwilioClient):
             auth_token=settings.twilio_auth_token,
             timeout=timeout_from_settings(settings),
             max_connections=settings.provider_max_connections,
+            api_key_sid=settings.twilio_api_key_sid or None,
         )
 
     # Operations -------------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""Run a contact's provider steps to `active`, or to `failed` with nothing left behind.
+
+No Celery here: `run` takes a contact id and says what should happen next (nothing, or run
+again after a delay). The Celery task maps that onto the broker.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from worker.domain.contacts import ContactStatus, StepStatus
+from worker.domain.retry import RetryPolicy
+from worker.providers import Permanent, ProviderError, Providers, RateLimited
+from worker.settings import Settings
+from worker.steps import STEPS, StepContext, StepResult, Wait, address_of, compensate, utcnow
+from worker.store import pipeline as store
+from worker.store.db import Database
+from worker.store.models import Contact, ContactStep
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the caller should do next: nothing (`again_in_s` None), or run again later."""
+
+    state: str  # active | failed | busy | gone | retry | wait
+    again_in_s: float | None = None
+
+
+def _policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        base_s=settings.retry_base_s,
+        max_s=settings.retry_max_s,
+        max_attempts=settings.step_max_attempts,
+        max_total_s=settings.step_max_total_s,
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        db: Database,
+        providers: Providers,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.providers = providers
+        self.settings = settings
+        self.clock = clock
+        self.policy = _policy(settings)
+        self.rng = random.Random()
+
+    def run(self, contact_id: str, owner: str) -> Outcome:
+        now = self.clock()
+        with self.db.write() as session:
+            lease = store.take_lease(session, contact_id, owner, now, self.settings.lease_s)
+        if lease is None:
+            return Outcome("busy")  # finished, missing, or another runner holds it
+        contact, steps = lease.contact, lease.steps
+        structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
+        if contact.takeovers > self.settings.max_deliveries:
+            return self._fail(
+                contact,
+                steps,
+                owner,
+                "worker_lost",
+                f"the worker running this contact died {contact.takeovers} times",
+            )
+        if contact.error_code:  # failing: a compensation that did not finish
+            return self._fail(contact, steps, owner, contact.error_code, contact.error_message)
+
+        ordered = sorted(steps.values(), key=lambda s: s.position)
+        for step in ordered:
+            if step.status == StepStatus.DONE.value:
+                continue  # journaled as done by an earlier delivery
+            outcome = self._run_step(contact, steps, step, owner)
+            if outcome is not None:
+                return outcome
+
+        structlog.contextvars.unbind_contextvars("step", "attempt")
+        ctx = self._context(contact, steps)
+        with self.db.write() as session:
+            activated = store.activate(
+                session, contact, ordered, owner, address_of(ctx), self.clock()
+            )
+        if not activated:
+            return Outcome("busy")
+        log.info("contact_active", contact_type=contact.contact_type, address=contact.address)
+        return Outcome("active")
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def _run_step(
+        self, contact: Contact, steps: dict[str, ContactStep], step: ContactStep, owner: str
+    ) -> Outcome | None:
+        structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts + 1)
+        now = self.clock()
+        with self.db.write() as session:
+            if not store.start_step(session, step, owner, now, self.settings.lease_s):
+                return Outcome("busy")  # our lease expired and another runner took over
+        first = step.attempts == 1
+        try:
+            result = STEPS[step.name](self._context(contact, steps), first)
+        except Permanent as exc:
+            log.warning("step_failed", error_code=exc.code, error=str(exc))
+            self._journal(step, StepStatus.FAILED, error=str(exc))
+            return self._fail(contact, steps, owner, exc.code, str(exc))
+        except ProviderError as exc:  # retryable, rate-limited
+            return self._retry(contact, steps, step, owner, exc)
+        if isinstance(result, Wait):
+            due = self.clock() + timedelta(seconds=result.delay_s)
+            with self.db.write() as session:
+                store.record_step(
+                    session, step, StepStatus.RUNNING, self.clock(), detail=result.detail
+                )
+                store.release_lease(session, contact.id, owner, self._due(due))
+            log.info("step_waiting", wait_s=result.delay_s, **result.detail)
+            return Outcome("wait", result.delay_s)
+        self._journal(step, StepStatus.DONE, result=result)
+        log.info("step_done", provider_id=result.provider_id)
+        return None
+
+    def _retry(
+        self,
+        contact: Contact,
+        steps: dict[str, ContactStep],
+        step: ContactStep,
+        owner: str,
+        exc: ProviderError,
+    ) -> Outcome:
+        now = self.clock()
+        elapsed = (now - (contact.started_at or now)).total_seconds()
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        delay = self.policy.delay(step.attempts, elapsed, retry_after, self.rng)
+        if delay is None:
+            log.warning("step_gave_up", error_code=exc.code, error=str(exc))
+            self._journal(step, StepStatus.FAILED, error=str(exc))
+            message = f"{step.name} failed after {step.attempts} attempts: {exc}"
+            return self._fail(contact, steps, owner, exc.code or "provider_unavailable", message)
+        with self.db.write() as session:
+            store.record_step(session, step, StepStatus.PENDING, now, error=str(exc))
+            store.release_lease(
+                session, contact.id, owner, self._due(now + timedelta(seconds=delay))
+            )
+        log.info("step_retry", error_code=exc.code, retry_in_s=round(delay, 2))
+        return Outcome("retry", delay)
+
+    # --- failing -----------------------------------------------------------------------------
+
+    def _fail(
+        self,
+        contact: Contact,
+        steps: dict[str, ContactStep],
+        owner: str,
+        code: str,
+        message: str | None,
+    ) -> Outcome:
+        """Compensate, then `failed`. The error is recorded first: a crash or a provider error
+        during compensation leaves the contact failing, and the next delivery resumes here."""
+        message = message or code
+        structlog.contextvars.bind_contextvars(step="compensate")
+        if contact.error_code is None:
+            with self.db.write() as session:
+                store.mark_failing(session, contact, owner, code, message, self.clock())
+        try:
+            compensate(self._context(contact, steps))
+        except ProviderError as exc:
+            # Compensation must finish eventually, whatever the error: retry without limit.
+            attempt = min(contact.deliveries, 10)
+            delay = RetryPolicy(
+                base_s=self.settings.retry_base_s,
+                max_s=self.settings.retry_max_s,
+                max_attempts=attempt + 1,
+                max_total_s=float("inf"),
+            ).delay(attempt, 0.0, getattr(exc, "retry_after", None), self.rng)
+            delay = delay if delay is not None else self.settings.retry_max_s
+            with self.db.write() as session:
+                store.release_lease(
+                    session, contact.id, owner, self._due(self.clock() + timedelta(seconds=delay))
+                )
+            log.warning("compensation_retry", error_code=exc.code, retry_in_s=round(delay, 2))
+            return Outcome("retry", delay)
+        ordered = sorted(steps.values(), key=lambda s: s.position)
+        with self.db.write() as session:
+            failed = store.fail(session, contact, ordered, owner, self.clock())
+        if not failed:
+            return Outcome("busy")
+        log.warning("contact_failed", error_code=code, error=message)
+        return Outcome("failed")
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _journal(
+        self,
+        step: ContactStep,
+        status: StepStatus,
+        *,
+        result: StepResult | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.db.write() as session:
+            store.record_step(
+                session,
+                step,
+                status,
+                self.clock(),
+                provider_id=result.provider_id if result else None,
+                detail=result.detail if result else None,
+                error=error,
+            )
+
+    def _due(self, at: datetime) -> datetime:
+        # The scheduled message normally comes back at `at`; the reconciler steps in only if
+        # it has not by `at` plus the grace (lost message, flushed broker).
+        return at + timedelta(seconds=self.settings.reconcile_grace_s)
+
+    def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
+        return StepContext(contact, steps, self.providers, self.settings, self.clock())
+
+
+__all__ = ["ContactStatus", "Outcome", "Pipeline"]

@@ -1,0 +1,173 @@
+"""The provider steps of each contact type, and the compensation that undoes them.
+
+Each step is idempotent by itself: it looks up what an earlier attempt may have made (by the
+contact id we tag every resource with) before it creates. A step may skip the look-up only on
+its very first attempt, when the journal proves no earlier request can have been sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.domain.contacts import ContactType
+from worker.providers import (
+    SENDER_REJECTED,
+    NotFound,
+    Permanent,
+    Providers,
+    Retryable,
+    forward_voice_url,
+    is_failed,
+    is_online,
+)
+from worker.settings import Settings
+from worker.store.models import Contact, ContactStep
+
+CANDIDATES = 20
+
+
+@dataclass
+class StepResult:
+    """A step finished: what it made, and the contact's address if it now knows it."""
+
+    provider_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Wait:
+    """Provider-side state is not there yet: look again in `delay_s` (no thread sleeps)."""
+
+    delay_s: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepContext:
+    contact: Contact
+    steps: dict[str, ContactStep]
+    providers: Providers
+    settings: Settings
+    now: datetime
+
+    @property
+    def tag(self) -> str:
+        return self.contact.id
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.contact.request
+
+    def detail(self, step: str) -> dict[str, Any]:
+        return self.steps[step].detail or {}
+
+    def email(self) -> str:
+        return f"{self.request['email_local']}@{self.settings.email_domain}"
+
+
+Step = Callable[[StepContext, bool], StepResult | Wait]
+
+
+def find_number(ctx: StepContext, first: bool) -> StepResult:
+    country = ctx.request.get("phone_country") or "US"
+    numbers = ctx.providers.numbers.search_available(country, CANDIDATES)
+    if not numbers:
+        raise Permanent("twilio", "no_numbers_available", f"no numbers available in {country}")
+    return StepResult(detail={"candidates": numbers})
+
+
+def buy_number(ctx: StepContext, first: bool) -> StepResult:
+    voice_url = None
+    if ctx.contact.contact_type == ContactType.PHONE:
+        voice_url = forward_voice_url(ctx.settings.voice_forward_url, ctx.request.get("user_phone"))
+    number = ctx.providers.numbers.ensure_number(
+        ctx.tag,
+        ctx.request.get("phone_country") or "US",
+        voice_url,
+        candidates=ctx.detail("find_number").get("candidates"),
+        look_up=not first,
+    )
+    return StepResult(number.sid, {"phone_number": number.phone_number})
+
+
+def create_sender(ctx: StepContext, first: bool) -> StepResult:
+    number = ctx.detail("buy_number")["phone_number"]
+    sender = ctx.providers.senders.ensure_sender(number, look_up=not first)
+    return StepResult(sender.sid, {"sender_id": sender.sender_id, "status": sender.status})
+
+
+def await_sender_online(ctx: StepContext, first: bool) -> StepResult | Wait:
+    sid = ctx.steps["create_sender"].provider_id
+    assert sid is not None, "create_sender is done before this step runs"
+    since = ctx.detail("await_sender_online").get("since") or ctx.now.isoformat()
+    sender = ctx.providers.senders.fetch(sid)
+    if is_online(sender):
+        return StepResult(sid, {"status": sender.status, "since": since})
+    if is_failed(sender):
+        reasons = "; ".join(sender.offline_reasons) or sender.status
+        raise Permanent("twilio", SENDER_REJECTED, f"WhatsApp sender went {reasons}")
+    waited = (ctx.now - datetime.fromisoformat(since)).total_seconds()
+    if waited > ctx.settings.sender_online_timeout_s:
+        raise Permanent(
+            "twilio", "sender_timeout", f"sender still {sender.status} after {int(waited)} s"
+        )
+    return Wait(ctx.settings.sender_poll_s, {"status": sender.status, "since": since})
+
+
+def create_user(ctx: StepContext, first: bool) -> StepResult:
+    user = ctx.providers.directory.ensure_user(
+        ctx.email(),
+        ctx.request["first_name"],
+        ctx.request["last_name"],
+        ctx.tag,
+        look_up=not first,
+    )
+    return StepResult(user.id, {"email": user.primary_email})
+
+
+def confirm_user(ctx: StepContext, first: bool) -> StepResult:
+    try:
+        user = ctx.providers.directory.get_user(ctx.email())
+    except NotFound as exc:
+        # The Directory API's reads lag its writes; not readable yet is worth a retry.
+        raise Retryable("google", "not_readable_yet", "created user is not readable yet") from exc
+    if user.tag != ctx.tag:
+        raise Permanent("google", "email_taken", "the address belongs to another account")
+    return StepResult(user.id, {"email": user.primary_email})
+
+
+STEPS: dict[str, Step] = {
+    "find_number": find_number,
+    "buy_number": buy_number,
+    "create_sender": create_sender,
+    "await_sender_online": await_sender_online,
+    "create_user": create_user,
+    "confirm_user": confirm_user,
+}
+
+
+def address_of(ctx: StepContext) -> str:
+    if ctx.contact.contact_type == ContactType.EMAIL:
+        return ctx.email()
+    return str(ctx.detail("buy_number")["phone_number"])
+
+
+def compensate(ctx: StepContext) -> None:
+    """Delete whatever this contact made at the providers, found by tag, not by journal: a
+    create whose answer was lost is in no journal. Idempotent; raises ProviderError to retry."""
+    if ctx.contact.contact_type == ContactType.EMAIL:
+        ctx.providers.directory.delete_tagged(ctx.email(), ctx.tag)
+        return
+    numbers = ctx.providers.numbers.find(friendly_name=ctx.tag)
+    if ctx.contact.contact_type == ContactType.WHATSAPP:
+        # Senders first: a released number would leave its sender behind, offline.
+        for number in numbers:
+            ctx.providers.senders.delete_for_number(number.phone_number)
+    ctx.providers.numbers.release_tagged(ctx.tag)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
