@@ -15,9 +15,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 accounts_app = typer.Typer(no_args_is_help=True, help="Accounts and their API keys.")
 assistants_app = typer.Typer(no_args_is_help=True, help="Assistants of an account.")
 credits_app = typer.Typer(no_args_is_help=True, help="Credits of an account.")
+jobs_app = typer.Typer(no_args_is_help=True, help="Provisioning jobs: inspect and retry.")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(assistants_app, name="assistants")
 app.add_typer(credits_app, name="credits")
+app.add_typer(jobs_app, name="jobs")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Host = Annotated[str | None, typer.Option(help="Interface to listen on.")]
@@ -161,6 +163,49 @@ def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
         access_log=False,
         workers=workers if workers > 1 else None,
     )
+
+
+@jobs_app.command("failed")
+def jobs_failed(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List failed contacts with their errors, newest first."""
+    from worker.operations import failed_contacts
+
+    rows = failed_contacts(_database(_settings()), limit)
+    if as_json:
+        typer.echo(json.dumps({"failed": rows}))
+        return
+    for row in rows:
+        error = row["error"]
+        typer.echo(
+            f"{row['id']}  assistant {row['assistant_id']}  {row['contact_type']:<8}  "
+            f"{error['code']}: {error['message']}"
+        )
+    if not rows:
+        typer.echo("no failed contacts")
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    contact_id: Annotated[str, typer.Argument(help="A failed contact's id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a failed contact again (its setup cost is reserved again)."""
+    from worker.celery_app import CeleryPublisher, create_celery
+    from worker.domain.errors import DomainError
+    from worker.operations import retry_contact
+
+    settings = _settings()
+    try:
+        result = retry_contact(
+            _database(settings), settings, CeleryPublisher(create_celery(settings)), contact_id
+        )
+    except DomainError as exc:
+        typer.echo(f"{exc.code}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    _emit(result, as_json, f"{contact_id} is pending again (queue {result['queue']})")
 
 
 @app.command()

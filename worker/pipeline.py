@@ -116,10 +116,11 @@ class Pipeline:
             return self._retry(contact, steps, step, owner, exc)
         if isinstance(result, Wait):
             due = self.clock() + timedelta(seconds=result.delay_s)
+            # A poll that got an answer is an attempt in the journal but no failure: the retry
+            # budget counts consecutive failures, so it starts again here.
+            detail = {**result.detail, "polls": (step.detail or {}).get("polls", 0) + 1}
             with self.db.write() as session:
-                store.record_step(
-                    session, step, StepStatus.RUNNING, self.clock(), detail=result.detail
-                )
+                store.record_step(session, step, StepStatus.RUNNING, self.clock(), detail=detail)
                 store.release_lease(session, contact.id, owner, self._due(due))
             log.info("step_waiting", wait_s=result.delay_s, **result.detail)
             return Outcome("wait", result.delay_s)
@@ -138,14 +139,16 @@ class Pipeline:
         now = self.clock()
         elapsed = (now - (contact.started_at or now)).total_seconds()
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-        delay = self.policy.delay(step.attempts, elapsed, retry_after, self.rng)
+        detail = dict(step.detail or {})
+        detail["failures"] = failures = detail.get("failures", 0) + 1
+        delay = self.policy.delay(failures, elapsed, retry_after, self.rng)
         if delay is None:
             log.warning("step_gave_up", error_code=exc.code, error=str(exc))
             self._journal(step, StepStatus.FAILED, error=str(exc))
             message = f"{step.name} failed after {step.attempts} attempts: {exc}"
             return self._fail(contact, steps, owner, exc.code or "provider_unavailable", message)
         with self.db.write() as session:
-            store.record_step(session, step, StepStatus.PENDING, now, error=str(exc))
+            store.record_step(session, step, StepStatus.PENDING, now, detail=detail, error=str(exc))
             store.release_lease(
                 session, contact.id, owner, self._due(now + timedelta(seconds=delay))
             )

@@ -1,0 +1,155 @@
+"""Fixtures for the pipeline: settings tuned for tests, real worker and beat processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from worker.celery_app import CeleryPublisher, create_celery
+from worker.pipeline import Pipeline
+from worker.providers import Providers
+from worker.service import ContactService
+from worker.settings import Settings
+
+FAST = {
+    "twilio_auth_token": "sandbox-token",
+    "google_access_token": "sandbox-token",
+    "lease_s": 10,
+    "retry_base_s": 0.05,
+    "retry_max_s": 0.5,
+    "step_max_attempts": 6,
+    "step_max_total_s": 120,
+    "sender_poll_s": 0.2,
+    "reconcile_grace_s": 1.0,
+    "reconcile_interval_s": 0.5,
+    "provider_connect_timeout_s": 1.0,
+    "provider_read_timeout_s": 2.0,
+    "log_format": "json",
+}
+
+
+@pytest.fixture
+def psettings(make_settings, sandbox) -> Settings:
+    return make_settings(sandbox_url=sandbox.url, **FAST)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    for name, value in settings.model_dump().items():
+        if value is None or name in ("twilio_api_url", "twilio_messaging_url",
+                                     "google_directory_url"):
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, tuple):
+            value = ",".join(map(str, value))
+        env[f"PROVISIONER_{name.upper()}"] = str(value)
+    return env
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=out,
+                                     start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no acks, a crash as the kernel would deliver it."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def spawn(tmp_path) -> Iterator[Callable[..., Proc]]:
+    procs: list[Proc] = []
+
+    def start(kind: str, settings: Settings, *args: str) -> Proc:
+        cli = [sys.executable, "-m", "worker.cli", kind, *args]
+        proc = Proc(cli, settings_env(settings), tmp_path / f"{kind}-{len(procs)}.log").start()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+
+
+@pytest.fixture
+def service(psettings, db) -> ContactService:
+    return ContactService(db, psettings, CeleryPublisher(create_celery(psettings)))
+
+
+@pytest.fixture
+def pipeline(psettings, db) -> Iterator[Pipeline]:
+    providers = Providers.from_settings(psettings)
+    yield Pipeline(db, providers, psettings)
+    providers.close()
+
+
+def submit(service: ContactService, tenant, body: dict[str, Any], assistant: int | None = None) -> str:
+    import json
+
+    assistant = assistant or tenant.assistant_ids[0]
+    reply = service.submit(tenant.account_id, assistant, json.dumps(body).encode(),
+                           path=f"/v0/assistant/{assistant}/contact")
+    return reply.body["info"]["id"]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(every)
+
+
+def statuses(db) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from worker.store.models import Contact
+
+    with db.read() as session:
+        return dict(session.execute(select(Contact.id, Contact.status)).all())
+
+
+def all_terminal(db, count: int | None = None) -> bool:
+    found = statuses(db)
+    if count is not None and len(found) != count:
+        return False
+    return all(s in ("active", "failed") for s in found.values())
+
+
+def drive(pipeline: Pipeline, contact_id: str, owner: str = "test-runner", limit: int = 200) -> str:
+    """Run the pipeline in-process the way the task does, sleeping out each delay."""
+    for _ in range(limit):
+        outcome = pipeline.run(contact_id, owner)
+        if outcome.again_in_s is None:
+            return outcome.state
+        time.sleep(outcome.again_in_s)
+    raise AssertionError("contact did not finish")

@@ -1,0 +1,180 @@
+"""The pipeline run in-process against the real database and the sandbox over HTTP."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from conftest import drive, submit
+from support.invariants import check_invariants
+from worker.providers import GoogleDirectory
+from worker.store.models import Contact, ContactStep, Event
+
+PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
+EMAIL = {"contact_type": "email", "email_local": "ada", "first_name": "Ada", "last_name": "L"}
+WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
+
+
+def contact(db, cid):
+    with db.read() as session:
+        row = session.get(Contact, cid)
+        steps = session.execute(select(ContactStep).where(ContactStep.contact_id == cid)
+                                .order_by(ContactStep.position)).scalars().all()
+        return row, {s.name: s for s in steps}
+
+
+def test_phone_becomes_active_with_forwarding_number(service, pipeline, tenant, sandbox, db):
+    cid = submit(service, tenant, PHONE)
+    assert drive(pipeline, cid) == "active"
+    row, steps = contact(db, cid)
+    assert row.address.startswith("+44")
+    assert row.charged
+    assert [(s.status, s.attempts) for s in steps.values()] == [("done", 1), ("done", 1)]
+    numbers = sandbox.resources()["phone_numbers"]
+    assert [(n["address"], n["tag"]) for n in numbers] == [(row.address, cid)]
+    check_invariants(db, sandbox)
+
+
+def test_email_becomes_active_with_domain_address(service, pipeline, tenant, sandbox, db):
+    cid = submit(service, tenant, EMAIL)
+    assert drive(pipeline, cid) == "active"
+    row, _ = contact(db, cid)
+    assert row.address == "ada@assistants.example.com"
+    check_invariants(db, sandbox)
+
+
+def test_whatsapp_waits_for_sender_online_without_sleeping(service, pipeline, tenant, sandbox, db):
+    sandbox.set_faults(sender_online_after_s=0.5)
+    cid = submit(service, tenant, WHATSAPP)
+    first = pipeline.run(cid, "runner")
+    assert first.state == "wait" and first.again_in_s == 0.2
+    row, steps = contact(db, cid)
+    assert row.lease_owner is None  # the slot is free while we wait
+    assert steps["await_sender_online"].status == "running"
+    assert drive(pipeline, cid) == "active"
+    check_invariants(db, sandbox)
+    with db.read() as session:
+        events = session.execute(select(Event).where(Event.contact_id == cid)).scalars().all()
+    assert [e.type for e in events] == ["contact.active"]
+    assert events[0].payload["data"]["status"] == "active"
+
+
+def test_second_delivery_while_leased_does_nothing(service, pipeline, tenant, sandbox, db):
+    from datetime import UTC, datetime
+
+    from worker.store import pipeline as store
+
+    cid = submit(service, tenant, PHONE)
+    with db.write() as session:
+        assert store.take_lease(session, cid, "runner-a", datetime.now(UTC), 60) is not None
+    assert pipeline.run(cid, "runner-b").state == "busy"
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_finished_contact_is_not_run_again(service, pipeline, tenant, sandbox, db):
+    cid = submit(service, tenant, PHONE)
+    assert drive(pipeline, cid) == "active"
+    before = sandbox.stats()["requests"]
+    assert pipeline.run(cid, "late-redelivery").state == "busy"
+    assert sandbox.stats()["requests"] == before
+    check_invariants(db, sandbox)
+
+
+def test_email_owned_by_someone_else_fails_and_releases_credits(
+    service, pipeline, tenant, sandbox, db, psettings
+):
+    with GoogleDirectory.from_settings(psettings) as directory:
+        directory.insert_user("ada@assistants.example.com", "Other", "Person", "someone-else")
+    cid = submit(service, tenant, EMAIL)
+    assert drive(pipeline, cid) == "failed"
+    row, steps = contact(db, cid)
+    assert row.error_code == "email_taken"
+    assert steps["create_user"].status == "failed"
+    assert steps["confirm_user"].status == "skipped"
+    # Someone else's account is theirs: compensation must not touch it.
+    assert [u["tag"] for u in sandbox.resources()["users"]] == ["someone-else"]
+    with db.read() as session:
+        from worker.store.models import Account
+        account = session.get(Account, tenant.account_id)
+        assert (account.balance_cents, account.reserved_cents) == (10_000, 0)
+
+
+def test_sold_out_country_fails_permanently(service, pipeline, make_tenant, sandbox, db):
+    sandbox.reset(inventory_per_country=1)
+    tenant = make_tenant(assistants=2)
+    first = submit(service, tenant, PHONE, tenant.assistant_ids[0])
+    second = submit(service, tenant, PHONE, tenant.assistant_ids[1])
+    assert drive(pipeline, first) == "active"
+    assert drive(pipeline, second) == "failed"
+    row, _ = contact(db, second)
+    assert row.error_code == "no_numbers_available"
+
+
+def test_transient_errors_are_retried_to_success(service, pipeline, tenant, sandbox, db):
+    sandbox.set_faults(error_rate=0.5, seed=3, sender_online_after_s=0.5)
+    cid = submit(service, tenant, WHATSAPP)
+    assert drive(pipeline, cid) == "active"
+    _, steps = contact(db, cid)
+    assert sum(s.attempts for s in steps.values()) > len(steps)
+    sandbox.set_faults(error_rate=0)
+    check_invariants(db, sandbox)
+
+
+def test_rate_limits_are_retried_after_the_servers_delay(service, pipeline, tenant, sandbox, db):
+    sandbox.set_faults(rate_limit_per_s=1)
+    cid = submit(service, tenant, EMAIL)
+    assert drive(pipeline, cid) == "active"
+    assert sandbox.stats()["by_status"].get("429", 0) + sandbox.stats()["by_status"].get(
+        "403", 0) >= 1
+    sandbox.set_faults(rate_limit_per_s=None)
+    check_invariants(db, sandbox)
+
+
+def test_timeouts_are_retried(service, pipeline, tenant, sandbox, db):
+    sandbox.set_faults(timeout_rate=0.4, timeout_hold_s=5, seed=11)
+    cid = submit(service, tenant, PHONE)
+    assert drive(pipeline, cid) == "active"
+    sandbox.set_faults(timeout_rate=0)
+    check_invariants(db, sandbox)
+
+
+def test_exhausted_retries_fail_and_compensation_waits_for_the_provider(
+    service, pipeline, tenant, sandbox, db
+):
+    cid = submit(service, tenant, PHONE)
+    # The purchase happens but its answer is lost; then the provider goes down for good.
+    sandbox.set_faults(drop_after_commit_rate=1.0)
+    assert pipeline.run(cid, "runner").state == "retry"
+    assert [n["tag"] for n in sandbox.resources()["phone_numbers"]] == [cid]
+    sandbox.set_faults(drop_after_commit_rate=0, error_rate=1.0)
+    for _ in range(50):
+        outcome = pipeline.run(cid, "runner")
+        row, _ = contact(db, cid)
+        if row.error_code:
+            break
+    # Failing, but not failed while the bought number cannot be released yet.
+    assert row.status == "provisioning" and row.error_code == "provider_unavailable"
+    assert pipeline.run(cid, "runner").state == "retry"
+    assert len(sandbox.resources()["phone_numbers"]) == 1
+    sandbox.set_faults(error_rate=0)
+    assert drive(pipeline, cid) == "failed"
+    row, steps = contact(db, cid)
+    assert row.error_code == "provider_unavailable"
+    assert "buy_number failed after" in row.error_message
+    assert sandbox.resources()["phone_numbers"] == []
+    check_invariants(db, sandbox)
+
+
+def test_worker_lost_too_often_fails_the_contact(service, pipeline, tenant, sandbox, db, psettings):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    cid = submit(service, tenant, PHONE)
+    with db.write() as session:  # a runner that died holding the lease, many times over
+        session.execute(update(Contact).where(Contact.id == cid).values(
+            lease_owner="dead", lease_expires_at=datetime.now(UTC) - timedelta(seconds=1),
+            takeovers=psettings.max_deliveries))
+    assert drive(pipeline, cid) == "failed"
+    row, _ = contact(db, cid)
+    assert row.error_code == "worker_lost"
+    check_invariants(db, sandbox)

@@ -1,0 +1,58 @@
+"""The contract's "what must never happen", checked against the database and the sandbox."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from sqlalchemy import select
+
+from worker.store.models import Account, Contact, Event, LedgerEntry
+
+
+def check_invariants(db, sandbox, *, expect_terminal: bool = True) -> dict[str, int]:
+    """Assert every invariant; return the count of contacts per status."""
+    with db.read() as session:
+        contacts = session.execute(select(Contact)).scalars().all()
+        ledger = session.execute(select(LedgerEntry)).scalars().all()
+        events = session.execute(select(Event)).scalars().all()
+        accounts = session.execute(select(Account)).scalars().all()
+    resources = sandbox.resources()
+    tags = Counter()
+    for kind in ("phone_numbers", "users", "senders"):
+        for item in resources[kind]:
+            tags[(kind, item["tag"])] += 1
+    by_status = Counter(c.status for c in contacts)
+    if expect_terminal:
+        assert set(by_status) <= {"active", "failed"}, by_status
+
+    captures = Counter(e.contact_id for e in ledger if e.kind == "capture")
+    releases = Counter(e.contact_id for e in ledger if e.kind == "release")
+    contact_events = Counter((e.contact_id, e.type) for e in events)
+    for c in contacts:
+        numbers = tags[("phone_numbers", c.id)]
+        users = tags[("users", c.id)]
+        senders = tags[("senders", c.id)]
+        if c.status == "active":
+            expected = {"phone": (1, 0, 0), "email": (0, 1, 0), "whatsapp": (1, 0, 1)}
+            assert (numbers, users, senders) == expected[c.contact_type], (c.id, c.contact_type)
+            assert captures[c.id] == 1 and c.charged, c.id
+            assert c.address, c.id
+            assert contact_events[(c.id, "contact.active")] == 1, c.id
+        elif c.status == "failed":
+            assert (numbers, users, senders) == (0, 0, 0), (c.id, "left resources behind")
+            assert captures[c.id] == 0 and not c.charged, c.id
+            assert releases[c.id] == c.reservation_seq, c.id
+            assert c.error_code, c.id
+            assert contact_events[(c.id, "contact.failed")] >= 1, c.id
+    # Nothing at the providers belongs to no contact of ours.
+    ours = {c.id for c in contacts}
+    strays = [t for (_, t), n in tags.items() if t not in ours]
+    assert not strays, strays
+    for account in accounts:
+        assert account.balance_cents - account.reserved_cents >= 0
+        topups = sum(e.amount_cents for e in ledger if e.kind == "topup" and e.account_id == account.id)
+        charged = sum(e.amount_cents for e in ledger if e.kind == "capture" and e.account_id == account.id)
+        assert account.balance_cents == topups - charged
+        if expect_terminal:
+            assert account.reserved_cents == 0
+    return dict(by_status)

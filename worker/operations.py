@@ -1,0 +1,71 @@
+"""Operators' tasks: list failed contacts, run one again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from worker.domain.errors import ContactExists, InsufficientCredits, NotFound
+from worker.domain.money import format_amount
+from worker.service import Publisher
+from worker.settings import Settings
+from worker.store import credits
+from worker.store import pipeline as pipeline_store
+from worker.store.db import Database
+from worker.store.models import Contact
+
+
+def failed_contacts(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    with db.read() as session:
+        rows = session.execute(
+            select(Contact)
+            .where(Contact.status == "failed")
+            .order_by(Contact.updated_at.desc())
+            .limit(limit)
+        ).scalars()
+        return [
+            {
+                "id": c.id,
+                "account_id": c.account_id,
+                "assistant_id": c.assistant_id,
+                "contact_type": c.contact_type,
+                "error": {"code": c.error_code, "message": c.error_message},
+                "updated_at": c.updated_at.isoformat(),
+            }
+            for c in rows
+        ]
+
+
+def retry_contact(
+    db: Database, settings: Settings, publisher: Publisher, contact_id: str
+) -> dict[str, Any]:
+    """Put a failed contact back to pending, reserving its setup cost again, and enqueue it."""
+    now = datetime.now(UTC)
+    try:
+        with db.write() as session:
+            contact = pipeline_store.reopen(session, contact_id, now, settings.reconcile_grace_s)
+            if contact is None:
+                raise NotFound(f"no failed contact {contact_id}")
+            cost = contact.setup_cost_cents
+            if not credits.try_reserve(session, contact.account_id, cost):
+                raise InsufficientCredits(
+                    f"available credits are below the setup cost of {format_amount(cost)}"
+                )
+            credits.record(
+                session,
+                contact.account_id,
+                contact.id,
+                "reserve",
+                cost,
+                credits.reservation_key(contact.id, contact.reservation_seq),
+            )
+            queue = "bulk" if contact.batch_id else "interactive"
+    except IntegrityError:
+        raise ContactExists(
+            "the assistant already has a live contact of this type; retry refused"
+        ) from None
+    publisher.provision(contact_id, queue=queue)
+    return {"id": contact_id, "status": "pending", "queue": queue}
