@@ -1,0 +1,158 @@
+"""The pipeline on real worker processes, a real Redis broker and the sandbox over HTTP:
+end to end, under dropped answers, killed workers, a flushed broker and racing workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import redis
+from sqlalchemy import func, select
+
+from conftest import all_terminal, settings_env, statuses, submit, wait_for
+from support.invariants import check_invariants
+from test_steps_in_process import EMAIL, PHONE, WHATSAPP
+from worker.celery_app import PROVISION_TASK, create_celery
+from worker.store.models import Contact, ContactStep, LedgerEntry
+
+
+def test_each_type_goes_active_through_a_worker(spawn, psettings, service, make_tenant, sandbox, db):
+    tenant = make_tenant(assistants=1)
+    ids = [submit(service, tenant, body) for body in (PHONE, EMAIL, WHATSAPP)]
+    spawn("worker", psettings, "--concurrency", "4")
+    wait_for(lambda: all_terminal(db, 3), timeout=60)
+    assert set(statuses(db).values()) == {"active"}
+    assert check_invariants(db, sandbox) == {"active": 3}
+    with db.read() as session:
+        addresses = dict(session.execute(select(Contact.id, Contact.address)).all())
+    assert addresses[ids[1]] == "ada@assistants.example.com"
+
+
+def test_drop_after_commit_on_every_create_gives_one_resource_and_one_charge(
+    spawn, psettings, service, make_tenant, sandbox, db
+):
+    # Every POST/DELETE really happens at the provider and then its answer is lost.
+    sandbox.set_faults(drop_after_commit_rate=1.0, sender_online_after_s=0.3)
+    tenant = make_tenant(assistants=4)
+    for assistant in tenant.assistant_ids:
+        for body in (PHONE, EMAIL, WHATSAPP):
+            submit(service, tenant, {**body, "email_local": f"user{assistant}"}, assistant)
+    spawn("worker", psettings, "--concurrency", "8")
+    wait_for(lambda: all_terminal(db, 12), timeout=90)
+    assert check_invariants(db, sandbox) == {"active": 12}
+    with db.read() as session:
+        captures = session.execute(select(func.count()).select_from(LedgerEntry)
+                                   .where(LedgerEntry.kind == "capture")).scalar_one()
+        retried = session.execute(select(func.count()).select_from(ContactStep)
+                                  .where(ContactStep.attempts > 1)).scalar_one()
+    assert captures == 12
+    assert retried >= 12  # each create was answered with a failure and adopted on retry
+
+
+def test_worker_killed_halfway_through_200_contacts_finishes_all_after_restart(
+    spawn, psettings, service, make_tenant, sandbox, db
+):
+    sandbox.set_faults(latency_ms=30, sender_online_after_s=0.2)
+    tenant = make_tenant(credits_cents=100_000, assistants=100)
+    for assistant in tenant.assistant_ids:
+        submit(service, tenant, PHONE, assistant)
+        submit(service, tenant, {**EMAIL, "email_local": f"a{assistant}"}, assistant)
+    settings = psettings.model_copy(update={"lease_s": 3})
+    worker = spawn("worker", settings, "--concurrency", "16")
+
+    def active_count():
+        return sum(1 for s in statuses(db).values() if s == "active")
+
+    wait_for(lambda: active_count() >= 60, timeout=120, every=0.05)
+    worker.kill()
+    assert active_count() < 200
+    spawn("worker", settings, "--concurrency", "16")
+    spawn("beat", settings)
+    wait_for(lambda: all_terminal(db, 200), timeout=180)
+    assert check_invariants(db, sandbox) == {"active": 200}
+    with db.read() as session:  # the kill really interrupted contacts mid-flight
+        assert session.execute(select(func.sum(Contact.takeovers))).scalar_one() >= 1
+
+
+def test_flushed_broker_mid_run_is_recovered_by_the_reconciler(
+    spawn, psettings, service, make_tenant, sandbox, db, redis_url
+):
+    sandbox.set_faults(latency_ms=30)
+    tenant = make_tenant(credits_cents=100_000, assistants=100)
+    for assistant in tenant.assistant_ids:
+        submit(service, tenant, PHONE, assistant)
+    spawn("worker", psettings, "--concurrency", "4")
+    wait_for(lambda: sum(1 for s in statuses(db).values() if s == "active") >= 10, timeout=60,
+             every=0.05)
+    redis.Redis.from_url(redis_url).flushdb()
+    assert not all_terminal(db, 100)
+    spawn("beat", psettings)
+    wait_for(lambda: all_terminal(db, 100), timeout=180)
+    assert check_invariants(db, sandbox) == {"active": 100}
+
+
+def test_two_workers_racing_on_one_contact_run_its_steps_once(
+    spawn, psettings, service, tenant, sandbox, db
+):
+    sandbox.set_faults(latency_ms=200, sender_online_after_s=0.1)
+    cid = submit(service, tenant, WHATSAPP)
+    app = create_celery(psettings)
+    for _ in range(5):  # the same message delivered again and again
+        app.send_task(PROVISION_TASK, args=[cid], queue="interactive")
+    spawn("worker", psettings, "--concurrency", "4")
+    spawn("worker", psettings, "--concurrency", "4")
+    wait_for(lambda: all_terminal(db, 1), timeout=60)
+    with db.read() as session:
+        steps = dict(session.execute(select(ContactStep.name, ContactStep.attempts)
+                                     .where(ContactStep.contact_id == cid)).all())
+    assert {k: v for k, v in steps.items() if k != "await_sender_online"} == {
+        "find_number": 1, "buy_number": 1, "create_sender": 1}
+    assert check_invariants(db, sandbox) == {"active": 1}
+    creates = [r for r in sandbox.resources()["phone_numbers"]]
+    assert len(creates) == 1
+
+
+def test_contact_whose_publish_was_lost_is_enqueued_by_the_reconciler(
+    spawn, psettings, db, make_tenant, sandbox
+):
+    from worker.service import ContactService
+
+    class LostPublish:
+        def provision(self, contact_id, *, queue):
+            raise ConnectionError("broker unreachable")
+
+    tenant = make_tenant()
+    lost = ContactService(db, psettings, LostPublish())
+    submit(lost, tenant, PHONE)
+    spawn("worker", psettings, "--concurrency", "2")
+    spawn("beat", psettings)
+    wait_for(lambda: all_terminal(db, 1), timeout=60)
+    assert check_invariants(db, sandbox) == {"active": 1}
+
+
+def test_operator_lists_failed_contacts_and_retries_one(
+    spawn, psettings, service, tenant, sandbox, db
+):
+    from worker.providers import GoogleDirectory
+
+    with GoogleDirectory.from_settings(psettings) as directory:
+        squatter = directory.insert_user("ada@assistants.example.com", "O", "P", "someone-else")
+    cid = submit(service, tenant, EMAIL)
+    spawn("worker", psettings, "--concurrency", "2")
+    wait_for(lambda: all_terminal(db, 1), timeout=60)
+    env = settings_env(psettings)
+    cli = [sys.executable, "-m", "worker.cli"]
+    listed = json.loads(subprocess.run([*cli, "jobs", "failed", "--json"], env=env, check=True,
+                                       capture_output=True, text=True).stdout)
+    assert [(r["id"], r["error"]["code"]) for r in listed["failed"]] == [(cid, "email_taken")]
+    with GoogleDirectory.from_settings(psettings) as directory:
+        directory.delete_user(squatter.id)
+    subprocess.run([*cli, "jobs", "retry", cid, "--json"], env=env, check=True,
+                   capture_output=True)
+    wait_for(lambda: statuses(db)[cid] == "active", timeout=60)
+    assert check_invariants(db, sandbox) == {"active": 1}
+    with db.read() as session:
+        kinds = session.execute(select(LedgerEntry.kind).where(LedgerEntry.contact_id == cid)
+                                .order_by(LedgerEntry.id)).scalars().all()
+    assert kinds == ["reserve", "release", "reserve", "capture"]
