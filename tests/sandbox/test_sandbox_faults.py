@@ -57,7 +57,9 @@ def test_latency_delays_requests_without_blocking_others(
     with ThreadPoolExecutor(max_workers=8) as pool:
         durations = list(pool.map(timed_get, range(8)))
     assert min(durations) >= 0.3
-    assert time.monotonic() - started < 1.2  # concurrent, not 8 x 300 ms
+    # Serially this takes at least 8 x 300 ms = 2.4 s; concurrently about 0.3 s plus overhead
+    # (generous, for a loaded machine).
+    assert time.monotonic() - started < 1.8
 
 
 def test_rate_limit_answers_each_providers_rate_limit_error(
