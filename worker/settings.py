@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    sandbox_port: int = 8900  # where `make run` serves the provider sandbox
     max_body_bytes: int = 64 * 1024
     rate_limit: str = "100/second"  # per API key; `limits` notation, e.g. "20/second;1000/minute"
     idempotency_ttl_s: int = 24 * 3600
