@@ -13,12 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from worker.embedded_redis import ensure_embedded
 from worker.store.db import Database, normalise_url
 from worker.store.migrate import upgrade
+from worker.settings import Settings
 from worker.store.models import Base
 
 TEST_DATABASE_URL = os.environ.get("PROVISIONER_TEST_DATABASE_URL", "")
@@ -114,3 +116,18 @@ def serve_in_thread(app: object) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a subprocess (worker, beat, CLI) build these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    for name, value in settings.model_dump().items():
+        if value is None or name in ("twilio_api_url", "twilio_messaging_url",
+                                     "google_directory_url"):
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, tuple):
+            value = ",".join(map(str, value))
+        env[f"PROVISIONER_{name.upper()}"] = str(value)
+    return env

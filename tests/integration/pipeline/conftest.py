@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from worker.celery_app import CeleryPublisher, create_celery
 from worker.pipeline import Pipeline
 from worker.providers import Providers
 from worker.service import ContactService
+from support.services import settings_env  # noqa: F401  (re-exported for tests)
 from worker.settings import Settings
 
 FAST = {
@@ -40,20 +40,6 @@ FAST = {
 @pytest.fixture
 def psettings(make_settings, sandbox) -> Settings:
     return make_settings(sandbox_url=sandbox.url, **FAST)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    for name, value in settings.model_dump().items():
-        if value is None or name in ("twilio_api_url", "twilio_messaging_url",
-                                     "google_directory_url"):
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, tuple):
-            value = ",".join(map(str, value))
-        env[f"PROVISIONER_{name.upper()}"] = str(value)
-    return env
 
 
 class Proc:

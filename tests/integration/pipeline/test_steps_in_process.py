@@ -147,7 +147,7 @@ def test_exhausted_retries_fail_and_compensation_waits_for_the_provider(
     assert [n["tag"] for n in sandbox.resources()["phone_numbers"]] == [cid]
     sandbox.set_faults(drop_after_commit_rate=0, error_rate=1.0)
     for _ in range(50):
-        outcome = pipeline.run(cid, "runner")
+        pipeline.run(cid, "runner")
         row, _ = contact(db, cid)
         if row.error_code:
             break

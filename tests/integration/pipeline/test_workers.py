@@ -10,7 +10,8 @@ import sys
 import redis
 from sqlalchemy import func, select
 
-from conftest import all_terminal, settings_env, statuses, submit, wait_for
+from conftest import all_terminal, statuses, submit, wait_for
+from support.services import settings_env
 from support.invariants import check_invariants
 from test_steps_in_process import EMAIL, PHONE, WHATSAPP
 from worker.celery_app import PROVISION_TASK, create_celery
@@ -20,13 +21,27 @@ from worker.store.models import Contact, ContactStep, LedgerEntry
 def test_each_type_goes_active_through_a_worker(spawn, psettings, service, make_tenant, sandbox, db):
     tenant = make_tenant(assistants=1)
     ids = [submit(service, tenant, body) for body in (PHONE, EMAIL, WHATSAPP)]
-    spawn("worker", psettings, "--concurrency", "4")
+    worker = spawn("worker", psettings, "--concurrency", "4")
     wait_for(lambda: all_terminal(db, 3), timeout=60)
     assert set(statuses(db).values()) == {"active"}
     assert check_invariants(db, sandbox) == {"active": 3}
     with db.read() as session:
         addresses = dict(session.execute(select(Contact.id, Contact.address)).all())
     assert addresses[ids[1]] == "ada@assistants.example.com"
+
+    # Logs: JSON lines with the contact, assistant, task, step and attempt bound to every
+    # line of a step; no phone number, name or token in clear.
+    worker.stop()
+    lines = [json.loads(line) for line in worker.log.read_text().splitlines()
+             if line.startswith("{")]
+    step_lines = [e for e in lines if e["event"] in ("step_done", "step_waiting")]
+    assert {e["contact_id"] for e in step_lines} == set(ids)
+    for event in step_lines:
+        assert {"contact_id", "assistant_id", "task_id", "step", "attempt"} <= set(event)
+    text = worker.log.read_text()
+    numbers = [a for a in addresses.values() if a.startswith("+")]
+    for secret in ("+14155552671", "sandbox-token", *numbers):
+        assert secret not in text, secret
 
 
 def test_drop_after_commit_on_every_create_gives_one_resource_and_one_charge(
