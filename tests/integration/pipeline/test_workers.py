@@ -171,3 +171,29 @@ def test_operator_lists_failed_contacts_and_retries_one(
         kinds = session.execute(select(LedgerEntry.kind).where(LedgerEntry.contact_id == cid)
                                 .order_by(LedgerEntry.id)).scalars().all()
     assert kinds == ["reserve", "release", "reserve", "capture"]
+
+
+def test_worker_serves_interactive_before_bulk(spawn, psettings, make_tenant, db, sandbox):
+    from worker.service import ContactService
+
+    class Held:  # publish nothing at submit time; the test publishes below
+        def provision(self, contact_id, *, queue):
+            pass
+
+    sandbox.set_faults(latency_ms=20)
+    tenant = make_tenant(assistants=25)
+    held = ContactService(db, psettings, Held())
+    bulk = [submit(held, tenant, PHONE, a) for a in tenant.assistant_ids[:20]]
+    urgent = [submit(held, tenant, PHONE, a) for a in tenant.assistant_ids[20:]]
+    app = create_celery(psettings)
+    for cid in bulk:
+        app.send_task(PROVISION_TASK, args=[cid], queue="bulk")
+    for cid in urgent:
+        app.send_task(PROVISION_TASK, args=[cid], queue="interactive")
+    spawn("worker", psettings, "--concurrency", "1")
+    wait_for(lambda: all_terminal(db, 25), timeout=90)
+    with db.read() as session:
+        finished = session.execute(select(Contact.id).order_by(Contact.updated_at)).scalars().all()
+    # All five interactive contacts first (one bulk message may already be in hand); taking
+    # the queues in turn would put them at every other place.
+    assert max(finished.index(cid) for cid in urgent) <= 5
