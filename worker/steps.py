@@ -161,10 +161,9 @@ def compensate(ctx: StepContext) -> None:
     if ctx.contact.contact_type == ContactType.EMAIL:
         ctx.providers.directory.delete_tagged(ctx.email(), ctx.tag)
         return
-    numbers = ctx.providers.numbers.find(friendly_name=ctx.tag)
     if ctx.contact.contact_type == ContactType.WHATSAPP:
         # Senders first: a released number would leave its sender behind, offline.
-        for number in numbers:
+        for number in ctx.providers.numbers.find(friendly_name=ctx.tag):
             ctx.providers.senders.delete_for_number(number.phone_number)
     ctx.providers.numbers.release_tagged(ctx.tag)
 
