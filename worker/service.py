@@ -81,6 +81,8 @@ class ContactService:
         self.publisher = publisher
         self.clock = clock
         self.prices = _prices(settings)
+        # PostgreSQL: concurrent acceptances of one account commit together (group commit).
+        self.acceptor = None if db.is_sqlite else contacts.GroupAcceptor(db.autocommit)
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -169,9 +171,16 @@ class ContactService:
         path: str,
         idempotency_key: str | None = None,
     ) -> Reply:
-        with self.db.read() as session:
-            self._require_assistant(session, account_id, assistant_id)
-        request = validate_contact_request(parse_json(raw_body))
+        if not 0 < assistant_id <= MAX_ID:
+            raise NotFound(f"no assistant {assistant_id}")
+        try:
+            request = validate_contact_request(parse_json(raw_body))
+        except DomainError:
+            # An unknown assistant outranks a bad body (404 before 422). The ownership check
+            # of an accepted request is part of the statement that accepts it, below.
+            with self.db.read() as session:
+                self._require_assistant(session, account_id, assistant_id)
+            raise
         cost = setup_cost_cents(request.contact_type, self.prices)
         now = self.clock()
         contact = Contact(
@@ -188,42 +197,35 @@ class ContactService:
             created_at=now,
             updated_at=now,
         )
+        reply = Reply(
+            202, {"info": contact_view(contact, [])}, {"Location": f"{path}/{contact.id}"}
+        )
+        completion = None
+        if idempotency_key is not None:
+            completion = (
+                idempotency_key,
+                idem_store.StoredResponse(reply.status, reply.body, reply.headers),
+            )
+        conflict: IntegrityError | None = None
         try:
-            with self.db.write() as session:
-                session.add(contact)
-                session.flush()  # the live-contact unique index speaks here
-                if not credits.try_reserve(session, account_id, cost):
-                    raise InsufficientCredits(
-                        f"available credits are below the setup cost of {format_amount(cost)}"
-                    )
-                credits.record(
-                    session,
-                    account_id,
-                    contact.id,
-                    "reserve",
-                    cost,
-                    credits.reservation_key(contact.id, 1),
-                )
-                reply = Reply(
-                    202,
-                    {"info": contact_view(contact, [])},
-                    {"Location": f"{path}/{contact.id}"},
-                )
-                if idempotency_key is not None:
-                    idem_store.complete(
-                        session,
-                        account_id,
-                        idempotency_key,
-                        idem_store.StoredResponse(reply.status, reply.body, reply.headers),
-                    )
-        except IntegrityError:
+            outcome = self._accept(contact, completion)
+        except IntegrityError as exc:
+            outcome, conflict = None, exc
+        if outcome is contacts.Acceptance.NO_ASSISTANT:
+            raise NotFound(f"no assistant {assistant_id}")
+        if outcome is not contacts.Acceptance.ACCEPTED:
+            # A live contact of the type outranks a lack of credits (409 before 402).
             with self.db.read() as session:
                 if contacts.live_contact_exists(session, assistant_id, request.contact_type):
                     raise ContactExists(
                         f"assistant {assistant_id} already has a live {request.contact_type} "
                         "contact"
                     ) from None
-            raise
+            if conflict is not None:
+                raise conflict  # an IntegrityError that is not the live-contact index
+            raise InsufficientCredits(
+                f"available credits are below the setup cost of {format_amount(cost)}"
+            )
         # Publish only after the commit: a worker must never run before the row exists. If
         # the publish fails, the contact stays pending and the reconciler enqueues it later.
         try:
@@ -231,6 +233,15 @@ class ContactService:
         except Exception as exc:
             log.warning("publish_failed", contact_id=contact.id, error=type(exc).__name__)
         return reply
+
+    def _accept(
+        self, contact: Contact, completion: tuple[str, idem_store.StoredResponse] | None
+    ) -> contacts.Acceptance:
+        """Record the contact with its cost reserved, committed before this returns."""
+        if self.acceptor is None:
+            with self.db.write() as session:
+                return contacts.accept(session, contact, completion)
+        return self.acceptor.accept(contact, completion)
 
     def _require_assistant(self, session: Any, account_id: int, assistant_id: int) -> None:
         if not (0 < assistant_id <= MAX_ID) or not accounts.assistant_owned(
