@@ -234,3 +234,13 @@ def create_app(
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app on the settings of the environment: what each `provisioner api --workers N`
+    worker process builds."""
+    from worker.logging import configure
+
+    settings = Settings()
+    configure(settings.log_format, settings.log_level)
+    return create_app(settings)

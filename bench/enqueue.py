@@ -139,12 +139,13 @@ class WrkResult:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_ticks(pid: int) -> int:
+def _proc_ticks(pid: int, field: str = "both") -> int:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    utime, stime = int(fields[11]), int(fields[12])
+    return {"both": utime + stime, "user": utime, "system": stime}[field]
 
 
 def _children(pid: int) -> list[int]:
@@ -195,6 +196,7 @@ class CpuMeter:
         snap: dict[str, Any] = {
             name: {pid: _proc_ticks(pid) for pid in pids()} for name, pids in self.groups.items()
         }
+        snap["_api_system"] = sum(_proc_ticks(pid, "system") for pid in snap["api"])
         snap["_machine"] = _idle_ticks()
         snap["_t"] = time.monotonic()
         return snap
@@ -206,6 +208,9 @@ class CpuMeter:
         for name in ("api", "postgres", "redis"):
             ticks = sum(t - before[name].get(pid, 0) for pid, t in after[name].items())
             out[name] = 100.0 * ticks / CLK_TCK / seconds
+        out["api_system"] = (
+            100.0 * (after["_api_system"] - before["_api_system"]) / CLK_TCK / seconds
+        )
         idle = after["_machine"][0] - before["_machine"][0]
         total = after["_machine"][1] - before["_machine"][1]
         cores = os.cpu_count() or 1
@@ -429,7 +434,8 @@ def report(health: WrkResult, enqueue: WrkResult, args: argparse.Namespace) -> s
         if r.cpu:
             c = r.cpu
             out.append(
-                f"CPU during {r.name} (% of one core): api {c['api']:.0f}, "
+                f"CPU during {r.name} (% of one core): api {c['api']:.0f} "
+                f"({c['api_system']:.0f} in the kernel), "
                 f"postgres {c['postgres']:.0f}, redis {c['redis']:.0f}, wrk {c['wrk']:.0f}, "
                 f"anything else {c['other']:.0f}; idle {c['idle']:.0f} of {c['cores']}00"
             )

@@ -146,7 +146,13 @@ def credits_add(
 
 
 @app.command()
-def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
+def api(
+    host: Host = None,
+    port: Port = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each is one event loop and GIL).")
+    ] = 1,
+) -> None:
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
 
@@ -155,14 +161,17 @@ def api(host: Host = None, port: Port = None, workers: int = 1) -> None:
 
     settings = _settings()
     configure(settings.log_format, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_level="warning",
-        access_log=False,
-        workers=workers if workers > 1 else None,
-    )
+    options: dict[str, Any] = {
+        "host": host or settings.api_host,
+        "port": port or settings.api_port,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        # Worker processes import the app themselves: uvicorn takes a factory by name.
+        uvicorn.run("api_stub.app:app_from_environment", factory=True, workers=workers, **options)
 
 
 @jobs_app.command("failed")
