@@ -58,9 +58,16 @@ class Pipeline:
         self.rng = random.Random()
 
     def run(self, contact_id: str, owner: str) -> Outcome:
+        # Three transactions per contact in the common case: take the lease and start the
+        # first step; finish each step and start the next; finish the last and activate.
         now = self.clock()
         with self.db.write() as session:
             lease = store.take_lease(session, contact_id, owner, now, self.settings.lease_s)
+            step = None
+            if lease is not None and self._healthy(lease.contact):
+                step = self._next(lease.steps)
+                if step is not None:
+                    store.start_step(session, step, owner, now, self.settings.lease_s)
         if lease is None:
             return Outcome("busy")  # finished, missing, or another runner holds it
         contact, steps = lease.contact, lease.steps
@@ -75,36 +82,32 @@ class Pipeline:
             )
         if contact.error_code:  # failing: a compensation that did not finish
             return self._fail(contact, steps, owner, contact.error_code, contact.error_message)
-
-        ordered = sorted(steps.values(), key=lambda s: s.position)
-        for step in ordered:
-            if step.status == StepStatus.DONE.value:
-                continue  # journaled as done by an earlier delivery
+        if step is None:  # every step done by earlier deliveries; only activation is left
+            return self._finish_steps(contact, steps, None, None, owner)
+        while True:
             outcome = self._run_step(contact, steps, step, owner)
-            if outcome is not None:
+            if isinstance(outcome, Outcome):
                 return outcome
+            step = outcome
 
-        structlog.contextvars.unbind_contextvars("step", "attempt")
-        ctx = self._context(contact, steps)
-        with self.db.write() as session:
-            activated = store.activate(
-                session, contact, ordered, owner, address_of(ctx), self.clock()
-            )
-        if not activated:
-            return Outcome("busy")
-        log.info("contact_active", contact_type=contact.contact_type, address=contact.address)
-        return Outcome("active")
+    def _healthy(self, contact: Contact) -> bool:
+        return contact.takeovers <= self.settings.max_deliveries and not contact.error_code
+
+    @staticmethod
+    def _next(steps: dict[str, ContactStep]) -> ContactStep | None:
+        """The first step not journaled as done, in plan order."""
+        for step in sorted(steps.values(), key=lambda s: s.position):
+            if step.status != StepStatus.DONE.value:
+                return step
+        return None
 
     # --- one step ------------------------------------------------------------------------------
 
     def _run_step(
         self, contact: Contact, steps: dict[str, ContactStep], step: ContactStep, owner: str
-    ) -> Outcome | None:
-        structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts + 1)
-        now = self.clock()
-        with self.db.write() as session:
-            if not store.start_step(session, step, owner, now, self.settings.lease_s):
-                return Outcome("busy")  # our lease expired and another runner took over
+    ) -> Outcome | ContactStep:
+        """Run a started step; the next step (already started), or what to do next."""
+        structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts)
         first = step.attempts == 1
         try:
             result = STEPS[step.name](self._context(contact, steps), first)
@@ -124,9 +127,44 @@ class Pipeline:
                 store.release_lease(session, contact.id, owner, self._due(due))
             log.info("step_waiting", wait_s=result.delay_s, **result.detail)
             return Outcome("wait", result.delay_s)
-        self._journal(step, StepStatus.DONE, result=result)
-        log.info("step_done", provider_id=result.provider_id)
-        return None
+        return self._finish_steps(contact, steps, step, result, owner)
+
+    def _finish_steps(
+        self,
+        contact: Contact,
+        steps: dict[str, ContactStep],
+        step: ContactStep | None,
+        result: StepResult | None,
+        owner: str,
+    ) -> Outcome | ContactStep:
+        """Journal `step` done and, in the same transaction, start the next one or activate."""
+        now = self.clock()
+        with self.db.write() as session:
+            if step is not None and result is not None:
+                store.record_step(
+                    session,
+                    step,
+                    StepStatus.DONE,
+                    now,
+                    provider_id=result.provider_id,
+                    detail=result.detail,
+                )
+            following = self._next(steps)
+            if following is not None:
+                started = store.start_step(session, following, owner, now, self.settings.lease_s)
+            else:
+                ordered = sorted(steps.values(), key=lambda s: s.position)
+                address = address_of(self._context(contact, steps))
+                started = store.activate(session, contact, ordered, owner, address, now)
+        if step is not None and result is not None:
+            log.info("step_done", provider_id=result.provider_id)
+        if not started:
+            return Outcome("busy")  # our lease expired and another runner took over
+        if following is not None:
+            return following
+        structlog.contextvars.unbind_contextvars("step", "attempt")
+        log.info("contact_active", contact_type=contact.contact_type, address=contact.address)
+        return Outcome("active")
 
     def _retry(
         self,

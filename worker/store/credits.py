@@ -73,12 +73,31 @@ def settlement_key(contact_id: str, seq: int) -> str:
     return f"settle:{contact_id}:{seq}"
 
 
-def capture(session: Session, contact: Contact) -> bool:
-    """Turn the contact's reservation into a charge, exactly once; True if this call did it."""
+def claim_capture(session: Session, contact: Contact) -> bool:
+    """The ledger half of a capture: True if this call is the one that charges the contact.
+
+    Split from `apply_capture` so a caller can write everything else of its transaction
+    between the two, and update the account row (every job of the account contends for its
+    lock) last, just before the commit.
+    """
     key = settlement_key(contact.id, contact.reservation_seq)
-    cents = contact.setup_cost_cents
-    if not record(session, contact.account_id, contact.id, "capture", cents, key):
+    if not record(
+        session, contact.account_id, contact.id, "capture", contact.setup_cost_cents, key
+    ):
         return False
+    session.execute(
+        update(Contact)
+        .where(Contact.id == contact.id)
+        .values(charged=True)
+        .execution_options(synchronize_session=False)
+    )
+    contact.charged = True
+    return True
+
+
+def apply_capture(session: Session, contact: Contact) -> None:
+    """The balance half of a capture claimed by `claim_capture` in the same transaction."""
+    cents = contact.setup_cost_cents
     session.execute(
         update(Account)
         .where(Account.id == contact.account_id)
@@ -86,9 +105,15 @@ def capture(session: Session, contact: Contact) -> bool:
             balance_cents=Account.balance_cents - cents,
             reserved_cents=Account.reserved_cents - cents,
         )
+        .execution_options(synchronize_session=False)
     )
-    session.execute(update(Contact).where(Contact.id == contact.id).values(charged=True))
-    contact.charged = True
+
+
+def capture(session: Session, contact: Contact) -> bool:
+    """Turn the contact's reservation into a charge, exactly once; True if this call did it."""
+    if not claim_capture(session, contact):
+        return False
+    apply_capture(session, contact)
     return True
 
 

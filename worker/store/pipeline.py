@@ -86,6 +86,7 @@ def start_step(
         update(Contact)
         .where(Contact.id == step.contact_id, Contact.lease_owner == owner)
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
     )
     if renewed.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -94,6 +95,7 @@ def start_step(
         update(ContactStep)
         .where(ContactStep.id == step.id)
         .values(status=StepStatus.RUNNING.value, attempts=step.attempts, updated_at=now)
+        .execution_options(synchronize_session=False)
     )
     step.status = StepStatus.RUNNING.value
     return True
@@ -116,7 +118,12 @@ def record_step(
     if detail is not None:
         values["detail"] = detail
         step.detail = detail
-    session.execute(update(ContactStep).where(ContactStep.id == step.id).values(**values))
+    session.execute(
+        update(ContactStep)
+        .where(ContactStep.id == step.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
     step.status = status.value
     step.last_error = error
 
@@ -128,6 +135,7 @@ def release_lease(session: Session, contact_id: str, owner: str, due_at: datetim
         update(Contact)
         .where(Contact.id == contact_id, Contact.lease_owner == owner)
         .values(lease_owner=None, lease_expires_at=due_at)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -139,6 +147,7 @@ def mark_failing(
         update(Contact)
         .where(Contact.id == contact.id, Contact.lease_owner == owner)
         .values(error_code=code, error_message=message, updated_at=now)
+        .execution_options(synchronize_session=False)
     )
     contact.error_code, contact.error_message = code, message
 
@@ -165,6 +174,7 @@ def _finish(
             updated_at=now,
             **values,
         )
+        .execution_options(synchronize_session=False)
     )
     if done.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -207,8 +217,11 @@ def activate(
     """`active`: set the address, capture the cost exactly once, write the outbox event."""
     if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, {"address": address}):
         return False
-    credits.capture(session, contact)
+    claimed = credits.claim_capture(session, contact)
     _outbox(session, contact, steps, now)
+    if claimed:
+        # Last: the account row is every job's hot spot; its lock is held until the commit.
+        credits.apply_capture(session, contact)
     return True
 
 
@@ -218,7 +231,6 @@ def fail(
     """`failed` (after compensation): release the reservation, close the journal, outbox."""
     if not _finish(session, contact, owner, ContactStatus.FAILED, now, {}):
         return False
-    credits.release(session, contact)
     for step in steps:
         if step.status == StepStatus.DONE.value:
             new = StepStatus.COMPENSATED
@@ -228,6 +240,7 @@ def fail(
             continue
         record_step(session, step, new, now, error=step.last_error)
     _outbox(session, contact, steps, now)
+    credits.release(session, contact)  # last: the account row is the hot spot
     return True
 
 
