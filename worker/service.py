@@ -81,8 +81,13 @@ class ContactService:
         self.publisher = publisher
         self.clock = clock
         self.prices = _prices(settings)
-        # PostgreSQL: concurrent acceptances of one account commit together (group commit).
-        self.acceptor = None if db.is_sqlite else contacts.GroupAcceptor(db.autocommit)
+        # PostgreSQL: concurrent acceptances of one account commit together (group commit),
+        # and their tasks are published together right after.
+        self.acceptor = (
+            None
+            if db.is_sqlite
+            else contacts.GroupAcceptor(db.autocommit, after_commit=self._publish)
+        )
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -226,13 +231,28 @@ class ContactService:
             raise InsufficientCredits(
                 f"available credits are below the setup cost of {format_amount(cost)}"
             )
-        # Publish only after the commit: a worker must never run before the row exists. If
-        # the publish fails, the contact stays pending and the reconciler enqueues it later.
-        try:
-            self.publisher.provision(contact.id, queue="interactive")
-        except Exception as exc:
-            log.warning("publish_failed", contact_id=contact.id, error=type(exc).__name__)
+        if self.acceptor is None:  # else published by the acceptor, with its batch
+            self._publish([contact])
         return reply
+
+    def _publish(self, accepted: list[Contact]) -> None:
+        """Send the provisioning tasks of committed contacts; never raises.
+
+        Only after the commit: a worker must never run before the row exists. If the publish
+        fails, the contacts stay pending and the reconciler enqueues them later.
+        """
+        ids = [contact.id for contact in accepted]
+        provision_many = getattr(self.publisher, "provision_many", None)
+        batches = [ids] if provision_many is not None else [[i] for i in ids]
+        for batch in batches:
+            try:
+                if provision_many is not None:
+                    provision_many(batch, queue="interactive")
+                else:
+                    self.publisher.provision(batch[0], queue="interactive")
+            except Exception as exc:
+                for contact_id in batch:
+                    log.warning("publish_failed", contact_id=contact_id, error=type(exc).__name__)
 
     def _accept(
         self, contact: Contact, completion: tuple[str, idem_store.StoredResponse] | None

@@ -271,6 +271,10 @@ class GroupAcceptor:
     account's request is sent at once, alone; batches form only under load. Two slots rather
     than one let a batch be prepared and sent while the other waits for its flush.
 
+    `after_commit`, when given, is called by the thread that ran a batch with the contacts it
+    accepted, before their requests are let go (the service publishes them there, together);
+    it must not raise.
+
     A batch is all-or-nothing, so when it is refused (some assistant not the account's, not
     enough credits for the total, a live contact already there: nothing was written) its
     contacts are accepted again one by one, each with the exact outcome it would have had
@@ -281,10 +285,12 @@ class GroupAcceptor:
         self,
         connect: Callable[[], AbstractContextManager[Connection]],
         *,
+        after_commit: Callable[[list[Contact]], None] | None = None,
         in_flight: int = 2,
         max_batch: int = 100,
     ) -> None:
         self._connect = connect
+        self._after_commit = after_commit
         self._in_flight = in_flight
         self._max_batch = max_batch
         self._lock = threading.Lock()
@@ -312,6 +318,9 @@ class GroupAcceptor:
                 del state.queue[: self._max_batch - 1]
         try:
             self._run(batch)
+            accepted = [w.item.contact for w in batch if w.outcome is Acceptance.ACCEPTED]
+            if accepted and self._after_commit is not None:
+                self._after_commit(accepted)
         finally:
             with self._lock:
                 if state.queue:  # hand the slot on to the longest waiter
