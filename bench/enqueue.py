@@ -442,6 +442,20 @@ def report(health: WrkResult, enqueue: WrkResult, args: argparse.Namespace) -> s
     return "\n".join(out)
 
 
+def redis_strangers(url: str) -> int:
+    """Other clients connected to the Redis database the bench is about to flush."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        me, db = client.client_id(), client.connection_pool.connection_kwargs.get("db", 0)
+        return sum(
+            1 for c in client.client_list() if int(c["db"]) == int(db) and int(c["id"]) != me
+        )
+    finally:
+        client.close()
+
+
 def db_commits(admin: Any, name: str) -> int:
     from sqlalchemy import text
 
@@ -522,6 +536,9 @@ def main() -> int:
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s")
     parser.add_argument("--top", type=int, default=15, help="frames in the profile summary")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the bench database")
+    parser.add_argument(
+        "--force-flush", action="store_true", help="flush the Redis database even if in use"
+    )
     args = parser.parse_args()
 
     if shutil.which("wrk") is None:
@@ -538,6 +555,15 @@ def main() -> int:
     from worker.store import accounts, credits
     from worker.store.db import Database, normalise_url
     from worker.store.migrate import upgrade
+
+    strangers = redis_strangers(args.redis_url)
+    if strangers and not args.force_flush:
+        print(
+            f"{strangers} other client(s) are connected to {args.redis_url}, which this bench "
+            "flushes; pick another database (--redis-url) or pass --force-flush",
+            file=sys.stderr,
+        )
+        return 2
 
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
