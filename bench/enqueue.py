@@ -727,6 +727,8 @@ def main() -> int:
         if created and not args.keep_db:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            # The tasks published for that database's contacts go with it.
+            redis.Redis.from_url(args.redis_url).flushdb()
         admin.dispose()
         tmp.cleanup()
 
