@@ -6,6 +6,7 @@ Google, and one process each of API, worker and beat. Seeds a demo account and p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from decimal import Decimal
 
 import httpx
+import redis
 from sqlalchemy import select
 
 from worker.embedded_redis import redis_url
@@ -106,6 +108,9 @@ def main() -> None:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        if not base.redis_url:  # the embedded Redis (its data is in var/, append-only)
+            with contextlib.suppress(redis.RedisError):
+                redis.Redis.from_url(env["PROVISIONER_REDIS_URL"]).shutdown()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -19,8 +19,10 @@ clean_environment()
 
 
 @pytest.fixture(scope="session")
-def redis_service(tmp_path_factory: pytest.TempPathFactory) -> RedisService:
-    return RedisService(tmp_path_factory.mktemp("redis"))
+def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisService]:
+    service = RedisService(tmp_path_factory.mktemp("redis"))
+    yield service
+    service.close()
 
 
 @pytest.fixture(scope="session")

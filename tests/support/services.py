@@ -50,6 +50,13 @@ class RedisService:
     def flush(self) -> None:
         self.client.flushdb()
 
+    def close(self) -> None:
+        if not TEST_REDIS_URL:  # the embedded server is ours to stop
+            try:
+                self.client.shutdown(nosave=True)
+            except redis.ConnectionError:
+                pass  # it closes the connection as it exits
+
 
 class DatabaseService:
     """One migrated database per test session; each test gets it clean.
