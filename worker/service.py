@@ -23,7 +23,7 @@ from worker.domain.errors import (
     InvalidRequest,
     NotFound,
 )
-from worker.domain.ids import new_id
+from worker.domain.ids import is_id, new_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import setup_cost_cents
 from worker.domain.validation import validate_contact_request
@@ -96,6 +96,8 @@ class ContactService:
             return accounts.account_for_key(session, api_key)
 
     def get(self, account_id: int, assistant_id: int, contact_id: str) -> dict[str, Any]:
+        if not is_id("ct", contact_id):
+            raise NotFound(f"no contact with that id for assistant {assistant_id}")
         with self.db.read() as session:
             contact = None
             if 0 < assistant_id <= MAX_ID:
@@ -111,6 +113,10 @@ class ContactService:
         if not 1 <= limit <= LIST_LIMIT_MAX:
             raise InvalidRequest(
                 "limit out of range", {"limit": f"must be between 1 and {LIST_LIMIT_MAX}"}
+            )
+        if starting_after is not None and not is_id("ct", starting_after):
+            raise InvalidRequest(
+                "starting_after is not a contact id", {"starting_after": "must be a contact id"}
             )
         with self.db.read() as session:
             self._require_assistant(session, account_id, assistant_id)

@@ -150,3 +150,13 @@ def test_bad_query_and_path_parameters_are_422(client, tenant):
                  "invalid_request", ["limit"])
     assert_error(client.get("/v0/assistant/abc/contact", headers=tenant.headers), 422,
                  "invalid_request", ["assistant_id"])
+
+
+@pytest.mark.parametrize("bad", ["\x00", "ct_\x00", "x" * 500, "ct_" + "0" * 25 + "\x00"])
+def test_malformed_ids_are_404_or_422_not_500(client, tenant, bad):
+    path = f"/v0/assistant/{tenant.assistant_ids[0]}/contact"
+    from urllib.parse import quote
+
+    assert_error(client.get(f"{path}/{quote(bad)}", headers=tenant.headers), 404, "not_found")
+    assert_error(client.get(path, params={"starting_after": bad}, headers=tenant.headers), 422,
+                 "invalid_request", ["starting_after"])

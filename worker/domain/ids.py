@@ -16,3 +16,13 @@ def new_id(prefix: str) -> str:
         value, digit = divmod(value, 32)
         chars.append(_ALPHABET[digit])
     return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def is_id(prefix: str, value: str) -> bool:
+    """Whether `value` has the shape of an id made by `new_id(prefix)`; anything else (NUL
+    bytes, a kilobyte of junk) need not reach the database to be known not to exist."""
+    body = value.removeprefix(f"{prefix}_")
+    return len(body) == 26 and len(value) == len(prefix) + 27 and set(body) <= _ID_CHARS
+
+
+_ID_CHARS = frozenset(_ALPHABET)
