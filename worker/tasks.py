@@ -41,7 +41,7 @@ class Runtime:
         if self._pipeline is None or self._pid != os.getpid():
             with self._lock:
                 if self._pipeline is None or self._pid != os.getpid():
-                    db = Database(self.settings.database_url, pool_size=64)
+                    db = Database(self.settings.database_url, pool_size=64, pre_ping=False)
                     providers = Providers.from_settings(self.settings)
                     self._pipeline = Pipeline(db, providers, self.settings)
                     self._pid = os.getpid()

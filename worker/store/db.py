@@ -50,7 +50,10 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
 class Database:
     """The store's connection: `write()` and `read()` transactions as context managers."""
 
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, pre_ping: bool = True) -> None:
+        """`pre_ping=False` saves a round trip per transaction where a dead connection is
+        already survivable (the worker: its lease expires and the reconciler re-runs the
+        contact); connections are then recycled every few minutes instead."""
         url = normalise_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -59,7 +62,11 @@ class Database:
             self._read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
         else:
             self.engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=pre_ping,
+                pool_recycle=300,
             )
             self._read_engine = self.engine
         # Shares the write engine's pool; each checkout is put in autocommit and reset on return.
