@@ -9,12 +9,49 @@ inserts nothing and changes nothing. Capture and release of one reservation shar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from worker.store.models import Account, Contact, LedgerEntry
-from worker.store.sql import insert_if_absent
+
+# The worker's statements, built once (see worker/store/pipeline.py): Core statements with
+# bind parameters, executed on the transaction's connection.
+_ledger: Table = LedgerEntry.__table__  # type: ignore[assignment]
+_accounts: Table = Account.__table__  # type: ignore[assignment]
+_contacts: Table = Contact.__table__  # type: ignore[assignment]
+
+
+def _insert_ledger(insert: Any) -> Any:
+    # INSERT ... ON CONFLICT DO NOTHING on the unique key; RETURNING, not rowcount: psycopg
+    # reports -1 for it. The values are the parameters' keys; created_at gets its default.
+    return insert(_ledger).on_conflict_do_nothing(index_elements=["key"]).returning(_ledger.c.key)
+
+
+_RECORD = {"postgresql": _insert_ledger(pg_insert), "sqlite": _insert_ledger(sqlite_insert)}
+_CHARGED = update(_contacts).where(_contacts.c.id == bindparam("p_id")).values(charged=True)
+_CAPTURE = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("p_id"))
+    .values(
+        balance_cents=_accounts.c.balance_cents
+        - bindparam("p_cents", type_=_accounts.c.balance_cents.type),
+        reserved_cents=_accounts.c.reserved_cents
+        - bindparam("p_cents", type_=_accounts.c.reserved_cents.type),
+    )
+)
+_RELEASE = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("p_id"))
+    .values(
+        reserved_cents=_accounts.c.reserved_cents
+        - bindparam("p_cents", type_=_accounts.c.reserved_cents.type),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -51,18 +88,16 @@ def try_reserve(session: Session, account_id: int, cents: int) -> bool:
 def record(
     session: Session, account_id: int, contact_id: str | None, kind: str, cents: int, key: str
 ) -> bool:
-    return insert_if_absent(
-        session,
-        LedgerEntry.__table__,  # type: ignore[arg-type]
-        {
-            "account_id": account_id,
-            "contact_id": contact_id,
-            "kind": kind,
-            "amount_cents": cents,
-            "key": key,
-        },
-        ["key"],
-    )
+    connection = session.connection()
+    stmt = _RECORD["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
+    params = {
+        "account_id": account_id,
+        "contact_id": contact_id,
+        "kind": kind,
+        "amount_cents": cents,
+        "key": key,
+    }
+    return connection.execute(stmt, params).first() is not None
 
 
 def reservation_key(contact_id: str, seq: int) -> str:
@@ -85,27 +120,16 @@ def claim_capture(session: Session, contact: Contact) -> bool:
         session, contact.account_id, contact.id, "capture", contact.setup_cost_cents, key
     ):
         return False
-    session.execute(
-        update(Contact)
-        .where(Contact.id == contact.id)
-        .values(charged=True)
-        .execution_options(synchronize_session=False)
-    )
-    contact.charged = True
+    session.connection().execute(_CHARGED, {"p_id": contact.id})
+    # As loaded, not a change: a contact attached to the session has nothing left to flush.
+    set_committed_value(contact, "charged", True)
     return True
 
 
 def apply_capture(session: Session, contact: Contact) -> None:
     """The balance half of a capture claimed by `claim_capture` in the same transaction."""
-    cents = contact.setup_cost_cents
-    session.execute(
-        update(Account)
-        .where(Account.id == contact.account_id)
-        .values(
-            balance_cents=Account.balance_cents - cents,
-            reserved_cents=Account.reserved_cents - cents,
-        )
-        .execution_options(synchronize_session=False)
+    session.connection().execute(
+        _CAPTURE, {"p_id": contact.account_id, "p_cents": contact.setup_cost_cents}
     )
 
 
@@ -123,11 +147,7 @@ def release(session: Session, contact: Contact) -> bool:
     cents = contact.setup_cost_cents
     if not record(session, contact.account_id, contact.id, "release", cents, key):
         return False
-    session.execute(
-        update(Account)
-        .where(Account.id == contact.account_id)
-        .values(reserved_cents=Account.reserved_cents - cents)
-    )
+    session.connection().execute(_RELEASE, {"p_id": contact.account_id, "p_cents": cents})
     return True
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from worker.domain.contacts import ContactStatus, ContactType, StepStatus, step_plan
 from worker.domain.ids import new_id
@@ -17,6 +19,120 @@ from worker.store.models import Contact, ContactStep, Event
 from worker.views import contact_view
 
 OPEN = (ContactStatus.PENDING.value, ContactStatus.PROVISIONING.value)
+
+# The hot path's statements are Core statements on the tables, built once with bind
+# parameters and executed on the transaction's connection: no per-call statement
+# construction, no ORM unit of work. Rows come back as Core rows and are turned into plain
+# (session-less) Contact and ContactStep objects for the runner.
+_contacts: Table = Contact.__table__  # type: ignore[assignment]
+_steps: Table = ContactStep.__table__  # type: ignore[assignment]
+_events: Table = Event.__table__  # type: ignore[assignment]
+_c = _contacts.c
+_s = _steps.c
+
+
+def _param(column: Any, name: str) -> BindParameter[Any]:
+    """A bind parameter typed as `column` (its name must differ from any SET column's)."""
+    return bindparam(name, type_=column.type)
+
+
+_TAKE_LEASE = (
+    update(_contacts)
+    .where(
+        _c.id == bindparam("p_id"),
+        _c.status.in_(OPEN),
+        or_(_c.lease_owner.is_(None), _c.lease_expires_at < _param(_c.lease_expires_at, "p_now")),
+    )
+    .values(
+        lease_owner=_param(_c.lease_owner, "p_owner"),
+        lease_expires_at=_param(_c.lease_expires_at, "p_expires"),
+        deliveries=_c.deliveries + 1,
+        takeovers=_c.takeovers + case((_c.lease_owner.is_not(None), 1), else_=0),
+        status=ContactStatus.PROVISIONING.value,
+        started_at=func.coalesce(_c.started_at, _param(_c.started_at, "p_now")),
+        updated_at=_param(_c.updated_at, "p_now"),
+    )
+    .returning(*_contacts.c)
+)
+_SELECT_STEPS = select(*_steps.c).where(_s.contact_id == bindparam("p_contact_id"))
+_INSERT_STEPS = insert(_steps).returning(_s.id, _s.name)
+_RENEW_LEASE = (
+    update(_contacts)
+    .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
+    .values(lease_expires_at=_param(_c.lease_expires_at, "p_expires"))
+)
+_START_STEP = (
+    update(_steps)
+    .where(_s.id == bindparam("p_id"))
+    .values(
+        status=StepStatus.RUNNING.value,
+        attempts=_param(_s.attempts, "p_attempts"),
+        updated_at=_param(_s.updated_at, "p_now"),
+    )
+)
+_RELEASE_LEASE = (
+    update(_contacts)
+    .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
+    .values(lease_owner=None, lease_expires_at=_param(_c.lease_expires_at, "p_due"))
+)
+_MARK_FAILING = (
+    update(_contacts)
+    .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
+    .values(
+        error_code=_param(_c.error_code, "p_code"),
+        error_message=_param(_c.error_message, "p_message"),
+        updated_at=_param(_c.updated_at, "p_now"),
+    )
+)
+_INSERT_EVENT = insert(_events)
+
+
+@functools.cache
+def _record_step_stmt(columns: tuple[str, ...]) -> Any:
+    """UPDATE of one journal row setting `columns` (each bound as `p_<column>`)."""
+    return (
+        update(_steps)
+        .where(_s.id == bindparam("p_id"))
+        .values({name: _param(_s[name], f"p_{name}") for name in columns})
+    )
+
+
+@functools.cache
+def _finish_stmt(columns: tuple[str, ...]) -> Any:
+    """The terminal UPDATE, also setting the extra `columns` (each bound as `p_<column>`)."""
+    return (
+        update(_contacts)
+        .where(
+            _c.id == bindparam("p_id"),
+            _c.lease_owner == bindparam("p_owner"),
+            _c.status == ContactStatus.PROVISIONING.value,
+        )
+        .values(
+            status=_param(_c.status, "p_status"),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=_param(_c.updated_at, "p_now"),
+            **{name: _param(_c[name], f"p_{name}") for name in columns},
+        )
+    )
+
+
+def _connection(session: Session) -> Connection:
+    return session.connection()
+
+
+def _contact_of(row: Any) -> Contact:
+    contact = Contact()
+    for name, value in row._mapping.items():
+        setattr(contact, name, value)
+    return contact
+
+
+def _step_of(row: Any) -> ContactStep:
+    step = ContactStep()
+    for name, value in row._mapping.items():
+        setattr(step, name, value)
+    return step
 
 
 @dataclass(frozen=True)
@@ -35,46 +151,39 @@ def take_lease(
     One conditional UPDATE: of two deliveries of one message, exactly one gets the row. A
     lease left by a runner that died (expired, owner still set) counts as a takeover.
     """
-    contact = session.execute(
-        update(Contact)
-        .where(
-            Contact.id == contact_id,
-            Contact.status.in_(OPEN),
-            or_(Contact.lease_owner.is_(None), Contact.lease_expires_at < now),
-        )
-        .values(
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            deliveries=Contact.deliveries + 1,
-            takeovers=Contact.takeovers + case((Contact.lease_owner.is_not(None), 1), else_=0),
-            status=ContactStatus.PROVISIONING.value,
-            started_at=func.coalesce(Contact.started_at, now),
-            updated_at=now,
-        )
-        .returning(Contact)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if contact is None:
+    connection = _connection(session)
+    row = connection.execute(
+        _TAKE_LEASE,
+        {
+            "p_id": contact_id,
+            "p_now": now,
+            "p_owner": owner,
+            "p_expires": now + timedelta(seconds=lease_s),
+        },
+    ).one_or_none()
+    if row is None:
         return None
+    contact = _contact_of(row)
     steps = {
-        s.name: s
-        for s in session.execute(
-            select(ContactStep).where(ContactStep.contact_id == contact_id)
-        ).scalars()
+        r.name: _step_of(r) for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
     }
     if not steps:
-        for position, name in enumerate(step_plan(ContactType(contact.contact_type))):
-            step = ContactStep(
-                contact_id=contact_id,
-                position=position,
-                name=name,
-                status=StepStatus.PENDING.value,
-                attempts=0,
-                updated_at=now,
-            )
-            session.add(step)
-            steps[name] = step
-        session.flush()
+        values = [
+            {
+                "contact_id": contact_id,
+                "position": position,
+                "name": name,
+                "status": StepStatus.PENDING.value,
+                "attempts": 0,
+                "updated_at": now,
+            }
+            for position, name in enumerate(step_plan(ContactType(contact.contact_type)))
+        ]
+        ids = {r.name: r.id for r in connection.execute(_INSERT_STEPS, values)}
+        for value in values:
+            step = ContactStep(id=ids[value["name"]], **value)
+            step.provider_id = step.detail = step.last_error = None
+            steps[step.name] = step
     return Lease(contact, steps)
 
 
@@ -82,21 +191,15 @@ def start_step(
     session: Session, step: ContactStep, owner: str, now: datetime, lease_s: float
 ) -> bool:
     """Renew the lease and journal one more attempt of `step`; False if the lease was lost."""
-    renewed = session.execute(
-        update(Contact)
-        .where(Contact.id == step.contact_id, Contact.lease_owner == owner)
-        .values(lease_expires_at=now + timedelta(seconds=lease_s))
-        .execution_options(synchronize_session=False)
+    connection = _connection(session)
+    renewed = connection.execute(
+        _RENEW_LEASE,
+        {"p_id": step.contact_id, "p_owner": owner, "p_expires": now + timedelta(seconds=lease_s)},
     )
-    if renewed.rowcount != 1:  # type: ignore[attr-defined]
+    if renewed.rowcount != 1:
         return False
     step.attempts += 1
-    session.execute(
-        update(ContactStep)
-        .where(ContactStep.id == step.id)
-        .values(status=StepStatus.RUNNING.value, attempts=step.attempts, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    connection.execute(_START_STEP, {"p_id": step.id, "p_attempts": step.attempts, "p_now": now})
     step.status = StepStatus.RUNNING.value
     return True
 
@@ -111,19 +214,22 @@ def record_step(
     detail: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {"status": status.value, "updated_at": now, "last_error": error}
+    params: dict[str, Any] = {
+        "p_id": step.id,
+        "p_status": status.value,
+        "p_updated_at": now,
+        "p_last_error": error,
+    }
+    columns: tuple[str, ...] = ("status", "updated_at", "last_error")
     if provider_id is not None:
-        values["provider_id"] = provider_id
+        columns += ("provider_id",)
+        params["p_provider_id"] = provider_id
         step.provider_id = provider_id
     if detail is not None:
-        values["detail"] = detail
+        columns += ("detail",)
+        params["p_detail"] = detail
         step.detail = detail
-    session.execute(
-        update(ContactStep)
-        .where(ContactStep.id == step.id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    _connection(session).execute(_record_step_stmt(columns), params)
     step.status = status.value
     step.last_error = error
 
@@ -131,11 +237,8 @@ def record_step(
 def release_lease(session: Session, contact_id: str, owner: str, due_at: datetime) -> None:
     """Let go of the contact until `due_at`, when a scheduled message (or the reconciler)
     brings it back."""
-    session.execute(
-        update(Contact)
-        .where(Contact.id == contact_id, Contact.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=due_at)
-        .execution_options(synchronize_session=False)
+    _connection(session).execute(
+        _RELEASE_LEASE, {"p_id": contact_id, "p_owner": owner, "p_due": due_at}
     )
 
 
@@ -143,11 +246,9 @@ def mark_failing(
     session: Session, contact: Contact, owner: str, code: str, message: str, now: datetime
 ) -> None:
     """Record the error before compensating, so a crash mid-compensation resumes it."""
-    session.execute(
-        update(Contact)
-        .where(Contact.id == contact.id, Contact.lease_owner == owner)
-        .values(error_code=code, error_message=message, updated_at=now)
-        .execution_options(synchronize_session=False)
+    _connection(session).execute(
+        _MARK_FAILING,
+        {"p_id": contact.id, "p_owner": owner, "p_code": code, "p_message": message, "p_now": now},
     )
     contact.error_code, contact.error_message = code, message
 
@@ -160,23 +261,10 @@ def _finish(
     now: datetime,
     values: dict[str, Any],
 ) -> bool:
-    done = session.execute(
-        update(Contact)
-        .where(
-            Contact.id == contact.id,
-            Contact.lease_owner == owner,
-            Contact.status == ContactStatus.PROVISIONING.value,
-        )
-        .values(
-            status=status.value,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-            **values,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    params = {f"p_{name}": value for name, value in values.items()}
+    params.update({"p_id": contact.id, "p_owner": owner, "p_status": status.value, "p_now": now})
+    done = _connection(session).execute(_finish_stmt(tuple(values)), params)
+    if done.rowcount != 1:
         return False
     contact.status = status.value
     contact.updated_at = now
@@ -190,19 +278,20 @@ def _outbox(
     session: Session, contact: Contact, steps: Sequence[ContactStep], now: datetime
 ) -> None:
     view = contact_view(contact, steps)
-    session.add(
-        Event(
-            id=new_id("evt"),
-            account_id=contact.account_id,
-            contact_id=contact.id,
-            type=f"contact.{contact.status}",
-            payload={
+    _connection(session).execute(
+        _INSERT_EVENT,
+        {
+            "id": new_id("evt"),
+            "account_id": contact.account_id,
+            "contact_id": contact.id,
+            "type": f"contact.{contact.status}",
+            "payload": {
                 "type": f"contact.{contact.status}",
                 "timestamp": view["updated_at"],
                 "data": view,
             },
-            created_at=now,
-        )
+            "created_at": now,
+        },
     )
 
 
