@@ -3,9 +3,6 @@ senders, Google Workspace directory), and `Providers`, the set a worker process 
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 from worker.providers.errors import (
     AUTH_FAILED,
     EMAIL_TAKEN,
@@ -25,6 +22,7 @@ from worker.providers.google_directory import (
     StaticTokenSource,
     TokenSource,
 )
+from worker.providers.http import Closing
 from worker.providers.twilio_numbers import IncomingNumber, TwilioNumbers, forward_voice_url
 from worker.providers.twilio_senders import (
     CREATING,
@@ -71,7 +69,7 @@ __all__ = [
 ]
 
 
-class Providers:
+class Providers(Closing):
     """The three clients, built once per worker process and closed at its shutdown."""
 
     def __init__(
@@ -97,14 +95,3 @@ class Providers:
         """Close every client's connection pool."""
         for client in (self.numbers, self.senders, self.directory):
             client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

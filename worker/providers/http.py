@@ -119,7 +119,25 @@ def relative_url(url: str) -> str:
     return httpx.URL(url).raw_path.decode("ascii")
 
 
-class ProviderClient:
+class Closing:
+    """`with x:` closes `x` on exit; for anything that owns connection pools."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ProviderClient(Closing):
     """Base of the provider clients: owns the pooled `httpx.Client`, sends requests through
     `transport_errors`, and hands every non-2xx response to the provider's one classifier."""
 
@@ -191,14 +209,3 @@ class ProviderClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
