@@ -6,14 +6,16 @@ again after a delay). The Celery task maps that onto the broker.
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
-from worker.domain.contacts import ContactStatus, StepStatus
+from worker.domain.contacts import StepStatus
 from worker.domain.retry import RetryPolicy
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.settings import Settings
@@ -33,13 +35,21 @@ class Outcome:
     again_in_s: float | None = None
 
 
-def _policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
+def _policies(settings: Settings) -> tuple[RetryPolicy, RetryPolicy]:
+    """The steps' bounded policy, and compensation's: same backoff, never gives up."""
+    steps = RetryPolicy(
         base_s=settings.retry_base_s,
         max_s=settings.retry_max_s,
         max_attempts=settings.step_max_attempts,
         max_total_s=settings.step_max_total_s,
     )
+    compensation = RetryPolicy(
+        base_s=settings.retry_base_s,
+        max_s=settings.retry_max_s,
+        max_attempts=sys.maxsize,
+        max_total_s=math.inf,
+    )
+    return steps, compensation
 
 
 class Pipeline:
@@ -54,7 +64,7 @@ class Pipeline:
         self.providers = providers
         self.settings = settings
         self.clock = clock
-        self.policy = _policy(settings)
+        self.policy, self.compensation_policy = _policies(settings)
         self.rng = random.Random()
 
     def run(self, contact_id: str, owner: str) -> Outcome:
@@ -113,7 +123,7 @@ class Pipeline:
             result = STEPS[step.name](self._context(contact, steps), first)
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
-            self._journal(step, StepStatus.FAILED, error=str(exc))
+            self._journal_failure(step, str(exc))
             return self._fail(contact, steps, owner, exc.code, str(exc))
         except ProviderError as exc:  # retryable, rate-limited
             return self._retry(contact, steps, step, owner, exc)
@@ -182,7 +192,7 @@ class Pipeline:
         delay = self.policy.delay(failures, elapsed, retry_after, self.rng)
         if delay is None:
             log.warning("step_gave_up", error_code=exc.code, error=str(exc))
-            self._journal(step, StepStatus.FAILED, error=str(exc))
+            self._journal_failure(step, str(exc))
             message = f"{step.name} failed after {step.attempts} attempts: {exc}"
             return self._fail(contact, steps, owner, exc.code or "provider_unavailable", message)
         with self.db.write() as session:
@@ -214,14 +224,11 @@ class Pipeline:
             compensate(self._context(contact, steps))
         except ProviderError as exc:
             # Compensation must finish eventually, whatever the error: retry without limit.
-            attempt = min(contact.deliveries, 10)
-            delay = RetryPolicy(
-                base_s=self.settings.retry_base_s,
-                max_s=self.settings.retry_max_s,
-                max_attempts=attempt + 1,
-                max_total_s=float("inf"),
-            ).delay(attempt, 0.0, getattr(exc, "retry_after", None), self.rng)
-            delay = delay if delay is not None else self.settings.retry_max_s
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            delay = self.compensation_policy.delay(
+                min(contact.deliveries, 10), 0.0, retry_after, self.rng
+            )
+            assert delay is not None  # this policy never gives up
             with self.db.write() as session:
                 store.release_lease(
                     session, contact.id, owner, self._due(self.clock() + timedelta(seconds=delay))
@@ -238,24 +245,9 @@ class Pipeline:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _journal(
-        self,
-        step: ContactStep,
-        status: StepStatus,
-        *,
-        result: StepResult | None = None,
-        error: str | None = None,
-    ) -> None:
+    def _journal_failure(self, step: ContactStep, error: str) -> None:
         with self.db.write() as session:
-            store.record_step(
-                session,
-                step,
-                status,
-                self.clock(),
-                provider_id=result.provider_id if result else None,
-                detail=result.detail if result else None,
-                error=error,
-            )
+            store.record_step(session, step, StepStatus.FAILED, self.clock(), error=error)
 
     def _due(self, at: datetime) -> datetime:
         # The scheduled message normally comes back at `at`; the reconciler steps in only if
@@ -266,4 +258,4 @@ class Pipeline:
         return StepContext(contact, steps, self.providers, self.settings, self.clock())
 
 
-__all__ = ["ContactStatus", "Outcome", "Pipeline"]
+__all__ = ["Outcome", "Pipeline"]

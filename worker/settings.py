@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -35,7 +34,6 @@ class Settings(BaseSettings):
     twilio_api_key_sid: str = ""
     whatsapp_profile_name: str = "Assistant"
     google_access_token: SecretStr = SecretStr("")  # static bearer token; see docs/providers.md
-    google_customer: str = "my_customer"
     provider_connect_timeout_s: float = 5.0
     provider_read_timeout_s: float = 20.0
     provider_max_connections: int = 100
@@ -112,7 +110,3 @@ class Settings(BaseSettings):
             for name in ("twilio_api_url", "twilio_messaging_url", "google_directory_url"):
                 object.__setattr__(self, name, base)
         return self
-
-    @cached_property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
