@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from worker.embedded_redis import ensure_embedded
+from worker.settings import Settings
 from worker.store.db import Database, normalise_url
 from worker.store.migrate import upgrade
-from worker.settings import Settings
 from worker.store.models import Base
 
 TEST_DATABASE_URL = os.environ.get("PROVISIONER_TEST_DATABASE_URL", "")

@@ -6,18 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.services import settings_env
 
 from worker.celery_app import CeleryPublisher, create_celery
 from worker.pipeline import Pipeline
 from worker.providers import Providers
 from worker.service import ContactService
-from support.services import settings_env  # noqa: F401  (re-exported for tests)
 from worker.settings import Settings
 
 FAST = {
@@ -93,49 +91,3 @@ def pipeline(psettings, db) -> Iterator[Pipeline]:
     providers = Providers.from_settings(psettings)
     yield Pipeline(db, providers, psettings)
     providers.close()
-
-
-def submit(service: ContactService, tenant, body: dict[str, Any], assistant: int | None = None) -> str:
-    import json
-
-    assistant = assistant or tenant.assistant_ids[0]
-    reply = service.submit(tenant.account_id, assistant, json.dumps(body).encode(),
-                           path=f"/v0/assistant/{assistant}/contact")
-    return reply.body["info"]["id"]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(every)
-
-
-def statuses(db) -> dict[str, str]:
-    from sqlalchemy import select
-
-    from worker.store.models import Contact
-
-    with db.read() as session:
-        return dict(session.execute(select(Contact.id, Contact.status)).all())
-
-
-def all_terminal(db, count: int | None = None) -> bool:
-    found = statuses(db)
-    if count is not None and len(found) != count:
-        return False
-    return all(s in ("active", "failed") for s in found.values())
-
-
-def drive(pipeline: Pipeline, contact_id: str, owner: str = "test-runner", limit: int = 200) -> str:
-    """Run the pipeline in-process the way the task does, sleeping out each delay."""
-    for _ in range(limit):
-        outcome = pipeline.run(contact_id, owner)
-        if outcome.again_in_s is None:
-            return outcome.state
-        time.sleep(outcome.again_in_s)
-    raise AssertionError("contact did not finish")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-
-from conftest import drive, submit
 from support.invariants import check_invariants
+from support.pipeline import drive, submit
+
 from worker.providers import GoogleDirectory
 from worker.store.models import Contact, ContactStep, Event
 

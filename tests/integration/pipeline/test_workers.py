@@ -9,11 +9,11 @@ import sys
 
 import redis
 from sqlalchemy import func, select
-
-from conftest import all_terminal, statuses, submit, wait_for
-from support.services import settings_env
 from support.invariants import check_invariants
+from support.pipeline import all_terminal, statuses, submit, wait_for
+from support.services import settings_env
 from test_steps_in_process import EMAIL, PHONE, WHATSAPP
+
 from worker.celery_app import PROVISION_TASK, create_celery
 from worker.store.models import Contact, ContactStep, LedgerEntry
 
