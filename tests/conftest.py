@@ -30,4 +30,4 @@ def sandbox(sandbox_url: str) -> Iterator[SandboxControl]:
 
 # --- other fixtures --------------------------------------------------------------------
 
-pytest_plugins = ["support.fixtures"]
+pytest_plugins = ["support.fixtures", "support.pipeline"]

