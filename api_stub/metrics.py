@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.celery_app import QUEUES
@@ -44,8 +46,9 @@ class RequestContext:
     publishes), returns it as `X-Request-ID`, counts the request by route template and status,
     and writes one log line per request (not for health and metrics)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,8 +70,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = self._template(scope)
             HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
             if template not in _QUIET_ROUTES:
                 log.info(
@@ -80,6 +82,14 @@ class RequestContext:
                 )
             structlog.contextvars.reset_contextvars(**tokens)
 
+    def _template(self, scope: Scope) -> str:
+        """The matched route's path template; for an answer given before routing (a 413 from
+        the body limit), the template the path would have matched; else `unmatched`."""
+        route = scope.get("route")
+        if route is None:
+            route = next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
+        return getattr(route, "path", None) or "unmatched"
+
 
 def install(app: FastAPI, redis_client: Any) -> None:
     """Add `GET /metrics` (no authentication, like the health routes) and the middleware.
@@ -90,6 +100,8 @@ def install(app: FastAPI, redis_client: Any) -> None:
     async def metrics() -> Response:
         # The queue depth is read from Redis: off the event loop.
         body = await run_in_threadpool(generate_latest, registry)  # type: ignore[arg-type]
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        # The classic text format's type, as prometheus_client's own server sends by default
+        # (its CONTENT_TYPE_LATEST names version 1.0.0, which older scrapers do not know).
+        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, routes=app.router.routes)
