@@ -100,7 +100,7 @@ class DevStack:
 
 
 def assert_gone(processes: list[psutil.Process], stack: DevStack) -> None:
-    gone, alive = psutil.wait_procs(processes, timeout=10)
+    _, alive = psutil.wait_procs(processes, timeout=10)
     assert not alive, f"left behind: {[p.cmdline() for p in alive]}\n{stack.output()}"
 
 
@@ -113,9 +113,9 @@ def metric_lines(url: str) -> list[str]:
 
 def sample(lines: list[str], name: str, **labels: str) -> float | None:
     for line in lines:
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                return float(line.rsplit(" ", 1)[1])
+        named = line.startswith((name + "{", name + " "))
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
     return None
 
 
