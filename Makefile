@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m worker.devstack
+	$(VENV)/bin/provisioner dev
 
 test: $(STAMP)
 	$(VENV)/bin/pytest

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api_stub.auth import KeyCache, Unauthenticated, bearer_token
 from api_stub.errors import JSONResponse, domain_error_response, error_response, error_schema
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
+from api_stub.metrics import install as install_metrics
 from api_stub.openapi import CONTACT_BODY_SCHEMA
 from api_stub.ratelimit import RateLimiter
 from worker.celery_app import CeleryPublisher, create_celery
@@ -233,6 +234,8 @@ def create_app(
         return {"info": await call(request, service.credits)}
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Last, so that its middleware is outermost: request ids and metrics for every answer.
+    install_metrics(app, redis_client)
     return app
 
 

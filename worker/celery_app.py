@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Exchange, Queue
+from structlog.contextvars import get_contextvars
 
 from worker.embedded_redis import celery_broker_url, redis_url
 from worker.settings import Settings
@@ -102,6 +103,10 @@ class CeleryPublisher:
     def provision_many(self, contact_ids: list[str], *, queue: str) -> None:
         """One task per contact, sent together: kombu buffers the messages of a producer
         batch and pushes them in one Redis pipeline. On an error none may have been sent."""
+        # The API request's id travels as a message header, and the task binds it to its log
+        # lines. With group commit (PostgreSQL) a batch holds other requests' contacts too:
+        # only a lone contact's task is sure to be this request's.
+        request_id = get_contextvars().get("request_id") if len(contact_ids) == 1 else None
         with self._lock:
             producer = self._idle.pop() if self._idle else None
         if producer is None:
@@ -109,11 +114,11 @@ class CeleryPublisher:
             producer = self.app.amqp.Producer(self.app.connection_for_write())
         try:
             if len(contact_ids) == 1:
-                self._send(producer, contact_ids[0], queue)
+                self._send(producer, contact_ids[0], queue, request_id)
             else:
                 with producer.batch():
                     for contact_id in contact_ids:
-                        self._send(producer, contact_id, queue)
+                        self._send(producer, contact_id, queue, None)
         except BaseException:
             producer.connection.release()  # possibly broken: the next caller makes a new one
             raise
@@ -121,7 +126,7 @@ class CeleryPublisher:
         with self._lock:
             self._idle.append(producer)
 
-    def _send(self, producer, contact_id: str, queue: str) -> None:  # type: ignore[no-untyped-def]
+    def _send(self, producer, contact_id: str, queue: str, request_id: str | None) -> None:  # type: ignore[no-untyped-def]
         from kombu.utils.uuid import uuid
 
         headers, properties, body, _ = self.app.amqp.create_task_message(
@@ -132,6 +137,8 @@ class CeleryPublisher:
             reply_to=self.app.thread_oid,
             ignore_result=None,
         )
+        if request_id:
+            headers["request_id"] = request_id
         producer.publish(
             body, exchange="", routing_key=queue, headers=headers, **self._options, **properties
         )

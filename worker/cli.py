@@ -230,6 +230,7 @@ def worker(
     """Run a Celery worker for the provisioning tasks."""
     from worker.celery_app import create_celery
     from worker.logging import configure
+    from worker.metrics import serve_worker_metrics
     from worker.tasks import Runtime, register
 
     settings = _settings()
@@ -237,6 +238,9 @@ def worker(
     celery = create_celery(settings)
     runtime = Runtime(settings)
     register(celery, runtime)
+    # Metrics of this process: with the threads pool, its tasks run here too (a prefork
+    # pool's children count in registries of their own, which this does not serve).
+    serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
     try:
         celery.worker_main(
             [
@@ -268,6 +272,15 @@ def beat() -> None:
         schedule=str(settings.var_dir / "celerybeat-schedule"),
         loglevel=settings.log_level,
     ).run()
+
+
+@app.command()
+def dev() -> None:
+    """The whole stack on this machine until Ctrl-C (`make run`): embedded Redis, SQLite under
+    var/, the provider sandbox, API, worker and beat, and a demo account."""
+    from worker.devstack import main as run_dev_stack
+
+    run_dev_stack()
 
 
 @app.command()

@@ -17,6 +17,7 @@ import structlog
 
 from worker.domain.contacts import StepStatus
 from worker.domain.retry import RetryPolicy
+from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.settings import Settings
 from worker.steps import STEPS, StepContext, StepResult, Wait, address_of, compensate, utcnow
@@ -120,7 +121,8 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts)
         first = step.attempts == 1
         try:
-            result = STEPS[step.name](self._context(contact, steps), first)
+            with step_timer(contact.contact_type, step.name):
+                result = STEPS[step.name](self._context(contact, steps), first)
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
             self._journal_failure(step, str(exc))
@@ -174,6 +176,7 @@ class Pipeline:
             return following
         structlog.contextvars.unbind_contextvars("step", "attempt")
         log.info("contact_active", contact_type=contact.contact_type, address=contact.address)
+        contact_outcome(contact.contact_type, "active")
         return Outcome("active")
 
     def _retry(
@@ -241,6 +244,7 @@ class Pipeline:
         if not failed:
             return Outcome("busy")
         log.warning("contact_failed", error_code=code, error=message)
+        contact_outcome(contact.contact_type, "failed")
         return Outcome("failed")
 
     # --- helpers -----------------------------------------------------------------------------

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     webhook_timeout_s: float = 10.0
 
+    # Metrics: a worker serves its Prometheus metrics on this port (0: off; the API serves
+    # them at /metrics).
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts
+
     # Logging.
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

@@ -59,6 +59,10 @@ def register(app: Celery, runtime: Runtime) -> None:
     def provision_contact(self: Task, contact_id: str) -> str:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(task_id=self.request.id, contact_id=contact_id)
+        # The API request that published this task (a message header, see CeleryPublisher).
+        request_id = getattr(self.request, "request_id", None)
+        if request_id:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             owner = f"{HOST}:{os.getpid()}:{self.request.id}"
             outcome = runtime.pipeline.run(contact_id, owner)
@@ -67,7 +71,11 @@ def register(app: Celery, runtime: Runtime) -> None:
                 # the reconciler brings the contact back after that.
                 queue = (self.request.delivery_info or {}).get("routing_key") or "interactive"
                 app.send_task(
-                    PROVISION_TASK, args=[contact_id], queue=queue, countdown=outcome.again_in_s
+                    PROVISION_TASK,
+                    args=[contact_id],
+                    queue=queue,
+                    countdown=outcome.again_in_s,
+                    headers={"request_id": request_id} if request_id else None,
                 )
             return outcome.state
         finally:

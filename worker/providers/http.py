@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from worker.metrics import provider_call
 from worker.providers.errors import (
     CONNECTION_ERROR,
     INCOMPLETE_RESPONSE,
@@ -163,8 +164,13 @@ class ProviderClient(Closing):
         )
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        with transport_errors(self.provider):
-            response = self._http.request(method, url, **kwargs)
+        try:
+            with transport_errors(self.provider):
+                response = self._http.request(method, url, **kwargs)
+        except Retryable as exc:
+            provider_call(self.provider, "timeout" if exc.code == TIMEOUT else "error")
+            raise
+        provider_call(self.provider, response.status_code)
         if not response.is_success:
             self._raise_for_status(response)
         return response

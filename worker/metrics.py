@@ -1,0 +1,159 @@
+"""Every Prometheus metric of the service, defined once, and the small hooks that feed them.
+
+The API serves them at `GET /metrics` (api_stub/metrics.py); a worker serves its own on
+`PROVISIONER_WORKER_METRICS_PORT` (started by `serve_worker_metrics` from Celery's
+`worker_init`). Both use the process's default registry: with the threads pool (the worker's
+default) the tasks run in the worker's main process, so one registry per process holds all.
+Labels are low-cardinality by construction: route templates, not paths; no ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import structlog
+from prometheus_client import (
+    REGISTRY,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = structlog.get_logger(__name__)
+# No `*_created` series beside each counter: they double the output and nobody graphs them.
+disable_created_metrics()
+
+HTTP_REQUESTS = Counter(
+    "provisioner_http_requests",
+    "HTTP requests answered by the API, by route template, method and status.",
+    ["route", "method", "status"],
+)
+CONTACTS = Counter(
+    "provisioner_contacts",
+    "Contacts that reached a terminal status, by type and outcome (active, failed).",
+    ["type", "outcome"],
+)
+STEP_DURATION = Histogram(
+    "provisioner_step_duration_seconds",
+    "Wall time of one attempt of a provider step, whatever its result.",
+    ["type", "step"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PROVIDER_CALLS = Counter(
+    "provisioner_provider_calls",
+    "HTTP calls to providers, by provider and HTTP status (or `timeout`, `error`).",
+    ["provider", "status"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "provisioner_webhook_attempts",
+    "Webhook delivery attempts, by outcome (delivered, failed, ...).",
+    ["outcome"],
+)
+QUEUE_DEPTH = "provisioner_queue_depth"
+
+
+@contextmanager
+def step_timer(contact_type: str, step: str) -> Iterator[None]:
+    """Observe the duration of one step attempt (also when it raises)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        STEP_DURATION.labels(contact_type, step).observe(time.perf_counter() - start)
+
+
+def contact_outcome(contact_type: str, outcome: str) -> None:
+    CONTACTS.labels(contact_type, outcome).inc()
+
+
+def provider_call(provider: str, status: int | str) -> None:
+    PROVIDER_CALLS.labels(provider, str(status)).inc()
+
+
+def webhook_attempt(outcome: str) -> None:
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold one Celery queue's messages.
+
+    Kombu's Redis transport keeps a queue's messages without a priority in the list named
+    after it, and those with one in a list per priority step, `<queue>\\x06\\x16<step>` (steps
+    3, 6, 9; kombu's `PRIORITY_STEPS`). Seen with `redis-cli keys '*'` after publishing to both
+    queues with and without a priority: `interactive`, `bulk\\x06\\x163`, and the
+    `_kombu.binding.*` sets. Messages a worker has taken (and countdown retries it holds) are
+    in the `unacked` hash, not counted here: this is what waits for a worker.
+    """
+    return [queue] + [f"{queue}\x06\x16{n}" for n in (3, 6, 9)]
+
+
+class QueueDepthCollector(Collector):
+    """`provisioner_queue_depth{queue}`: messages waiting in each queue, read from Redis at
+    scrape time (LLEN of the queue's lists, summed). A failed read leaves the family empty
+    rather than failing the scrape."""
+
+    def __init__(self, redis_client: object, queues: Iterable[str]) -> None:
+        self._redis = redis_client
+        self._queues = tuple(queues)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            QUEUE_DEPTH,
+            "Messages waiting in each Celery queue (Redis list lengths).",
+            labels=["queue"],
+        )
+        try:
+            pipe = self._redis.pipeline(transaction=False)  # type: ignore[attr-defined]
+            for queue in self._queues:
+                for key in queue_keys(queue):
+                    pipe.llen(key)
+            lengths = iter(pipe.execute())
+            depths = {q: sum(next(lengths) for _ in queue_keys(q)) for q in self._queues}
+        except Exception as exc:  # Redis down: the rest of the scrape still answers
+            log.warning("queue_depth_unavailable", error=type(exc).__name__)
+            depths = {}
+        for queue, depth in depths.items():
+            family.add_metric([queue], depth)
+        yield family
+
+
+class Registries:
+    """The process's default registry plus collectors of one app (the queue depth), read as
+    one: each app brings its own Redis client without registering globally twice."""
+
+    def __init__(self, *collectors: Collector) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[object]:
+        yield from REGISTRY.collect()
+        for collector in self._collectors:
+            yield from collector.collect()
+
+
+def serve_worker_metrics(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - scraped
+    """Serve the process's metrics on `port` (a daemon thread); 0 disables it."""
+    if port:
+        start_http_server(port, addr=host)
+        log.info("worker_metrics_listening", port=port)
+
+
+__all__ = [
+    "CONTACTS",
+    "HTTP_REQUESTS",
+    "PROVIDER_CALLS",
+    "STEP_DURATION",
+    "WEBHOOK_ATTEMPTS",
+    "QueueDepthCollector",
+    "Registries",
+    "contact_outcome",
+    "provider_call",
+    "queue_keys",
+    "serve_worker_metrics",
+    "step_timer",
+    "webhook_attempt",
+]
