@@ -183,12 +183,12 @@ def address_refusal(ip: IPAddress) -> str | None:
         return "link_local"
     if ip.is_multicast:
         return "multicast"
+    if ip.is_reserved:
+        return "reserved"
     if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
         return "private"
     if ip.is_private:
         return "private"
-    if ip.is_reserved:
-        return "reserved"
     if not ip.is_global:
         return "not_public"
     return None
