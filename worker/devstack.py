@@ -55,6 +55,23 @@ def seed(db: Database) -> tuple[int, str, list[int]]:
     return account.id, api_key, list(ids)
 
 
+def demo_webhook(db: Database, account_id: int, sandbox_url: str) -> tuple[str, str]:
+    """The demo account's webhook endpoint (the sandbox's `demo` sink unless set) and secret."""
+    from datetime import UTC, datetime
+
+    from worker.domain.webhooks import new_secret
+    from worker.store import webhooks
+
+    with db.write() as session:
+        endpoint = webhooks.get_endpoint(session, account_id)
+        if endpoint is None:
+            url = f"{sandbox_url}/_sandbox/sink/demo"
+            endpoint, _ = webhooks.set_endpoint(
+                session, account_id, url, new_secret(), datetime.now(UTC)
+            )
+        return endpoint.url, endpoint.secret
+
+
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,6 +102,7 @@ def main() -> None:
     db = Database(base.database_url, pool_size=2)
     upgrade(db)
     account_id, api_key, assistant_ids = seed(db)
+    webhook_url, webhook_secret = demo_webhook(db, account_id, sandbox_url)
     db.dispose()
 
     cli = [sys.executable, "-m", "worker.cli"]
@@ -118,6 +136,8 @@ def main() -> None:
         _wait_ready(f"{sandbox_url}/_sandbox/stats", procs)
         _wait_ready(f"{api}/readyz", procs)
         print(f"Sandbox: {sandbox_url}", flush=True)
+        print(f"Webhooks: {webhook_url} (GET it to see deliveries)", flush=True)
+        print(f"Webhook secret: {webhook_secret}", flush=True)
         print(f"API: {api}", flush=True)
         print(f"API key: {api_key}", flush=True)
         print(f"Account id: {account_id}", flush=True)
