@@ -108,32 +108,43 @@ class WebhookSender:
             return store.AttemptResult(
                 Outcome.CONNECTION_ERROR, elapsed_ms(), error=f"dns: {exc}"[:200]
             )
-        address = addresses[0]
-        request = self.client.build_request(
-            "POST",
-            httpx.URL(
-                scheme=target.scheme,
-                host=str(address),
-                port=target.port,
-                raw_path=target.path.encode("ascii"),
-            ),
-            headers={
-                **headers,
-                "host": target.host_header,
-                "content-type": "application/json",
-                "user-agent": USER_AGENT,
-                "accept-encoding": "identity",  # the excerpt is raw bytes, never inflated
-            },
-            content=body,
-            extensions={"sni_hostname": target.host} if target.ip is None else {},
-        )
-        try:
-            response = self.client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            return store.AttemptResult(Outcome.TIMEOUT, elapsed_ms(), error=type(exc).__name__)
-        except httpx.HTTPError as exc:
+        response = None
+        failure: httpx.HTTPError | None = None
+        # Each address was checked; the next is tried only if one refuses the connection.
+        for address in addresses[:3]:
+            request = self.client.build_request(
+                "POST",
+                httpx.URL(
+                    scheme=target.scheme,
+                    host=str(address),
+                    port=target.port,
+                    raw_path=target.path.encode("ascii"),
+                ),
+                headers={
+                    **headers,
+                    "host": target.host_header,
+                    "content-type": "application/json",
+                    "user-agent": USER_AGENT,
+                    "accept-encoding": "identity",  # the excerpt is raw bytes, never inflated
+                },
+                content=body,
+                extensions={"sni_hostname": target.host} if target.ip is None else {},
+            )
+            try:
+                response = self.client.send(request, stream=True)
+                break
+            except httpx.ConnectError as exc:
+                failure = exc
+            except httpx.TimeoutException as exc:
+                return store.AttemptResult(Outcome.TIMEOUT, elapsed_ms(), error=type(exc).__name__)
+            except httpx.HTTPError as exc:
+                failure = exc
+                break
+        if response is None:
             return store.AttemptResult(
-                Outcome.CONNECTION_ERROR, elapsed_ms(), error=f"{type(exc).__name__}: {exc}"[:200]
+                Outcome.CONNECTION_ERROR,
+                elapsed_ms(),
+                error=f"{type(failure).__name__}: {failure}"[:200],
             )
         excerpt = bytearray()
         error = None
