@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from worker.domain.errors import InvalidRequest, NotFound
 from worker.domain.ids import is_id
@@ -315,6 +316,14 @@ class WebhookService:
         if "url" not in body:
             raise InvalidRequest("url is required", {"url": "is required"})
         url = self.check_url(body["url"])
+        try:
+            info, created = self._set(account_id, url)
+        except IntegrityError:  # a concurrent first set made it: this one updates it
+            info, created = self._set(account_id, url)
+        log.info("webhook_endpoint_set", account_id=account_id, created=created)
+        return info
+
+    def _set(self, account_id: int, url: str) -> tuple[dict[str, Any], bool]:
         with self.db.write() as session:
             endpoint, created = store.set_endpoint(
                 session, account_id, url, new_secret(), self.clock()
@@ -322,8 +331,7 @@ class WebhookService:
             info = endpoint_view(endpoint)
             # The secret is shown when it is made (first set, rotation), as Stripe does.
             info["secret"] = endpoint.secret if created else None
-        log.info("webhook_endpoint_set", account_id=account_id, created=created)
-        return info
+        return info, created
 
     def get(self, account_id: int) -> dict[str, Any]:
         with self.db.read() as session:

@@ -85,3 +85,16 @@ def test_deliveries_list_is_empty_for_unknown_or_malformed_contact_ids(client, t
     for params in ({}, {"contact_id": "ct_nope"}, {"contact_id": "\x00junk"}):
         answer = client.get("/v0/webhook/deliveries", params=params, headers=tenant.headers)
         assert answer.status_code == 200 and answer.json() == {"info": []}
+
+
+def test_concurrent_first_sets_make_one_secret(client, tenant):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def put(n: int) -> httpx.Response:
+        return client.put("/v0/webhook", json={"url": f"http://127.0.0.1:9/{n}"},
+                          headers=tenant.headers)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(put, range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert sum(1 for a in answers if a.json()["info"]["secret"]) == 1
