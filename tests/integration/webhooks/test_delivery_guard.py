@@ -147,3 +147,56 @@ def test_a_held_delivery_is_not_sent_side_by_side(settings, db, tenant, sandbox)
         assert store.claim(session, event_id, "other", datetime.now(UTC), 60, (1,)) is not None
     assert send.deliver(event_id, "test") is None
     assert sandbox.sink("once") == []
+
+
+def test_a_slow_receiver_is_a_timeout_and_a_closed_port_a_connection_error(
+    make_settings, db, make_tenant, sandbox
+):
+    settings = make_settings(webhook_timeout_s=0.5)
+    slow, closed = make_tenant(name="slow"), make_tenant(name="closed")
+    sandbox.set_sink_status("slow", 200, delay_ms=2000)
+    set_endpoint_unchecked(db, slow.account_id, sandbox.sink_url("slow"))
+    set_endpoint_unchecked(db, closed.account_id, "http://127.0.0.1:9/hooks")
+    send = deliverer(db, settings)
+    assert send.deliver(add_event(db, slow.account_id), "test") == 5  # retried in 5 s
+    assert send.deliver(add_event(db, closed.account_id), "test") == 5
+    service = WebhookService(db, settings)
+    [timeout] = attempts(service, slow.account_id)
+    [refused] = attempts(service, closed.account_id)
+    assert timeout["outcome"] == "timeout" and timeout["status_code"] is None
+    assert refused["outcome"] == "connection_error" and refused["error"]
+
+
+def test_only_the_first_kib_of_a_huge_answer_is_read(settings, db, tenant):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sent = []
+
+    class Huge(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-length", str(64 * 1024 * 1024))
+            self.end_headers()
+            try:
+                for _ in range(1024):  # 64 MiB, unless the client stops reading
+                    self.wfile.write(b"x" * 65536)
+                    sent.append(1)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Huge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        set_endpoint_unchecked(db, tenant.account_id, f"http://127.0.0.1:{server.server_port}/")
+        deliverer(db, settings).deliver(add_event(db, tenant.account_id), "test")
+    finally:
+        server.shutdown()
+    [attempt] = attempts(WebhookService(db, settings), tenant.account_id)
+    assert attempt["outcome"] == "succeeded"
+    assert attempt["response"] == "x" * 1024
+    assert len(sent) < 1024  # the connection was closed long before the end
