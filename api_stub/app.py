@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api_stub import webhooks
 from api_stub.auth import KeyCache, Unauthenticated, bearer_token
 from api_stub.errors import JSONResponse, domain_error_response, error_response, error_schema
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
@@ -27,6 +28,7 @@ from worker.service import ContactService, Publisher
 from worker.settings import Settings
 from worker.store.accounts import hash_key
 from worker.store.db import Database
+from worker.webhooks import WebhookService
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -233,6 +235,7 @@ def create_app(
     async def get_credits(request: Request) -> dict[str, Any]:
         return {"info": await call(request, service.credits)}
 
+    webhooks.install(app, call=call, service=WebhookService(db, settings), settings=settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
     install_metrics(app, redis_client)

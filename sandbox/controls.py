@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from typing import Any, Literal
@@ -45,6 +46,8 @@ class ResetBody(BaseModel):
 
 class SinkStatus(BaseModel):
     status: int = Field(ge=100, le=599)
+    # Held after recording, before answering: a receiver that is slow (or a send in flight).
+    delay_ms: float | None = Field(default=None, ge=0, le=600_000)
 
 
 @router.put("/faults")
@@ -134,14 +137,19 @@ async def sink_receive(request: Request, name: str) -> Response:
         body=(await request.body()).decode("utf-8", errors="replace"),
         received_at=_iso(utcnow()),
     )
-    status = sandbox_state(request).record_sink(name, delivery)
+    state = sandbox_state(request)
+    status = state.record_sink(name, delivery)
+    delay_s = state.sink_delay_s(name)
+    if delay_s:
+        await asyncio.sleep(delay_s)
     return JSONResponse({"received": True}, status_code=status)
 
 
 @router.put("/sink/{name}")
 async def sink_set_status(request: Request, name: str, body: SinkStatus) -> dict[str, Any]:
-    sandbox_state(request).set_sink_status(name, body.status)
-    return {"name": name, "status": body.status}
+    delay_s = body.delay_ms / 1000 if body.delay_ms is not None else None
+    sandbox_state(request).set_sink_status(name, body.status, delay_s)
+    return {"name": name, "status": body.status, "delay_ms": body.delay_ms}
 
 
 @router.get("/sink/{name}")

@@ -139,6 +139,7 @@ class SandboxState:
         self._user_by_email: dict[str, str] = {}  # lower-case email -> id
         self._sinks: dict[str, list[SinkDelivery]] = {}
         self._sink_status: dict[str, int] = {}
+        self._sink_delay_s: dict[str, float] = {}
 
     def reset(self, inventory_per_country: int) -> None:
         with self._lock:
@@ -345,9 +346,16 @@ class SandboxState:
         with self._lock:
             return list(self._sinks.get(name, []))
 
-    def set_sink_status(self, name: str, status: int) -> None:
+    def set_sink_status(self, name: str, status: int, delay_s: float | None = None) -> None:
         with self._lock:
             self._sink_status[name] = status
+            if delay_s is not None:
+                self._sink_delay_s[name] = delay_s
+
+    def sink_delay_s(self, name: str) -> float:
+        """How long the sink holds each request after recording it, before it answers."""
+        with self._lock:
+            return self._sink_delay_s.get(name, 0.0)
 
     def snapshot(
         self,

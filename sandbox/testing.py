@@ -137,8 +137,13 @@ class SandboxControl:
         result: list[dict[str, Any]] = self._json("GET", f"/_sandbox/sink/{name}")
         return result
 
-    def set_sink_status(self, name: str, status: int) -> dict[str, Any]:
-        return self._object("PUT", f"/_sandbox/sink/{name}", json={"status": status})
+    def set_sink_status(
+        self, name: str, status: int, delay_ms: float | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": status}
+        if delay_ms is not None:
+            body["delay_ms"] = delay_ms
+        return self._object("PUT", f"/_sandbox/sink/{name}", json=body)
 
     def sink_url(self, name: str) -> str:
         return f"{self.url}/_sandbox/sink/{name}"

@@ -12,7 +12,10 @@ from worker.settings import Settings
 PROVISION_TASK = "worker.tasks.provision_contact"
 RECONCILE_TASK = "worker.tasks.reconcile"
 PURGE_TASK = "worker.tasks.purge_idempotency_keys"
-QUEUES = ("interactive", "bulk")
+DELIVER_WEBHOOK_TASK = "worker.tasks.deliver_webhook"
+RELAY_WEBHOOKS_TASK = "worker.tasks.relay_webhooks"
+WEBHOOK_QUEUE = "webhooks"  # its own queue: a slow receiver never holds up provisioning
+QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 
 
 def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celery:
@@ -53,6 +56,11 @@ def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celer
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_interval_s,
                 "options": {"queue": "interactive", "expires": settings.reconcile_interval_s},
+            },
+            "relay-webhooks": {
+                "task": RELAY_WEBHOOKS_TASK,
+                "schedule": settings.webhook_relay_interval_s,
+                "options": {"queue": "interactive", "expires": settings.webhook_relay_interval_s},
             },
             "purge-idempotency-keys": {
                 "task": PURGE_TASK,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from worker.cli_webhooks import app as webhooks_app
 from worker.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -20,6 +21,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(assistants_app, name="assistants")
 app.add_typer(credits_app, name="credits")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Host = Annotated[str | None, typer.Option(help="Interface to listen on.")]
@@ -221,7 +223,7 @@ def jobs_retry(
 def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Threads running tasks.")] = 16,
     queues: Annotated[str, typer.Option(help="Queues, highest priority first.")] = (
-        "interactive,bulk"
+        "interactive,bulk,webhooks"
     ),
     pool: Annotated[str, typer.Option(help="Celery pool: threads (default) or prefork.")] = (
         "threads"

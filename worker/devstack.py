@@ -203,6 +203,23 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
+def demo_webhook(db: Database, account_id: int, sandbox_url: str) -> tuple[str, str]:
+    """The demo account's webhook endpoint (the sandbox's `demo` sink unless set) and secret."""
+    from datetime import UTC, datetime
+
+    from worker.domain.webhooks import new_secret
+    from worker.store import webhooks
+
+    with db.write() as session:
+        endpoint = webhooks.get_endpoint(session, account_id)
+        if endpoint is None:
+            url = f"{sandbox_url}/_sandbox/sink/demo"
+            endpoint, _ = webhooks.set_endpoint(
+                session, account_id, url, new_secret(), datetime.now(UTC)
+            )
+        return endpoint.url, endpoint.secret
+
+
 def _wait_ready(url: str, children: Children, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -263,6 +280,7 @@ def main() -> None:
         db = Database(base.database_url, pool_size=2)
         upgrade(db)
         demo = seed(db, base.var_dir)
+        webhook_url, webhook_secret = demo_webhook(db, demo.account_id, sandbox_url)
         db.dispose()
         for name, argv in commands.items():
             children.start(name, argv, env)
@@ -276,6 +294,8 @@ def main() -> None:
                     *curl_lines(api, demo),
                     "",
                     f"Sandbox: {sandbox_url}  (GET /_sandbox/resources, PUT /_sandbox/faults)",
+                    f"Webhooks: {webhook_url}  (GET it to see the signed deliveries)",
+                    f"Webhook secret: {webhook_secret}",
                     f"Metrics: {api}/metrics  http://127.0.0.1:{metrics_port}/metrics (worker)",
                     f"Account id: {demo.account_id}",
                     f"API: {api}",

@@ -51,7 +51,8 @@ PROVIDER_CALLS = Counter(
 )
 WEBHOOK_ATTEMPTS = Counter(
     "provisioner_webhook_attempts",
-    "Webhook delivery attempts, by outcome (delivered, failed, ...).",
+    "Webhook delivery attempts, by outcome (succeeded, http_error, timeout, connection_error,"
+    " refused_address).",
     ["outcome"],
 )
 QUEUE_DEPTH = "provisioner_queue_depth"

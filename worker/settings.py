@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = DEFAULT_WEBHOOK_SCHEDULE
     webhook_allow_private: bool = False
     webhook_timeout_s: float = 10.0
+    webhook_relay_interval_s: float = 5.0  # beat's relay: due retries, lost deliveries
+    # An event or retry whose task has not run this long after it was due is published again.
+    webhook_relay_grace_s: float = 30.0
+    webhook_secret_grace_s: int = 24 * 3600  # a rotated-out secret keeps signing this long
 
     # Metrics: a worker serves its Prometheus metrics on this port (0: off; the API serves
     # them at /metrics).

@@ -14,13 +14,21 @@ from datetime import UTC, datetime
 import structlog
 from celery import Celery, Task
 
-from worker.celery_app import PROVISION_TASK, PURGE_TASK, RECONCILE_TASK
+from worker.celery_app import (
+    DELIVER_WEBHOOK_TASK,
+    PROVISION_TASK,
+    PURGE_TASK,
+    RECONCILE_TASK,
+    RELAY_WEBHOOKS_TASK,
+    WEBHOOK_QUEUE,
+)
 from worker.pipeline import Pipeline
 from worker.providers import Providers
 from worker.settings import Settings
 from worker.store import idempotency as idem_store
 from worker.store import pipeline as pipeline_store
 from worker.store.db import Database
+from worker.webhooks import Deliverer, WebhookSender
 
 log = structlog.get_logger(__name__)
 HOST = socket.gethostname()
@@ -34,6 +42,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._pipeline: Pipeline | None = None
+        self._deliverer: Deliverer | None = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -47,7 +56,20 @@ class Runtime:
                     self._pid = os.getpid()
         return self._pipeline
 
+    @property
+    def deliverer(self) -> Deliverer:
+        pipeline = self.pipeline  # first: a new pid drops the parent's deliverer too
+        if self._deliverer is None or self._deliverer.db is not pipeline.db:
+            with self._lock:
+                if self._deliverer is None or self._deliverer.db is not pipeline.db:
+                    sender = WebhookSender(self.settings)
+                    self._deliverer = Deliverer(pipeline.db, self.settings, sender)
+        return self._deliverer
+
     def close(self) -> None:
+        if self._deliverer is not None:
+            self._deliverer.sender.close()
+            self._deliverer = None
         if self._pipeline is not None:
             self._pipeline.providers.close()
             self._pipeline.db.dispose()
@@ -77,9 +99,44 @@ def register(app: Celery, runtime: Runtime) -> None:
                     countdown=outcome.again_in_s,
                     headers={"request_id": request_id} if request_id else None,
                 )
+            elif outcome.state in ("active", "failed"):
+                publish_webhooks(contact_id)
             return outcome.state
         finally:
             structlog.contextvars.clear_contextvars()
+
+    def publish_webhooks(contact_id: str) -> None:
+        """Best effort, after the terminal transition committed: a lost publish (or an error
+        here) only delays the delivery until beat's relay finds the event."""
+        try:
+            for event_id in runtime.deliverer.pending_for_contact(contact_id):
+                app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
+        except Exception as exc:
+            log.warning("webhook_publish_failed", error=f"{type(exc).__name__}: {exc}")
+
+    @app.task(name=DELIVER_WEBHOOK_TASK, bind=True, ignore_result=True)
+    def deliver_webhook(self: Task, event_id: str) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(task_id=self.request.id, event_id=event_id)
+        try:
+            owner = f"{HOST}:{os.getpid()}:{self.request.id}"
+            countdown = runtime.deliverer.deliver(event_id, owner)
+            if countdown is not None:
+                app.send_task(
+                    DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE, countdown=countdown
+                )
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    @app.task(name=RELAY_WEBHOOKS_TASK, ignore_result=True)
+    def relay_webhooks() -> int:
+        """Publish deliveries that are due (long waits) or whose task was lost."""
+        due = runtime.deliverer.relay()
+        for event_id in due:
+            app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
+        if due:
+            log.info("webhooks_relayed", count=len(due))
+        return len(due)
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile() -> int:

@@ -1,0 +1,27 @@
+"""Fixtures for webhooks: fast settings and the services (worker/beat processes come from
+`spawn` in support/pipeline.py)."""
+
+from __future__ import annotations
+
+import pytest
+from support.webhooks import FAST
+
+from worker.celery_app import CeleryPublisher, create_celery
+from worker.service import ContactService
+from worker.settings import Settings
+from worker.webhooks import WebhookService
+
+
+@pytest.fixture
+def wsettings(make_settings, sandbox) -> Settings:
+    return make_settings(sandbox_url=sandbox.url, **FAST)
+
+
+@pytest.fixture
+def service(wsettings, db) -> ContactService:
+    return ContactService(db, wsettings, CeleryPublisher(create_celery(wsettings)))
+
+
+@pytest.fixture
+def webhooks(wsettings, db) -> WebhookService:
+    return WebhookService(db, wsettings)

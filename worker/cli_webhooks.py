@@ -1,0 +1,60 @@
+"""`provisioner webhooks`: operators' commands for webhook deliveries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Webhook deliveries: send again.")
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time like 2026-11-25T10:00:00Z", param_hint="--since"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("redrive")
+def redrive(
+    failed: Annotated[
+        bool,
+        typer.Option(
+            "--failed",
+            help="Only deliveries that failed (else also those that succeeded or had no endpoint).",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only deliveries created at or after this ISO time.")
+    ] = None,
+    account: Annotated[int | None, typer.Option(help="Only this account's deliveries.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Send deliveries again: a new round of the retry schedule, the same webhook-id."""
+    from worker.celery_app import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
+    from worker.cli import _database, _settings
+    from worker.webhooks import WebhookService
+
+    moment = _since(since)
+    settings = _settings()
+    db = _database(settings)
+    event_ids = WebhookService(db, settings).redrive(
+        failed_only=failed, since=moment, account_id=account
+    )
+    # Published after the commit; any publish lost here is picked up by beat's relay.
+    celery = create_celery(settings)
+    for event_id in event_ids:
+        celery.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
+    db.dispose()
+    if as_json:
+        typer.echo(json.dumps({"redriven": len(event_ids), "event_ids": event_ids}))
+    else:
+        typer.echo(f"{len(event_ids)} deliveries will be sent again")
