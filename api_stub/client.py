@@ -333,10 +333,11 @@ def contact_body(contact_type: str, **fields: str | None) -> dict[str, Any]:
     return {"contact_type": contact_type, **{k: v for k, v in fields.items() if v is not None}}
 
 
+_RETRYABLE = (RateLimited, ServerError, IdempotencyKeyInFlight, httpx.TransportError)
+
+
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RateLimited | ServerError | IdempotencyKeyInFlight) or isinstance(
-        exc, httpx.TransportError
-    )
+    return isinstance(exc, _RETRYABLE)
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,8 @@ def test_create_get_list_and_credits_are_typed(api, tenant):
 
 def test_contract_errors_are_exceptions_with_status_code_and_fields(api, api_url, make_tenant):
     poor = make_tenant(credits_cents=10)
-    with Client(api_url, poor.api_key) as broke:
-        with pytest.raises(InsufficientCredits) as exc:
-            broke.create_contact(poor.assistant_ids[0], "phone")
+    with Client(api_url, poor.api_key) as broke, pytest.raises(InsufficientCredits) as exc:
+        broke.create_contact(poor.assistant_ids[0], "phone")
     assert exc.value.status == 402 and exc.value.code == "insufficient_credits"
 
     with pytest.raises(InvalidRequest) as exc:
