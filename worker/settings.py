@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     sender_poll_s: float = 2.0
     sender_online_timeout_s: int = 600
 
+    # The API as its clients reach it (`provisioner onboard`); empty URL: api_host:api_port.
+    api_url: str = ""
+    api_key: SecretStr = SecretStr("")
+
     # Webhooks.
     webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = DEFAULT_WEBHOOK_SCHEDULE
     webhook_allow_private: bool = False
