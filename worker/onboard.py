@@ -289,7 +289,7 @@ def run_onboard(
     poll_s: float = 1.0,
 ) -> int:
     """`provisioner onboard`: check the whole file, then onboard it; returns the exit code."""
-    out, err = Console(), Console(stderr=True)
+    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     try:
         bad = 0
         for problem in check(path):
