@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api_stub import batch
 from api_stub.auth import KeyCache, Unauthenticated, bearer_token
 from api_stub.errors import JSONResponse, domain_error_response, error_response, error_schema
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
@@ -232,7 +233,13 @@ def create_app(
     async def get_credits(request: Request) -> dict[str, Any]:
         return {"info": await call(request, service.credits)}
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    batch.install(app, call=call, service=service, settings=settings)
+
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={batch.PATH: settings.max_batch_body_bytes},
+    )
     return app
 
 

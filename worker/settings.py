@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = 24 * 3600
     idempotency_lock_s: int = 60  # an in-flight record older than this is taken over
 
+    # Batches (POST /v0/contact/batch): items per batch, and the batch route's body limit.
+    batch_max_items: int = 1000
+    max_batch_body_bytes: int = 1024 * 1024
+
     # Pipeline.
     lease_s: int = 120
     step_max_attempts: int = 8

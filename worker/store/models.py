@@ -193,3 +193,15 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Batch(Base):
+    """A batch of contacts accepted together (`POST /v0/contact/batch`); its contacts carry
+    its id in `contacts.batch_id`."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    total: Mapped[int] = mapped_column(Integer)  # contacts accepted into it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
