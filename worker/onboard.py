@@ -52,6 +52,7 @@ CONTACT_STATUSES = ("pending", "provisioning", "active", "failed")
 STATUSES = (*CONTACT_STATUSES, "rejected")  # rejected: the API made no contact for the row
 LIVE = ("pending", "provisioning", "active")
 FETCH_CONCURRENCY = 8
+PAGE = 100  # contacts per page when looking for an assistant's existing contact
 
 # Exit codes.
 OK = 0  # every row has an active contact
@@ -176,12 +177,19 @@ class Onboarding:
 
     async def _adopt_existing(self, result: RowResult) -> None:
         """Report the assistant's live contact of the row's type, if it (still) has one."""
-        contacts = await self.client.list_contacts(result.assistant_id, limit=1000)
-        for contact in contacts:
-            if contact.contact_type == result.contact_type and contact.status in LIVE:
-                result.outcome, result.error_code, result.error_message = "existing", "", ""
-                _fill(result, contact)
+        after = None
+        while True:
+            page = await self.client.list_contacts(
+                result.assistant_id, limit=PAGE, starting_after=after
+            )
+            for contact in page:
+                if contact.contact_type == result.contact_type and contact.status in LIVE:
+                    result.outcome, result.error_code, result.error_message = "existing", "", ""
+                    _fill(result, contact)
+                    return
+            if len(page) < PAGE:
                 return
+            after = page[-1].id
 
     # --- following -----------------------------------------------------------------------------
 
