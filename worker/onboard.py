@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,15 +234,21 @@ class Onboarding:
     # --- collecting ----------------------------------------------------------------------------
 
     async def _collect(self) -> None:
-        """Fill in each created row's final status and address."""
-        await self._refresh([r for r in self.results if r.outcome == "created"])
+        """Fill in each created row's final status and address (one GET per contact: the
+        batch route gives counts only)."""
+        created = [r for r in self.results if r.outcome == "created"]
+        bar = self._progress.add_task("results", total=len(created), timed=True)
+        await self._refresh(created, lambda: self._progress.advance(bar))
 
-    async def _refresh(self, results: Iterable[RowResult]) -> None:
+    async def _refresh(
+        self, results: Iterable[RowResult], fetched: Callable[[], None] = lambda: None
+    ) -> None:
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
         async def fetch(result: RowResult) -> None:
             async with gate:
                 _fill(result, await self.client.get_contact(result.assistant_id, result.contact_id))
+            fetched()
 
         await asyncio.gather(*(fetch(result) for result in results))
 
