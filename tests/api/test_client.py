@@ -176,3 +176,28 @@ def test_async_client_creates_and_reads(api_url, tenant):
     contact, fetched, listed, credits = asyncio.run(scenario())
     assert fetched.id == contact.id and [c.id for c in listed] == [contact.id]
     assert credits.reserved == Decimal("2.00")
+
+
+def test_batch_routes_are_typed_and_a_repeat_with_the_key_is_replayed(api_url, make_tenant):
+    tenant = make_tenant(credits_cents=100, assistants=3)  # enough for one phone
+    a, b, c = tenant.assistant_ids
+    items = [
+        {"assistant_id": a, "contact_type": "phone"},
+        {"assistant_id": b, "contact_type": "phone", "phone_country": "ZZ"},
+        {"assistant_id": c, "contact_type": "phone"},
+    ]
+    with Client(api_url, tenant.api_key) as api:
+        batch = api.create_batch(items, idempotency_key="onboard-1")
+        assert [x.index for x in batch.accepted] == [0] and not batch.replayed
+        rejected = {x.index: x.error for x in batch.rejected}
+        assert rejected[1].code == "invalid_request" and "phone_country" in rejected[1].fields
+        assert rejected[2].code == "insufficient_credits"
+        again = api.create_batch(items, idempotency_key="onboard-1")
+        assert again.replayed and again.batch_id == batch.batch_id
+        assert again.accepted == batch.accepted
+        status = api.get_batch(batch.batch_id)
+        assert (status.total, status.counts["pending"], status.done) == (1, 1, False)
+        contact = api.get_contact(a, batch.accepted[0].contact_id)
+        assert contact.batch_id == batch.batch_id
+        with pytest.raises(NotFound):
+            api.get_batch("bt_nope")
