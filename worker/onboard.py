@@ -236,21 +236,25 @@ class Onboarding:
     async def _collect(self) -> None:
         """Fill in each created row's final status and address (one GET per contact: the
         batch route gives counts only)."""
-        created = [r for r in self.results if r.outcome == "created"]
-        bar = self._progress.add_task("results", total=len(created), timed=True)
-        await self._refresh(created, lambda: self._progress.advance(bar))
+        created = sum(1 for r in self.results if r.outcome == "created")
+        bar = self._progress.add_task("results", total=created, timed=True)
+        await self._refresh(
+            (r for r in self.results if r.outcome == "created"),
+            lambda: self._progress.advance(bar),
+        )
 
     async def _refresh(
         self, results: Iterable[RowResult], fetched: Callable[[], None] = lambda: None
     ) -> None:
-        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+        # A few fetchers share one iterator: memory stays flat however many rows there are.
+        queue = iter(results)
 
-        async def fetch(result: RowResult) -> None:
-            async with gate:
+        async def fetcher() -> None:
+            for result in queue:
                 _fill(result, await self.client.get_contact(result.assistant_id, result.contact_id))
-            fetched()
+                fetched()
 
-        await asyncio.gather(*(fetch(result) for result in results))
+        await asyncio.gather(*(fetcher() for _ in range(FETCH_CONCURRENCY)))
 
 
 def _fill(result: RowResult, contact: Contact) -> None:
