@@ -43,6 +43,7 @@ from worker.onboard_csv import (
     check,
     chunk_key,
     chunks,
+    count_rows,
     file_digest,
     items,
     write_results,
@@ -313,7 +314,7 @@ def run_onboard(
         for problem in check(path):
             bad += 1
             err.print(f"row {problem.row}: {problem.message}", markup=False, highlight=False)
-        rows = sum(1 for _ in items(path)) if not bad else 0
+        rows = count_rows(path) if not bad else 0
     except BadFile as exc:
         err.print(f"{path}: {exc}", markup=False, highlight=False)
         return BAD_INPUT

@@ -144,6 +144,10 @@ def check(path: Path) -> Iterator[BadRow]:
             first_row[key] = line
 
 
+def count_rows(path: Path) -> int:
+    return sum(1 for _ in _rows(path))
+
+
 def items(path: Path) -> Iterator[Item]:
     """The rows of a file that `check` found clean."""
     for line, row in _rows(path):
