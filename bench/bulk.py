@@ -20,7 +20,7 @@ and the sandbox at `--latency-ms`, writes an N-row CSV of phone contacts, and ru
     .venv/bin/python bench/bulk.py --rows 1000 --processes 2 --concurrency 64
 
 Needs PostgreSQL (`--database-url`; the bench creates and drops its own databases, touching
-nothing else) and Redis (`--redis-url`, default db 13, FLUSHED; refused if another client uses
+nothing else) and Redis (`--redis-url`, default db 14, FLUSHED; refused if another client uses
 that database). Figures are printed (and saved under bench/out/), never asserted.
 """
 
@@ -243,7 +243,7 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--countries", default="US,CA,GB,DE,FR,NL,SE,AU,IE,ES")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13", help="FLUSHED")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="FLUSHED")
     parser.add_argument("--timeout-s", type=float, default=1800)
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
