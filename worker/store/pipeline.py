@@ -204,6 +204,25 @@ def start_step(
     return True
 
 
+def unstart_step(
+    session: Session, step: ContactStep, now: datetime, *, take_back_attempt: bool
+) -> None:
+    """Put a started step back to pending (it could not run now); with `take_back_attempt`,
+    as if this attempt had never started (it sent no request)."""
+    if take_back_attempt:
+        step.attempts -= 1
+    _connection(session).execute(
+        _record_step_stmt(("status", "attempts", "updated_at")),
+        {
+            "p_id": step.id,
+            "p_status": StepStatus.PENDING.value,
+            "p_attempts": step.attempts,
+            "p_updated_at": now,
+        },
+    )
+    step.status = StepStatus.PENDING.value
+
+
 def record_step(
     session: Session,
     step: ContactStep,
