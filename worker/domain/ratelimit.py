@@ -119,7 +119,11 @@ def draws_for(
 
 def come_back_in(wait_s: float, rate: Rate | None, rng: random.Random) -> float:
     """When a refused request should try again: after `wait_s` (when a token frees up or a
-    pause ends), spread over one more token interval's worth of a period so that the work
-    refused together does not all return at the same instant."""
-    spread = rate.period_s if rate is not None else 1.0
-    return max(0.0, wait_s) + rng.uniform(0.0, spread)
+    pause ends), plus a random part so that work refused together does not all come back at
+    the same instant. The random part is as long as the wait (a long wait means many are
+    waiting), at least a second, and at most the budget's period."""
+    wait_s = max(0.0, wait_s)
+    spread = max(1.0, wait_s)
+    if rate is not None:
+        spread = min(spread, rate.period_s)
+    return wait_s + rng.uniform(0.0, spread)
