@@ -217,12 +217,14 @@ class Pipeline:
     def _throttled(
         self, contact: Contact, step: ContactStep, owner: str, exc: Throttled, *, unsent: bool
     ) -> Outcome:
-        """A provider budget is spent: come back when it has a token, not counted as a failure.
-        If this attempt sent nothing, it is taken back, so the step's next run is still its
-        first (and skips the look-up that only a request sent before makes necessary)."""
+        """A provider budget is spent: come back when it has a token. Not a failure, and the
+        wait does not count against the retry bound. If this attempt sent nothing it is taken
+        back, so the step's next run is still its first (and skips the look-up that only a
+        request sent before makes necessary)."""
         now = self.clock()
         with self.db.write() as session:
             store.unstart_step(session, step, now, take_back_attempt=unsent)
+            store.hold_back(session, contact, exc.retry_in_s, now)
             store.release_lease(
                 session, contact.id, owner, self._due(now + timedelta(seconds=exc.retry_in_s))
             )

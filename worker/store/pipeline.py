@@ -85,6 +85,11 @@ _MARK_FAILING = (
     )
 )
 _INSERT_EVENT = insert(_events)
+_HOLD_BACK = (
+    update(_contacts)
+    .where(_c.id == bindparam("p_id"))
+    .values(started_at=_param(_c.started_at, "p_started"))
+)
 
 
 @functools.cache
@@ -221,6 +226,14 @@ def unstart_step(
         },
     )
     step.status = StepStatus.PENDING.value
+
+
+def hold_back(session: Session, contact: Contact, seconds: float, now: datetime) -> None:
+    """Move the contact's `started_at` later by `seconds`: time held back by the provider
+    rate budgets is not time spent trying, so it does not count against the retry bound."""
+    start = (contact.started_at or now) + timedelta(seconds=seconds)
+    _connection(session).execute(_HOLD_BACK, {"p_id": contact.id, "p_started": start})
+    contact.started_at = start
 
 
 def record_step(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from support.pipeline import all_terminal, drive, statuses, submit, wait_for
@@ -30,12 +31,15 @@ def test_a_429_pauses_every_worker_and_a_throttled_step_is_not_an_attempt(
     providers = Providers.from_settings(psettings)
     other_worker = Pipeline(db, providers, psettings)
     try:
+        before = datetime.now(UTC)
         outcome = other_worker.run(second, "worker-2")
         assert outcome.state == "wait" and 0 < outcome.again_in_s <= 1 + 1
         assert sandbox.stats()["requests"] == sent  # held back: nothing was sent
         row, steps = contact(db, second)
         assert row.lease_owner is None
         assert (steps["find_number"].status, steps["find_number"].attempts) == ("pending", 0)
+        # Time held back does not count against the retry bound (PROVISIONER_STEP_MAX_TOTAL_S).
+        assert row.started_at >= before + timedelta(seconds=outcome.again_in_s)
 
         sandbox.set_faults(rate_limit_per_s=0)
         time.sleep(outcome.again_in_s)
