@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 
 from api_stub.errors import JSONResponse, error_schema
@@ -112,4 +112,19 @@ def install(app: FastAPI, *, call: Call, service: ContactService, settings: Sett
     ) -> dict[str, Any]:
         """The batch's contacts counted by status; `done` once every one is active or failed."""
         info = await call(request, lambda account_id: batches.get(account_id, batch_id))
+        return {"info": info}
+
+    @app.get(f"{PATH}/{{batch_id}}/contacts", tags=["batches"], responses=errors)
+    async def list_batch_contacts(
+        request: Request,
+        batch_id: str = PathParam(max_length=64),
+        limit: int = Query(100, ge=1, le=1000),
+        starting_after: str | None = Query(None, max_length=64),
+    ) -> dict[str, Any]:
+        """The batch's contacts (as the single route shows them), in id order, a page at a
+        time: pass the last id seen as `starting_after`."""
+        info = await call(
+            request,
+            lambda account_id: batches.contacts_of(account_id, batch_id, limit, starting_after),
+        )
         return {"info": info}

@@ -50,6 +50,7 @@ class Runtime:
     def close(self) -> None:
         if self._pipeline is not None:
             self._pipeline.providers.close()
+            self._pipeline.limiter.close()
             self._pipeline.db.dispose()
             self._pipeline = None
 

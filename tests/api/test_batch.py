@@ -188,3 +188,25 @@ def test_a_full_batch_is_over_64_kib_and_accepted(client, make_tenant, settings)
     huge = b'{"items": [' + b'"' + b"x" * settings.max_batch_body_bytes + b'"]}'
     assert_error(client.post(BATCH, content=huge, headers=tenant.headers), 413,
                  "payload_too_large")
+
+
+def test_batch_contacts_are_listed_a_page_at_a_time(client, make_tenant):
+    tenant = make_tenant(assistants=5)
+    other = make_tenant(name="other")
+    items = [item(a, PHONE) for a in tenant.assistant_ids]
+    info = client.post(BATCH, json={"items": items}, headers=tenant.headers).json()["info"]
+    url = f"{BATCH}/{info['batch_id']}/contacts"
+    first = client.get(url, params={"limit": 3}, headers=tenant.headers)
+    assert first.status_code == 200
+    page = first.json()["info"]
+    rest = client.get(url, params={"limit": 3, "starting_after": page[-1]["id"]},
+                      headers=tenant.headers).json()["info"]
+    listed = page + rest
+    assert [c["id"] for c in listed] == sorted(a["contact_id"] for a in info["accepted"])
+    assert {c["batch_id"] for c in listed} == {info["batch_id"]}
+    assert {c["status"] for c in listed} == {"pending"}
+    assert_error(client.get(url, headers=other.headers), 404, "not_found")
+    assert_error(client.get(url, params={"limit": 0}, headers=tenant.headers), 422,
+                 "invalid_request", ["limit"])
+    assert_error(client.get(url, params={"starting_after": "x"}, headers=tenant.headers), 422,
+                 "invalid_request", ["starting_after"])

@@ -162,6 +162,11 @@ class ProviderClient(Closing):
             transport=transport,
         )
 
+    def on_request(self, hook: Callable[[httpx.Request], None]) -> None:
+        """Call `hook` before each request is sent; an exception it raises stops the request
+        and reaches the caller as it is (the shared rate budgets use this)."""
+        self._http.event_hooks["request"] = [*self._http.event_hooks["request"], hook]
+
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         with transport_errors(self.provider):
             response = self._http.request(method, url, **kwargs)

@@ -142,3 +142,25 @@ def counts(session: Session, account_id: int, batch_id: str) -> BatchCounts | No
     ):
         found[status] = n
     return BatchCounts(batch_id, total, found)
+
+
+def exists(session: Session, account_id: int, batch_id: str) -> bool:
+    found = session.execute(
+        select(Batch.id).where(Batch.id == batch_id, Batch.account_id == account_id)
+    ).first()
+    return found is not None
+
+
+def batch_contacts(
+    session: Session, account_id: int, batch_id: str, limit: int, starting_after: str | None
+) -> Sequence[Contact]:
+    """A page of the batch's contacts in id order (a batch holds at most a thousand)."""
+    query = (
+        select(Contact)
+        .where(Contact.batch_id == batch_id, Contact.account_id == account_id)
+        .order_by(Contact.id)
+        .limit(limit)
+    )
+    if starting_after:
+        query = query.where(Contact.id > starting_after)
+    return session.execute(query).scalars().all()
