@@ -327,6 +327,15 @@ class Calls:
     def get_batch(batch_id: str) -> Call[BatchStatus]:
         return Call("GET", f"/v0/contact/batch/{batch_id}", _BATCH_STATUS)
 
+    @staticmethod
+    def list_batch_contacts(
+        batch_id: str, limit: int, starting_after: str | None
+    ) -> Call[list[Contact]]:
+        params: dict[str, Any] = {"limit": limit}
+        if starting_after is not None:
+            params["starting_after"] = starting_after
+        return Call("GET", f"/v0/contact/batch/{batch_id}/contacts", _CONTACTS, params=params)
+
 
 def contact_body(contact_type: str, **fields: str | None) -> dict[str, Any]:
     """A contact request body: the type and the fields given (None left out)."""
@@ -471,6 +480,12 @@ class Client(_Base):
     def get_batch(self, batch_id: str) -> BatchStatus:
         return self.send(Calls.get_batch(batch_id))
 
+    def list_batch_contacts(
+        self, batch_id: str, *, limit: int = 100, starting_after: str | None = None
+    ) -> list[Contact]:
+        """A page of the batch's contacts in id order; pass the last id as `starting_after`."""
+        return self.send(Calls.list_batch_contacts(batch_id, limit, starting_after))
+
 
 class AsyncClient(_Base):
     """The API for asyncio code (e.g. a web app provisioning in the background)."""
@@ -545,3 +560,8 @@ class AsyncClient(_Base):
 
     async def get_batch(self, batch_id: str) -> BatchStatus:
         return await self.send(Calls.get_batch(batch_id))
+
+    async def list_batch_contacts(
+        self, batch_id: str, *, limit: int = 100, starting_after: str | None = None
+    ) -> list[Contact]:
+        return await self.send(Calls.list_batch_contacts(batch_id, limit, starting_after))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +52,9 @@ from worker.onboard_csv import (
 CONTACT_STATUSES = ("pending", "provisioning", "active", "failed")
 STATUSES = (*CONTACT_STATUSES, "rejected")  # rejected: the API made no contact for the row
 LIVE = ("pending", "provisioning", "active")
-FETCH_CONCURRENCY = 8
+COLLECTORS = 4  # batches whose contacts are collected at once
 PAGE = 100  # contacts per page when looking for an assistant's existing contact
+BATCH_PAGE = 1000  # contacts per page of a batch's contacts (the route's maximum)
 
 # Exit codes.
 OK = 0  # every row has an active contact
@@ -114,7 +115,7 @@ class Onboarding:
         self.poll_s = poll_s
         self.console = console or Console(stderr=True)
         self.results: list[RowResult] = []
-        self.batch_ids: list[str] = []
+        self.spans: dict[str, tuple[int, int]] = {}  # batch id -> its rows in `results`
         self.batches: dict[str, BatchStatus] = {}  # the last status polled of each batch
         self.submitted = False
 
@@ -156,6 +157,7 @@ class Onboarding:
                 )
                 results = [RowResult(i.row, i.assistant_id, i.contact_type) for i in chunk]
                 await self._record(batch, results)
+                self.spans[batch.batch_id] = (len(self.results), len(self.results) + len(chunk))
                 self.results.extend(results)
                 self._progress.update(self._bars["sent"], completed=len(self.results))
                 self._show()
@@ -163,7 +165,6 @@ class Onboarding:
             self.submitted = True
 
     async def _record(self, batch: Batch, results: list[RowResult]) -> None:
-        self.batch_ids.append(batch.batch_id)
         for accepted in batch.accepted:
             result = results[accepted.index]
             result.outcome, result.contact_id, result.status = "created", accepted.contact_id, ""
@@ -196,7 +197,7 @@ class Onboarding:
 
     async def _follow(self) -> None:
         while True:
-            open_batches = [b for b in self.batch_ids if not self._done(b)]
+            open_batches = [b for b in self.spans if not self._done(b)]
             statuses = await asyncio.gather(*(self.client.get_batch(b) for b in open_batches))
             for status in statuses:
                 self.batches[status.batch_id] = status
@@ -205,7 +206,7 @@ class Onboarding:
             ]
             await self._refresh(open_existing)
             self._show()
-            if self.submitted and all(self._done(b) for b in self.batch_ids) and not open_existing:
+            if self.submitted and all(self._done(b) for b in self.spans) and not open_existing:
                 return
             await asyncio.sleep(self.poll_s)
 
@@ -235,27 +236,35 @@ class Onboarding:
     # --- collecting ----------------------------------------------------------------------------
 
     async def _collect(self) -> None:
-        """Fill in each created row's final status and address (one GET per contact: the
-        batch route gives counts only)."""
+        """Fill in each created row's final status and address, a page of its batch's
+        contacts at a time."""
         created = sum(1 for r in self.results if r.outcome == "created")
         bar = self._progress.add_task("results", total=created, timed=True)
-        await self._refresh(
-            (r for r in self.results if r.outcome == "created"),
-            lambda: self._progress.advance(bar),
-        )
+        # A few collectors share one iterator over the batches; each holds one batch's rows.
+        spans = iter(self.spans.items())
 
-    async def _refresh(
-        self, results: Iterable[RowResult], fetched: Callable[[], None] = lambda: None
-    ) -> None:
-        # A few fetchers share one iterator: memory stays flat however many rows there are.
-        queue = iter(results)
+        async def collector() -> None:
+            for batch_id, (start, end) in spans:
+                rows = {r.contact_id: r for r in self.results[start:end] if r.outcome == "created"}
+                after = None
+                while rows:
+                    page = await self.client.list_batch_contacts(
+                        batch_id, limit=BATCH_PAGE, starting_after=after
+                    )
+                    for contact in page:
+                        if (result := rows.pop(contact.id, None)) is not None:
+                            _fill(result, contact)
+                            self._progress.advance(bar)
+                    if len(page) < BATCH_PAGE:
+                        break
+                    after = page[-1].id
+                await self._refresh(rows.values())  # none, unless the batch lost one
 
-        async def fetcher() -> None:
-            for result in queue:
-                _fill(result, await self.client.get_contact(result.assistant_id, result.contact_id))
-                fetched()
+        await asyncio.gather(*(collector() for _ in range(COLLECTORS)))
 
-        await asyncio.gather(*(fetcher() for _ in range(FETCH_CONCURRENCY)))
+    async def _refresh(self, results: Iterable[RowResult]) -> None:
+        for result in list(results):
+            _fill(result, await self.client.get_contact(result.assistant_id, result.contact_id))
 
 
 def _fill(result: RowResult, contact: Contact) -> None:

@@ -199,5 +199,7 @@ def test_batch_routes_are_typed_and_a_repeat_with_the_key_is_replayed(api_url, m
         assert (status.total, status.counts["pending"], status.done) == (1, 1, False)
         contact = api.get_contact(a, batch.accepted[0].contact_id)
         assert contact.batch_id == batch.batch_id
+        listed = api.list_batch_contacts(batch.batch_id, limit=10)
+        assert [(c.id, c.status) for c in listed] == [(contact.id, "pending")]
         with pytest.raises(NotFound):
             api.get_batch("bt_nope")
