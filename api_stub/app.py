@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api_stub import webhooks
+from api_stub import batch, webhooks
 from api_stub.auth import KeyCache, Unauthenticated, bearer_token
 from api_stub.errors import JSONResponse, domain_error_response, error_response, error_schema
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
@@ -236,7 +236,12 @@ def create_app(
         return {"info": await call(request, service.credits)}
 
     webhooks.install(app, call=call, service=WebhookService(db, settings), settings=settings)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    batch.install(app, call=call, service=service, settings=settings)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={batch.PATH: settings.max_batch_body_bytes},
+    )
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
     install_metrics(app, redis_client)
     return app

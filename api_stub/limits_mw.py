@@ -23,17 +23,21 @@ def too_large_response(max_bytes: int):  # type: ignore[no-untyped-def]
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every route, but `larger[path]` for the exact paths given there."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            limit = self.larger.get(scope.get("path", ""), self.max_bytes)
             for name, value in scope.get("headers", []):
                 if name == b"content-length":
                     declared = int(value) if value.isdigit() else 0
-                    if declared > self.max_bytes:
-                        await too_large_response(self.max_bytes)(scope, receive, send)
+                    if declared > limit:
+                        await too_large_response(limit)(scope, receive, send)
                         return
         await self.app(scope, receive, send)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -295,6 +296,39 @@ def sandbox(
     from sandbox.app import serve
 
     serve(host, port, inventory)
+
+
+@app.command()
+def onboard(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file.")
+    ],
+    api_url: Annotated[
+        str | None, typer.Option(help="The API's base URL [PROVISIONER_API_URL].")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key; better in PROVISIONER_API_KEY (not in ps).")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(min=1, max=1000, help="Rows per batch.")] = 500,
+    results: Annotated[
+        Path | None, typer.Option(help="Results CSV [default: FILE.results.csv].")
+    ] = None,
+    poll: Annotated[float, typer.Option(min=0.05, help="Seconds between status polls.")] = 1.0,
+) -> None:
+    """Onboard contacts from a CSV (assistant_id and the body fields); safe to re-run."""
+    from worker.onboard import run_onboard
+
+    settings = _settings()
+    key = api_key or settings.api_key.get_secret_value()
+    if not key:
+        raise typer.BadParameter(
+            "give --api-key or set PROVISIONER_API_KEY", param_hint="--api-key"
+        )
+    url = api_url or settings.api_url or f"http://{settings.api_host}:{settings.api_port}"
+    results = results or file.with_name(f"{file.stem}.results.csv")
+    raise typer.Exit(
+        run_onboard(file, url, key, chunk_size=chunk_size, results_path=results, poll_s=poll)
+    )
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from worker.domain.contacts import StepStatus
 from worker.domain.retry import RetryPolicy
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
+from worker.ratelimit import ProviderLimiter, Throttled, mark_bulk, requests_sent
 from worker.settings import Settings
 from worker.steps import STEPS, StepContext, StepResult, Wait, address_of, compensate, utcnow
 from worker.store import pipeline as store
@@ -60,11 +61,15 @@ class Pipeline:
         providers: Providers,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        limiter: ProviderLimiter | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
         self.settings = settings
         self.clock = clock
+        # The shared provider rate budgets gate every request these clients send.
+        self.limiter = limiter or ProviderLimiter.from_settings(settings)
+        self.limiter.install(providers)
         self.policy, self.compensation_policy = _policies(settings)
         self.rng = random.Random()
 
@@ -83,6 +88,7 @@ class Pipeline:
             return Outcome("busy")  # finished, missing, or another runner holds it
         contact, steps = lease.contact, lease.steps
         structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
+        mark_bulk(contact.batch_id is not None)  # a batch's work draws on the bulk share
         if contact.takeovers > self.settings.max_deliveries:
             return self._fail(
                 contact,
@@ -120,9 +126,12 @@ class Pipeline:
         """Run a started step; the next step (already started), or what to do next."""
         structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts)
         first = step.attempts == 1
+        sent = requests_sent()
         try:
             with step_timer(contact.contact_type, step.name):
                 result = STEPS[step.name](self._context(contact, steps), first)
+        except Throttled as exc:
+            return self._throttled(contact, step, owner, exc, unsent=requests_sent() == sent)
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
             self._journal_failure(step, str(exc))
@@ -190,6 +199,8 @@ class Pipeline:
         now = self.clock()
         elapsed = (now - (contact.started_at or now)).total_seconds()
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        if isinstance(exc, RateLimited):
+            self.limiter.pause(exc.provider, retry_after)  # every worker holds off
         detail = dict(step.detail or {})
         detail["failures"] = failures = detail.get("failures", 0) + 1
         delay = self.policy.delay(failures, elapsed, retry_after, self.rng)
@@ -205,6 +216,22 @@ class Pipeline:
             )
         log.info("step_retry", error_code=exc.code, retry_in_s=round(delay, 2))
         return Outcome("retry", delay)
+
+    def _throttled(
+        self, contact: Contact, step: ContactStep, owner: str, exc: Throttled, *, unsent: bool
+    ) -> Outcome:
+        """A provider budget is spent: come back when it has a token. Not a failure, and the
+        wait does not count against the retry bound. If this attempt sent nothing it is taken
+        back, so the step's next run is still its first (and skips the look-up that only a
+        request sent before makes necessary)."""
+        now = self.clock()
+        with self.db.write() as session:
+            store.unstart_step(session, step, now, take_back_attempt=unsent)
+            store.hold_back(session, contact, exc.retry_in_s, now)
+            store.release_lease(
+                session, contact.id, owner, self._due(now + timedelta(seconds=exc.retry_in_s))
+            )
+        return Outcome("wait", exc.retry_in_s)
 
     # --- failing -----------------------------------------------------------------------------
 
@@ -225,9 +252,20 @@ class Pipeline:
                 store.mark_failing(session, contact, owner, code, message, self.clock())
         try:
             compensate(self._context(contact, steps))
+        except Throttled as exc:
+            with self.db.write() as session:
+                store.release_lease(
+                    session,
+                    contact.id,
+                    owner,
+                    self._due(self.clock() + timedelta(seconds=exc.retry_in_s)),
+                )
+            return Outcome("wait", exc.retry_in_s)
         except ProviderError as exc:
             # Compensation must finish eventually, whatever the error: retry without limit.
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            if isinstance(exc, RateLimited):
+                self.limiter.pause(exc.provider, retry_after)
             delay = self.compensation_policy.delay(
                 min(contact.deliveries, 10), 0.0, retry_after, self.rng
             )

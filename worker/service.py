@@ -148,8 +148,27 @@ class ContactService:
 
         Returns the reply to send; raises a DomainError for a refusal.
         """
+        return self.idempotent(
+            account_id,
+            idempotency_key,
+            path,
+            raw_body,
+            lambda key: self._submit(account_id, assistant_id, raw_body, path, idempotency_key=key),
+        )
+
+    def idempotent(
+        self,
+        account_id: int,
+        idempotency_key: str | None,
+        path: str,
+        raw_body: bytes,
+        run: Callable[[str | None], Reply],
+    ) -> Reply:
+        """Run a POST under its optional Idempotency-Key: replay a finished first request,
+        refuse a reused or in-flight key, else `run(key)`, which stores its reply with the key
+        in the transaction that accepts."""
         if idempotency_key is None:
-            return self._submit(account_id, assistant_id, raw_body, path)
+            return run(None)
         key = idem.check_key(idempotency_key)
         now = self.clock()
         with self.db.write() as session:
@@ -166,7 +185,7 @@ class ContactService:
             headers = {**stored.headers, "Idempotent-Replayed": "true"}
             return Reply(stored.status, stored.body, headers)
         try:
-            return self._submit(account_id, assistant_id, raw_body, path, idempotency_key=key)
+            return run(key)
         except BaseException:
             # Only an accepted request is remembered; a refused one frees its key (as Stripe
             # does for requests that fail validation), so the client can fix it and retry.
@@ -241,7 +260,7 @@ class ContactService:
             self._publish([contact])
         return reply
 
-    def _publish(self, accepted: list[Contact]) -> None:
+    def _publish(self, accepted: list[Contact], queue: str = "interactive") -> None:
         """Send the provisioning tasks of committed contacts; never raises.
 
         Only after the commit: a worker must never run before the row exists. If the publish
@@ -253,9 +272,9 @@ class ContactService:
         for batch in batches:
             try:
                 if provision_many is not None:
-                    provision_many(batch, queue="interactive")
+                    provision_many(batch, queue=queue)
                 else:
-                    self.publisher.provision(batch[0], queue="interactive")
+                    self.publisher.provision(batch[0], queue=queue)
             except Exception as exc:
                 for contact_id in batch:
                     log.warning("publish_failed", contact_id=contact_id, error=type(exc).__name__)

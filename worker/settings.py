@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = 24 * 3600
     idempotency_lock_s: int = 60  # an in-flight record older than this is taken over
 
+    # Batches (POST /v0/contact/batch): items per batch, and the batch route's body limit.
+    batch_max_items: int = 1000
+    max_batch_body_bytes: int = 1024 * 1024
+
+    # Provider rate budgets, shared by every worker through Redis (worker/ratelimit.py):
+    # `;`-separated NAME=RATE, NAME a provider (`twilio`, `google`) or `provider.operation`
+    # (number_search, number_buy, number_read, number_delete, sender_create, sender_fetch,
+    # sender_delete, user_insert, user_get, user_delete), RATE e.g. 50/second or 600/minute.
+    # Empty: no budget (the providers' own 429s still pause every worker).
+    provider_rate_limits: str = ""
+    # The part of each budget that batch (bulk) work may use; the rest stays for interactive.
+    provider_bulk_share: float = 0.8
+
     # Pipeline.
     lease_s: int = 120
     step_max_attempts: int = 8
@@ -69,6 +82,10 @@ class Settings(BaseSettings):
     reconcile_batch: int = 500
     sender_poll_s: float = 2.0
     sender_online_timeout_s: int = 600
+
+    # The API as its clients reach it (`provisioner onboard`); empty URL: api_host:api_port.
+    api_url: str = ""
+    api_key: SecretStr = SecretStr("")
 
     # Webhooks.
     webhook_retry_schedule: Annotated[tuple[int, ...], NoDecode] = DEFAULT_WEBHOOK_SCHEDULE
@@ -99,6 +116,21 @@ class Settings(BaseSettings):
             if any(p < 0 for p in parts):
                 raise ValueError("delays must not be negative")
             return parts
+        return value
+
+    @field_validator("provider_rate_limits")
+    @classmethod
+    def _check_budgets(cls, value: str) -> str:
+        from worker.domain.ratelimit import parse_budgets
+
+        parse_budgets(value)  # ValueError names what is wrong
+        return value
+
+    @field_validator("provider_bulk_share")
+    @classmethod
+    def _check_share(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError("must be above 0 and at most 1")
         return value
 
     @field_validator("setup_cost_phone", "setup_cost_email", "setup_cost_whatsapp")

@@ -163,6 +163,11 @@ class ProviderClient(Closing):
             transport=transport,
         )
 
+    def on_request(self, hook: Callable[[httpx.Request], None]) -> None:
+        """Call `hook` before each request is sent; an exception it raises stops the request
+        and reaches the caller as it is (the shared rate budgets use this)."""
+        self._http.event_hooks["request"] = [*self._http.event_hooks["request"], hook]
+
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             with transport_errors(self.provider):

@@ -267,3 +267,15 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[int] = mapped_column(Integer)
     response: Mapped[str | None] = mapped_column(Text, nullable=True)  # the first KiB
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Batch(Base):
+    """A batch of contacts accepted together (`POST /v0/contact/batch`); its contacts carry
+    its id in `contacts.batch_id`."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    total: Mapped[int] = mapped_column(Integer)  # contacts accepted into it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -85,6 +85,11 @@ _MARK_FAILING = (
     )
 )
 _INSERT_EVENT = insert(_events)
+_HOLD_BACK = (
+    update(_contacts)
+    .where(_c.id == bindparam("p_id"))
+    .values(started_at=_param(_c.started_at, "p_started"))
+)
 
 
 @functools.cache
@@ -202,6 +207,33 @@ def start_step(
     connection.execute(_START_STEP, {"p_id": step.id, "p_attempts": step.attempts, "p_now": now})
     step.status = StepStatus.RUNNING.value
     return True
+
+
+def unstart_step(
+    session: Session, step: ContactStep, now: datetime, *, take_back_attempt: bool
+) -> None:
+    """Put a started step back to pending (it could not run now); with `take_back_attempt`,
+    as if this attempt had never started (it sent no request)."""
+    if take_back_attempt:
+        step.attempts -= 1
+    _connection(session).execute(
+        _record_step_stmt(("status", "attempts", "updated_at")),
+        {
+            "p_id": step.id,
+            "p_status": StepStatus.PENDING.value,
+            "p_attempts": step.attempts,
+            "p_updated_at": now,
+        },
+    )
+    step.status = StepStatus.PENDING.value
+
+
+def hold_back(session: Session, contact: Contact, seconds: float, now: datetime) -> None:
+    """Move the contact's `started_at` later by `seconds`: time held back by the provider
+    rate budgets is not time spent trying, so it does not count against the retry bound."""
+    start = (contact.started_at or now) + timedelta(seconds=seconds)
+    _connection(session).execute(_HOLD_BACK, {"p_id": contact.id, "p_started": start})
+    contact.started_at = start
 
 
 def record_step(

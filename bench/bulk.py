@@ -1,0 +1,326 @@
+"""Bulk onboarding benchmark: `provisioner onboard` of an N-row CSV, from its start until every
+contact is terminal, against the real API, real workers and the provider sandbox.
+
+For each row count it makes a database of its own (`cp_bench_<random>_bulk<N>`) on the given
+PostgreSQL server with one account and N assistants, starts `provisioner api` (rate limit
+raised), `--processes` worker processes sharing `--concurrency` threads (queues `interactive,bulk`)
+and the sandbox at `--latency-ms`, writes an N-row CSV of phone contacts, and runs
+`provisioner onboard` on it. It reports:
+
+- wall time from starting `provisioner onboard` until the database holds N terminal contacts,
+  and jobs/s = N / that time (also N / the database's own window, first start to last update);
+- provider calls per job and the 429s the sandbox answered;
+- the I/O bound (Little's law): concurrency / (calls per job x latency); the CPU bound:
+  cores / CPU seconds per job of the workers, PostgreSQL (the bench database's backends and the
+  shared processes) and Redis; the ratio of jobs/s to the lower bound (target: at least 0.8);
+- the onboarding client's own CPU seconds and peak RSS (its rusage), per row count, to show
+  that they do not grow with the file beyond the compact per-row results it keeps.
+
+    .venv/bin/python bench/bulk.py                      # 1,000 and 5,000 rows, C = 64, 50 ms
+    .venv/bin/python bench/bulk.py --rows 1000 --processes 2 --concurrency 64
+
+Needs PostgreSQL (`--database-url`; the bench creates and drops its own databases, touching
+nothing else) and Redis (`--redis-url`, default db 14, FLUSHED; refused if another client uses
+that database). Figures are printed (and saved under bench/out/), never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from throughput import (
+    OUT,
+    ROOT,
+    Databases,
+    Meter,
+    Poller,
+    Sandbox,
+    free_port,
+    inventory_for,
+    provisioner_cmd,
+    redis_users,
+    stop_process,
+    worker_env,
+)
+
+TERMINAL = ("active", "failed")
+
+
+def prepare(dbs: Databases, label: str, rows: int) -> tuple[str, str, str, list[int]]:
+    """A migrated database with one account (ample credits, an API key) and `rows` assistants."""
+    from worker.store import accounts, credits
+    from worker.store.db import Database
+    from worker.store.migrate import upgrade
+
+    name, url = dbs.create(label)
+    db = Database(url, pool_size=2)
+    try:
+        upgrade(db)
+        with db.write() as session:
+            account = accounts.create_account(session, "bench")
+            key = accounts.issue_key(session, account.id)
+            credits.top_up(session, account.id, 10**12, f"topup:bench:{account.id}")
+            assistants = accounts.create_assistants(session, account.id, "bench", rows)
+    finally:
+        db.dispose()
+    return name, url, key, assistants
+
+
+def write_csv(path: Path, assistants: list[int], countries: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["assistant_id", "contact_type", "phone_country"])
+        for i, assistant in enumerate(assistants):
+            writer.writerow([assistant, "phone", countries[i % len(countries)]])
+
+
+def start_api(env: dict[str, str], log: Any) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*provisioner_cmd(), "api", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("provisioner api did not start") from None
+            time.sleep(0.05)
+
+
+def run(
+    args: argparse.Namespace, dbs: Databases, sandbox: Sandbox, redis: Any, rows: int, stamp: str
+) -> dict[str, Any]:
+    label = f"bulk{rows}"
+    print(
+        f"[{label}] {rows} rows, concurrency {args.concurrency} over {args.processes} "
+        f"worker process(es), latency {args.latency_ms:g} ms",
+        flush=True,
+    )
+    countries = [c.strip().upper() for c in args.countries.split(",")]
+    name, url, key, assistants = prepare(dbs, label, rows)
+    redis.flushdb()
+    sandbox.ready(inventory_for(rows, countries), args.latency_ms, countries)
+    tmp = Path(tempfile.mkdtemp(prefix="cp_bench_bulk_"))
+    env = worker_env(url, args.redis_url, sandbox.url, str(tmp))
+    env["PROVISIONER_RATE_LIMIT"] = "1000000/second"
+    path = tmp / f"{label}.csv"
+    write_csv(path, assistants, countries)
+    log = (OUT / f"bulk-{stamp}-{label}.log").open("w")
+    procs: list[subprocess.Popen[bytes]] = []
+    poller = None
+    try:
+        api, api_url = start_api(env, log)
+        procs.append(api)
+        per_process = str(args.concurrency // args.processes)
+        workers = [
+            subprocess.Popen(
+                [
+                    *provisioner_cmd(),
+                    "worker",
+                    "--concurrency",
+                    per_process,
+                    "--queues",
+                    "interactive,bulk",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(args.processes)
+        ]
+        procs += workers
+        time.sleep(3)  # the workers connect to the broker before the clock starts
+        poller = Poller(url)
+        meter = Meter([w.pid for w in workers], sandbox.proc.pid, name, {poller.backend_pid}, redis)
+        client_env = {**env, "PROVISIONER_API_KEY": key}
+        out = (OUT / f"bulk-{stamp}-{label}-onboard.txt").open("w")
+        started = time.monotonic()
+        meter.start()
+        client = subprocess.Popen(
+            [*provisioner_cmd(), "onboard", str(path), "--api-url", api_url, "--poll", "1"],
+            cwd=ROOT,
+            env=client_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+        terminal_at = None
+        while True:
+            time.sleep(0.2)
+            if terminal_at is None:
+                meter.sample()
+                if sum(poller.counts()[s] for s in TERMINAL) >= rows:
+                    terminal_at = time.monotonic()
+                    meter.stop()
+            pid, status, usage = os.wait4(client.pid, os.WNOHANG)
+            if pid:
+                client.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() - started > args.timeout_s:
+                raise RuntimeError(f"not finished in {args.timeout_s} s")
+        finished = time.monotonic()
+        out.close()
+        if terminal_at is None:
+            terminal_at = finished
+            meter.stop()
+        counts = dict(poller.counts())
+        window = poller.window()
+        stats = sandbox.control.stats()
+    finally:
+        if poller is not None:
+            poller.close()
+        for proc in reversed(procs):
+            stop_process(proc, signal.SIGTERM, 30)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep_db:
+            dbs.drop(name)
+
+    cpu = meter.result()
+    wall = terminal_at - started
+    jobs_per_s = rows / wall
+    calls = int(stats["requests"]) / rows
+    io_bound = args.concurrency / (calls * args.latency_ms / 1000)
+    cpu_per_job = sum(cpu.get(k) or 0.0 for k in ("worker", "db", "redis")) / rows
+    cpu_bound = (os.cpu_count() or 1) / cpu_per_job
+    # The 2 cores are shared with the API, the sandbox, the client and other people's work:
+    # the CPU bound on the cores those left to the workers, PostgreSQL and Redis.
+    seconds = cpu.get("seconds") or 1.0
+    others = ((cpu.get("machine_busy") or 0.0) - cpu_per_job * rows) / seconds
+    cores_left = (os.cpu_count() or 1) - others
+    result = {
+        "rows": rows,
+        "concurrency": args.concurrency,
+        "processes": args.processes,
+        "latency_ms": args.latency_ms,
+        "statuses": counts,
+        "wall_s": wall,
+        "client_exit_s": finished - started,
+        "jobs_per_s": jobs_per_s,
+        "jobs_per_s_db_window": rows / window if window else None,
+        "calls_per_job": calls,
+        "provider_by_status": stats.get("by_status"),
+        "io_bound": io_bound,
+        "cpu_ms_per_job": {k: 1000 * (cpu.get(k) or 0.0) / rows for k in ("worker", "db", "redis")},
+        "cpu_bound": cpu_bound,
+        "ratio": jobs_per_s / min(io_bound, cpu_bound),
+        "client_exit_code": client.returncode,
+        "client_cpu_s": usage.ru_utime + usage.ru_stime,
+        "client_peak_rss_mib": usage.ru_maxrss / 1024,  # Linux: KiB
+        "machine_busy_cores": (cpu.get("machine_busy") or 0.0) / seconds,
+        "cores_left": cores_left,
+        "ratio_on_cores_left": jobs_per_s / min(io_bound, cores_left / cpu_per_job),
+        "cpu_s": cpu,
+    }
+    print(
+        "  "
+        + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}),
+        flush=True,
+    )
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="1000,5000", help="CSV sizes, comma-separated")
+    parser.add_argument("--concurrency", type=int, default=64, help="worker threads in all")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes sharing them")
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--countries", default="US,CA,GB,DE,FR,NL,SE,AU,IE,ES")
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="FLUSHED")
+    parser.add_argument("--timeout-s", type=float, default=1800)
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args()
+
+    import redis as redis_lib
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    redis = redis_lib.Redis.from_url(args.redis_url)
+    if others := redis_users(redis):
+        print(f"{args.redis_url} is in use by {others}; pick a free database", file=sys.stderr)
+        return 2
+    dbs = Databases(args.database_url)
+    sandbox = Sandbox(OUT / f"bulk-{stamp}-sandbox.log")
+    results = []
+    try:
+        for rows in (int(n) for n in args.rows.split(",")):
+            results.append(run(args, dbs, sandbox, redis, rows, stamp))
+    finally:
+        sandbox.stop()
+        dbs.drop_all()
+        redis.flushdb()
+    print(
+        f"\n{os.cpu_count()} cores; CPU ms/job = workers + PostgreSQL + Redis (sandbox not "
+        "counted); ratio = jobs/s (wall) / min(I/O bound, CPU bound)"
+    )
+    head = (
+        "rows",
+        "wall s",
+        "jobs/s",
+        "calls/job",
+        "429s",
+        "I/O bound",
+        "CPU ms/job",
+        "CPU bound",
+        "ratio",
+        "cores left",
+        "ratio on cores left",
+        "client CPU s",
+        "client peak RSS MiB",
+    )
+    print(" | ".join(head))
+    for r in results:
+        cpu_ms = sum(r["cpu_ms_per_job"].values())
+        print(
+            " | ".join(
+                str(x)
+                for x in (
+                    r["rows"],
+                    f"{r['wall_s']:.1f}",
+                    f"{r['jobs_per_s']:.1f}",
+                    f"{r['calls_per_job']:.2f}",
+                    (r["provider_by_status"] or {}).get("429", 0),
+                    f"{r['io_bound']:.0f}",
+                    f"{cpu_ms:.1f}",
+                    f"{r['cpu_bound']:.0f}",
+                    f"{r['ratio']:.2f}",
+                    f"{r['cores_left']:.2f}",
+                    f"{r['ratio_on_cores_left']:.2f}",
+                    f"{r['client_cpu_s']:.2f}",
+                    f"{r['client_peak_rss_mib']:.1f}",
+                )
+            )
+        )
+    saved = OUT / f"bulk-{stamp}.json"
+    saved.write_text(json.dumps({"command": sys.argv, "runs": results}, indent=2))
+    print(f"saved {saved.relative_to(ROOT)}")
+    return 0 if all(set(r["statuses"]) <= {"active"} for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

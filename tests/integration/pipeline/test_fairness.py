@@ -1,0 +1,50 @@
+"""Fairness on a real worker: while a large batch is being worked, an interactive contact is
+not queued behind it; it goes active within a few job-times."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+from sqlalchemy import select
+from support.pipeline import all_terminal, statuses, submit, wait_for
+from test_steps_in_process import PHONE
+
+from worker.batches import BatchService
+from worker.store.models import Contact
+
+BATCH = 200  # about 20 s of work at concurrency 4 and 150 ms per provider call
+CONCURRENCY = 4
+
+
+def test_interactive_contact_overtakes_a_running_batch(
+    spawn, psettings, service, make_tenant, sandbox, db
+):
+    sandbox.set_faults(latency_ms=150)
+    tenant = make_tenant(credits_cents=100_000, assistants=BATCH + 1)
+    items = [{"assistant_id": a, **PHONE} for a in tenant.assistant_ids[:BATCH]]
+    reply = BatchService(service).submit(
+        tenant.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
+    assert len(reply.body["info"]["accepted"]) == BATCH
+    spawn("worker", psettings, "--concurrency", str(CONCURRENCY))
+
+    def active():
+        return sum(s == "active" for s in statuses(db).values())
+
+    wait_for(lambda: active() >= BATCH // 5, timeout=90, every=0.2)
+    posted = time.monotonic()
+    urgent = submit(service, tenant, PHONE, tenant.assistant_ids[BATCH])
+    wait_for(lambda: statuses(db).get(urgent) == "active", timeout=60, every=0.05)
+    waited = time.monotonic() - posted
+    backlog = sum(s == "pending" for s in statuses(db).values())
+
+    with db.read() as session:
+        done = session.execute(
+            select(Contact.started_at, Contact.updated_at)
+            .where(Contact.batch_id.is_not(None), Contact.status == "active")).all()
+    job_s = statistics.median((end - start).total_seconds() for start, end in done)
+    # In line behind the batch it would wait for the backlog: backlog / CONCURRENCY job-times.
+    assert backlog / CONCURRENCY >= 10, backlog
+    assert waited <= 4 * job_s, (waited, job_s, backlog)
+    wait_for(lambda: all_terminal(db, BATCH + 1), timeout=120, every=0.5)

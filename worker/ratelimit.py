@@ -1,0 +1,159 @@
+"""Provider rate budgets shared by every worker on every host, kept in Redis.
+
+Each provider client asks `ProviderLimiter.gate` before it sends a request (an httpx request
+hook). If a budget has no token left, or the provider answered 429 lately (`pause`), the
+request is not sent: `Throttled` says when to come back, and the pipeline reschedules the
+contact for then (a countdown, not a sleeping thread) without counting it as a failure.
+
+Budgets are moving windows of the `limits` library on Redis (exact: never more than N
+requests in any window of the period, whichever worker sends them). The decisions (which
+budgets a request draws on, how long to wait) are in `worker.domain.ratelimit`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import time
+
+import httpx
+import redis
+import structlog
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from worker.domain.ratelimit import Rate, come_back_in, draws_for, operation_of, parse_budgets
+from worker.embedded_redis import redis_url
+from worker.providers import Providers
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+PAUSE_KEY = "provisioner:provider-pause:{provider}"
+# A provider that throttled us without saying for how long is left alone this long.
+DEFAULT_PAUSE_S = 1.0
+
+# Whether the work in this context is a batch's (drawing only on the bulk share of budgets).
+_bulk: contextvars.ContextVar[bool] = contextvars.ContextVar("provider_bulk", default=False)
+# Provider requests this context has been let send (see `requests_sent`).
+_sent: contextvars.ContextVar[int] = contextvars.ContextVar("provider_requests_sent", default=0)
+
+
+def mark_bulk(bulk: bool) -> None:
+    """Mark the provider requests this context makes from now on as a batch's (True, drawing
+    only on the bulk share of each budget) or interactive (False)."""
+    _bulk.set(bulk)
+
+
+def requests_sent() -> int:
+    """How many provider requests this context has been let send so far: compare two
+    readings to know whether any request went out in between."""
+    return _sent.get()
+
+
+class Throttled(Exception):
+    """A provider request was not sent: its budget is spent or the provider is paused."""
+
+    def __init__(self, provider: str, operation: str, retry_in_s: float) -> None:
+        super().__init__(f"{provider} {operation}: rate budget spent; retry in {retry_in_s:.2f} s")
+        self.provider = provider
+        self.operation = operation
+        self.retry_in_s = retry_in_s
+
+
+def _storage_uri(url: str) -> str:
+    # `limits` spells a unix-socket Redis `redis+unix://`; redis-py spells it `unix://`.
+    return "redis+unix://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+class ProviderLimiter:
+    def __init__(
+        self,
+        url: str,
+        budgets: dict[str, Rate],
+        *,
+        bulk_share: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.budgets = budgets
+        self.bulk_share = bulk_share
+        self.rng = rng or random.Random()
+        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._windows = MovingWindowRateLimiter(
+            storage_from_string(_storage_uri(url), socket_timeout=0.5)
+        )
+        self._items: dict[Rate, RateLimitItem] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderLimiter:
+        return cls(
+            redis_url(settings),
+            parse_budgets(settings.provider_rate_limits),
+            bulk_share=settings.provider_bulk_share,
+        )
+
+    def install(self, providers: Providers) -> None:
+        """Gate every request of the worker's provider clients."""
+        for client in (providers.numbers, providers.senders, providers.directory):
+
+            def hook(request: httpx.Request, provider: str = client.provider) -> None:
+                self.gate(provider, request.method, request.url.path)
+
+            client.on_request(hook)
+
+    def gate(self, provider: str, method: str, path: str) -> None:
+        """Take the request's tokens, or raise Throttled (the request must not be sent)."""
+        operation = operation_of(method, path)
+        wait = self.admit(provider, operation, bulk=_bulk.get())
+        if wait is not None:
+            log.info(
+                "provider_throttled",
+                provider=provider,
+                operation=operation,
+                retry_in_s=round(wait, 2),
+            )
+            raise Throttled(provider, operation, wait)
+        _sent.set(_sent.get() + 1)
+
+    def admit(self, provider: str, operation: str, *, bulk: bool = False) -> float | None:
+        """None if the request may go now, else the seconds after which to try again."""
+        try:
+            paused_ms = self._redis.pttl(PAUSE_KEY.format(provider=provider))
+            if paused_ms > 0:
+                return come_back_in(paused_ms / 1000, None, self.rng)
+            draws = draws_for(
+                provider, operation, bulk=bulk, budgets=self.budgets, bulk_share=self.bulk_share
+            )
+            for draw in draws:
+                item = self._item(draw.rate)
+                if not self._windows.hit(item, "provider", draw.key):
+                    reset = self._windows.get_window_stats(item, "provider", draw.key).reset_time
+                    return come_back_in(reset - time.time(), draw.rate, self.rng)
+        except (redis.RedisError, StorageError) as exc:
+            # Fail open: the provider's own 429s (and the pause they set) still slow us down.
+            log.warning("provider_limiter_unavailable", error=type(exc).__name__)
+        return None
+
+    def pause(self, provider: str, seconds: float | None) -> None:
+        """Hold every worker's requests to `provider` for `seconds` (it answered 429)."""
+        ms = max(1, round((seconds if seconds and seconds > 0 else DEFAULT_PAUSE_S) * 1000))
+        key = PAUSE_KEY.format(provider=provider)
+        try:
+            # Never shorten a longer pause set by another worker.
+            if self._redis.pttl(key) < ms:
+                self._redis.set(key, "1", px=ms)
+        except redis.RedisError as exc:
+            log.warning("provider_limiter_unavailable", error=type(exc).__name__)
+            return
+        log.info("provider_paused", provider=provider, pause_s=ms / 1000)
+
+    def _item(self, rate: Rate) -> RateLimitItem:
+        item = self._items.get(rate)
+        if item is None:
+            item = self._items[rate] = RateLimitItemPerSecond(rate.count, rate.period_s)
+        return item
+
+    def close(self) -> None:
+        self._redis.close()
