@@ -119,7 +119,7 @@ class BatchService:
         )
         # After the commit, all in one Redis pipeline; a lost publish leaves the contacts
         # pending, and the reconciler enqueues them (to `bulk`, by their batch_id).
-        self.contacts._publish([c for _, c in accepted], queue=BULK_QUEUE)
+        self.contacts.publish([c for _, c in accepted], queue=BULK_QUEUE)
         return reply
 
     def get(self, account_id: int, batch_id: str) -> dict[str, Any]:

@@ -86,7 +86,7 @@ class ContactService:
         self.acceptor = (
             None
             if db.is_sqlite
-            else contacts.GroupAcceptor(db.autocommit, after_commit=self._publish)
+            else contacts.GroupAcceptor(db.autocommit, after_commit=self.publish)
         )
 
     # --- reads -------------------------------------------------------------------------------
@@ -257,10 +257,10 @@ class ContactService:
                 f"available credits are below the setup cost of {format_amount(cost)}"
             )
         if self.acceptor is None:  # else published by the acceptor, with its batch
-            self._publish([contact])
+            self.publish([contact])
         return reply
 
-    def _publish(self, accepted: list[Contact], queue: str = "interactive") -> None:
+    def publish(self, accepted: list[Contact], queue: str = "interactive") -> None:
         """Send the provisioning tasks of committed contacts; never raises.
 
         Only after the commit: a worker must never run before the row exists. If the publish

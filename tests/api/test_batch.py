@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from test_contacts import EMAIL, PHONE, WHATSAPP, post
 from test_errors import assert_error
-from worker.store.models import Contact, LedgerEntry
+from worker.store.models import Account, Contact, LedgerEntry
 
 BATCH = "/v0/contact/batch"
 
@@ -210,3 +210,32 @@ def test_batch_contacts_are_listed_a_page_at_a_time(client, make_tenant):
                  "invalid_request", ["limit"])
     assert_error(client.get(url, params={"starting_after": "x"}, headers=tenant.headers), 422,
                  "invalid_request", ["starting_after"])
+
+
+def test_concurrent_batches_and_single_posts_never_over_reserve(api_url, make_tenant, db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    # Credits for 30 phones; 4 batches of 20 (overlapping assistants) and 20 single posts.
+    tenant = make_tenant(credits_cents=3000, assistants=60)
+    a = tenant.assistant_ids
+    batches = [{"items": [item(x, PHONE) for x in a[i * 10:i * 10 + 20]]} for i in range(4)]
+
+    def send(job):
+        with httpx.Client(base_url=api_url, timeout=60) as http:
+            if isinstance(job, dict):
+                info = http.post(BATCH, json=job, headers=tenant.headers).json()["info"]
+                return len(info["accepted"])
+            response = http.post(f"/v0/assistant/{job}/contact", json=PHONE,
+                                 headers=tenant.headers)
+            return 1 if response.status_code == 202 else 0
+
+    with ThreadPoolExecutor(24) as pool:
+        accepted = sum(pool.map(send, [*batches, *a[30:50]]))
+    with db.read() as session:
+        account = session.get(Account, tenant.account_id)
+        rows = session.execute(select(Contact.assistant_id)).scalars().all()
+    assert accepted == len(rows) == 30  # as many as the credits pay for, not one more
+    assert len(set(rows)) == 30  # one live phone per assistant
+    assert account.reserved_cents == account.balance_cents == 3000

@@ -80,7 +80,8 @@ def test_a_batch_stays_under_the_provider_rate_and_interactive_work_gets_through
     # Throttled steps sent nothing and stayed first attempts: no look-ups were added.
     assert stats["requests"] <= 2 * (count + 1) + 2 * too_many, stats
     assert elapsed >= 2 * count / 12 - 2  # the budget, not the worker, set the pace
-    # The interactive contact did not queue behind the batch's throttled contacts.
+    # The interactive contact did not queue behind the batch's throttled contacts, which the
+    # worker holds meanwhile as countdown (ETA) messages outside its pool.
     assert still_open >= count // 4, still_open
     with db.read() as session:
         bulk = session.execute(select(Contact.batch_id).where(Contact.id == urgent)).scalar()
