@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint format typecheck bench-enqueue bench-throughput clean
+.PHONY: run test chaos lint format typecheck bench-enqueue bench-throughput clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# The full chaos run (CI runs a bounded one within `make test`).
+chaos: $(STAMP)
+	PROVISIONER_TEST_CHAOS_CONTACTS=500 $(VENV)/bin/pytest -m chaos -s
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check worker api_stub sandbox bench
