@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test chaos lint format typecheck bench-enqueue bench-throughput clean
+.PHONY: run test chaos lint format typecheck bench bench-enqueue bench-throughput bench-bulk clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -35,11 +35,18 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy worker/domain
 
+# Every benchmark, one after the other, each printing its ratios against its ceiling
+# (see bench/README.md and docs/benchmarks.md). Needs PostgreSQL and Redis on 127.0.0.1, and wrk.
+bench: bench-enqueue bench-throughput bench-bulk
+
 bench-enqueue: $(STAMP)
 	$(PY) bench/enqueue.py
 
 bench-throughput: $(STAMP)
 	$(PY) bench/throughput.py
+
+bench-bulk: $(STAMP)
+	$(PY) bench/bulk.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
