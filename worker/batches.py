@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from worker.domain.batch import error_body, items_of, judge, parse_item
-from worker.domain.contacts import TERMINAL_STATUSES, ContactStatus
+from worker.domain.contacts import TERMINAL_STATUSES
 from worker.domain.errors import InvalidRequest, NotFound
 from worker.domain.ids import is_id, new_id
 from worker.domain.pricing import setup_cost_cents
@@ -17,7 +17,6 @@ from worker.service import LIST_LIMIT_MAX, ContactService, Reply, parse_json
 from worker.store import batches as store
 from worker.store import contacts as contacts_store
 from worker.store import idempotency as idem_store
-from worker.store.models import Contact
 from worker.views import contact_view
 
 log = structlog.get_logger(__name__)
@@ -71,15 +70,8 @@ class BatchService:
                     accepted = [
                         (
                             index,
-                            Contact(
-                                id=new_id("ct"),
-                                account_id=account_id,
-                                assistant_id=assistant_id,
-                                contact_type=request.contact_type.value,
-                                status=ContactStatus.PENDING.value,
-                                request=request.as_dict(),
-                                setup_cost_cents=cost,
-                                reservation_seq=1,
+                            contacts_store.pending_contact(
+                                account_id, assistant_id, request, cost, now
                             ),
                         )
                         for index, assistant_id, request, cost in verdicts.accepted

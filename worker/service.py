@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from worker.domain import idempotency as idem
-from worker.domain.contacts import ContactStatus, ContactType
+from worker.domain.contacts import ContactType
 from worker.domain.errors import (
     ContactExists,
     DomainError,
@@ -23,7 +23,7 @@ from worker.domain.errors import (
     InvalidRequest,
     NotFound,
 )
-from worker.domain.ids import is_id, new_id
+from worker.domain.ids import is_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import setup_cost_cents
 from worker.domain.validation import validate_contact_request
@@ -213,20 +213,7 @@ class ContactService:
             raise
         cost = setup_cost_cents(request.contact_type, self.prices)
         now = self.clock()
-        contact = Contact(
-            id=new_id("ct"),
-            account_id=account_id,
-            assistant_id=assistant_id,
-            contact_type=request.contact_type.value,
-            status=ContactStatus.PENDING.value,
-            request=request.as_dict(),
-            setup_cost_cents=cost,
-            charged=False,
-            reservation_seq=1,
-            deliveries=0,
-            created_at=now,
-            updated_at=now,
-        )
+        contact = contacts.pending_contact(account_id, assistant_id, request, cost, now)
         reply = Reply(
             202, {"info": contact_view(contact, [])}, {"Location": f"{path}/{contact.id}"}
         )

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -16,10 +17,32 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker.domain.contacts import LIVE_STATUSES
+from worker.domain.contacts import LIVE_STATUSES, ContactStatus
+from worker.domain.ids import new_id
+from worker.domain.validation import ContactRequest
 from worker.store import accounts, credits, idempotency
 from worker.store.idempotency import StoredResponse
 from worker.store.models import Contact, ContactStep, LedgerEntry
+
+
+def pending_contact(
+    account_id: int, assistant_id: int, request: ContactRequest, cost_cents: int, now: datetime
+) -> Contact:
+    """A newly accepted contact, as both the single and the batch route record it."""
+    return Contact(
+        id=new_id("ct"),
+        account_id=account_id,
+        assistant_id=assistant_id,
+        contact_type=request.contact_type.value,
+        status=ContactStatus.PENDING.value,
+        request=request.as_dict(),
+        setup_cost_cents=cost_cents,
+        charged=False,
+        reservation_seq=1,
+        deliveries=0,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def live_contact_exists(session: Session, assistant_id: int, contact_type: str) -> bool:
