@@ -26,7 +26,7 @@ from api_stub.errors import (
 )
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
 from api_stub.metrics import install as install_metrics
-from api_stub.openapi import CONTACT_BODY_SCHEMA
+from api_stub.openapi import CONTACT_BODY_SCHEMA, document_bearer_auth
 from api_stub.ratelimit import RateLimiter
 from worker.celery_app import CeleryPublisher, create_celery
 from worker.domain.errors import DomainError
@@ -66,6 +66,16 @@ ACCEPTED_HEADERS: dict[str, Any] = {
         "schema": {"type": "string", "enum": ["true"]},
     },
 }
+
+
+def allowed_methods(app: FastAPI, path: str) -> str:
+    """Every method of every route whose template matches `path`, for a 405's `Allow`."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def create_app(
@@ -141,9 +151,14 @@ def create_app(
         return error_response(422, "invalid_request", "invalid request parameters", fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette's `Allow` names the methods of the first route that matched the path
+            # only; RFC 9110 asks for every method the resource has.
+            headers = {**(headers or {}), "Allow": allowed_methods(app, request.url.path)}
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -291,6 +306,7 @@ def create_app(
     )
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
     install_metrics(app, redis_client)
+    document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
     return app
 
 

@@ -97,10 +97,14 @@ def test_every_error_is_the_one_error_envelope(openapi):
             if status.startswith(("4", "5")):
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (label, status)
-        if path not in UNAUTHENTICATED_ROUTES:
+        if path in UNAUTHENTICATED_ROUTES:
+            assert "security" not in operation, label
+        else:
+            assert operation["security"] == [{"bearerAuth": []}], label
             assert {"401", "429", "503"} <= set(responses), label
             assert "Retry-After" in responses["429"]["headers"], label
             assert "Retry-After" in responses["503"]["headers"], label
+    assert openapi["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     error = openapi["components"]["schemas"]["ErrorResponse"]
     assert error["required"] == ["error"]
 

@@ -4,6 +4,7 @@ that breaks its declared schema."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +13,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -22,6 +24,7 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    response_headers_conformance,  # Location, Retry-After, WWW-Authenticate as declared
 ]
 
 
@@ -150,3 +153,9 @@ def test_answers_with_real_data_conform(api_url, make_tenant):
     call("GET /healthz", expect=200)
     call("GET /readyz", expect=200)
     assert "http_requests" in call("GET /metrics", expect=200)
+
+    # A method the path does not have: 405 in the error envelope, with `Allow`.
+    response = httpx.patch(f"{api_url}/v0/webhook", headers=tenant.headers)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "PUT", "DELETE"}
