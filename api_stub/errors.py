@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.responses import Response
 
 from api_stub.schemas import ErrorResponse
 from worker.domain.errors import DomainError
@@ -19,6 +20,8 @@ class JSONResponse(StarletteJSONResponse):
     """
 
     media_type = "application/json"
+    # Starlette's JSONResponse.__init__ only forwards to Response.__init__: skip the hop.
+    __init__ = Response.__init__
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
