@@ -26,7 +26,7 @@ from api_stub.errors import (
 )
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
 from api_stub.metrics import install as install_metrics
-from api_stub.openapi import CONTACT_BODY_SCHEMA, document_bearer_auth
+from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER, document_bearer_auth
 from api_stub.ratelimit import RateLimiter
 from worker.celery_app import CeleryPublisher, create_celery
 from worker.domain.errors import DomainError
@@ -229,14 +229,7 @@ def create_app(
                 "required": True,
                 "content": {"application/json": {"schema": CONTACT_BODY_SCHEMA}},
             },
-            "parameters": [
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "maxLength": 255},
-                }
-            ],
+            "parameters": [IDEMPOTENCY_KEY_PARAMETER],
         },
     )
     async def create_contact(assistant_id: int, request: Request) -> JSONResponse:

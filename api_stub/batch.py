@@ -15,7 +15,7 @@ from fastapi import Path as PathParam
 from api_stub import schemas
 from api_stub.errors import AUTHENTICATED, JSONResponse, error_schema, header
 from api_stub.limits_mw import read_body
-from api_stub.openapi import CONTACT_BODY_SCHEMA
+from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER
 from worker.batches import BatchService
 from worker.service import ContactService
 from worker.settings import Settings
@@ -94,14 +94,7 @@ def install(app: FastAPI, *, call: Call, service: ContactService, settings: Sett
                     "application/json": {"schema": _batch_body_schema(settings.batch_max_items)}
                 },
             },
-            "parameters": [
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "maxLength": 255},
-                }
-            ],
+            "parameters": [IDEMPOTENCY_KEY_PARAMETER],
         },
     )
     async def create_batch(request: Request) -> JSONResponse:

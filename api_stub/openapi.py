@@ -22,6 +22,15 @@ CONTACT_BODY_SCHEMA: dict[str, Any] = {
     },
 }
 
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "a repeat with the same body within 24 hours returns the first answer, "
+    "with `Idempotent-Replayed: true` (worker.domain.idempotency.check_key)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+
 
 BEARER_SCHEME: dict[str, Any] = {
     "type": "http",
