@@ -13,6 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from api_stub import batch, schemas, webhooks
 from api_stub.auth import KeyCache, Unauthenticated, bearer_token
@@ -68,12 +70,12 @@ ACCEPTED_HEADERS: dict[str, Any] = {
 }
 
 
-def allowed_methods(app: FastAPI, path: str) -> str:
-    """Every method of every route whose template matches `path`, for a 405's `Allow`."""
+def allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method of every route whose path matches the request's, for a 405's `Allow`."""
     methods: set[str] = set()
     for route in app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(path):
+        match, _ = route.matches(scope)  # PARTIAL: the path matches, the method does not
+        if match is not Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))
 
@@ -157,7 +159,7 @@ def create_app(
         if exc.status_code == 405:
             # Starlette's `Allow` names the methods of the first route that matched the path
             # only; RFC 9110 asks for every method the resource has.
-            headers = {**(headers or {}), "Allow": allowed_methods(app, request.url.path)}
+            headers = {**(headers or {}), "Allow": allowed_methods(app, request.scope)}
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(OperationalError)
