@@ -28,7 +28,12 @@ from api_stub.errors import (
 )
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
 from api_stub.metrics import install as install_metrics
-from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER, document_bearer_auth
+from api_stub.openapi import (
+    CONTACT_BODY_SCHEMA,
+    IDEMPOTENCY_KEY_PARAMETER,
+    IDEMPOTENT_REPLAYED,
+    document_bearer_auth,
+)
 from api_stub.ratelimit import RateLimiter
 from worker.celery_app import CeleryPublisher, create_celery
 from worker.domain.errors import DomainError
@@ -62,11 +67,7 @@ POST_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 ACCEPTED_HEADERS: dict[str, Any] = {
     "Location": header("the new contact's URL"),
-    "Idempotent-Replayed": {
-        "description": "`true` when this is the stored answer to an earlier request with the "
-        "same `Idempotency-Key`",
-        "schema": {"type": "string", "enum": ["true"]},
-    },
+    "Idempotent-Replayed": IDEMPOTENT_REPLAYED,
 }
 
 

@@ -15,7 +15,7 @@ from fastapi import Path as PathParam
 from api_stub import schemas
 from api_stub.errors import AUTHENTICATED, JSONResponse, error_schema, header
 from api_stub.limits_mw import read_body
-from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER
+from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER, IDEMPOTENT_REPLAYED
 from worker.batches import BatchService
 from worker.service import ContactService
 from worker.settings import Settings
@@ -78,11 +78,7 @@ def install(app: FastAPI, *, call: Call, service: ContactService, settings: Sett
                 "Every item's fate: accepted (with its contact id) or rejected (with its error)",
                 {
                     "Location": header("the batch's URL"),
-                    "Idempotent-Replayed": {
-                        "description": "`true` when this is the stored answer to an earlier "
-                        "request with the same `Idempotency-Key`",
-                        "schema": {"type": "string", "enum": ["true"]},
-                    },
+                    "Idempotent-Replayed": IDEMPOTENT_REPLAYED,
                 },
             ),
             **post_errors,

@@ -31,6 +31,13 @@ IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
 }
 
+# The response header of a replay (not required: a first answer has none).
+IDEMPOTENT_REPLAYED: dict[str, Any] = {
+    "description": "`true` when this is the stored answer to an earlier request with the same "
+    "`Idempotency-Key`",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
 
 BEARER_SCHEME: dict[str, Any] = {
     "type": "http",
