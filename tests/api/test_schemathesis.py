@@ -1,6 +1,6 @@
 """Property-based walk of the OpenAPI schema (issue 8): over every operation, no input gives a
-5xx, a status the operation does not declare, a content type it does not declare, or a body
-that breaks its declared schema."""
+5xx, a status the operation does not declare, a content type it does not declare, a body that
+breaks its declared schema, or a declared header missing or malformed."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
-    response_headers_conformance,  # Location, Retry-After, WWW-Authenticate as declared
+    # Location, Retry-After and WWW-Authenticate present where declared, and as declared.
+    response_headers_conformance,
 ]
 
 
