@@ -13,13 +13,27 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
-from api_stub import batch, webhooks
+from api_stub import batch, schemas, webhooks
 from api_stub.auth import KeyCache, Unauthenticated, bearer_token
-from api_stub.errors import JSONResponse, domain_error_response, error_response, error_schema
+from api_stub.errors import (
+    AUTHENTICATED,
+    JSONResponse,
+    domain_error_response,
+    error_response,
+    error_schema,
+    header,
+)
 from api_stub.limits_mw import BodySizeLimit, PayloadTooLarge, read_body, too_large_response
 from api_stub.metrics import install as install_metrics
-from api_stub.openapi import CONTACT_BODY_SCHEMA
+from api_stub.openapi import (
+    CONTACT_BODY_SCHEMA,
+    IDEMPOTENCY_KEY_PARAMETER,
+    IDEMPOTENT_REPLAYED,
+    document_bearer_auth,
+)
 from api_stub.ratelimit import RateLimiter
 from worker.celery_app import CeleryPublisher, create_celery
 from worker.domain.errors import DomainError
@@ -39,18 +53,32 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: error_schema("Missing or invalid API key (`unauthenticated`)"),
-    404: error_schema("Assistant or contact not found (`not_found`)"),
-    422: error_schema("Invalid request (`invalid_request`, with `fields`)"),
-    429: error_schema("Too many requests for this key (`rate_limited`)"),
-}
+NOT_FOUND = error_schema("Assistant or contact not found (`not_found`)")
+INVALID = error_schema("Invalid request (`invalid_request`, with `fields`)")
+READ_ERRORS: dict[int | str, dict[str, Any]] = {**AUTHENTICATED, 404: NOT_FOUND, 422: INVALID}
 POST_ERRORS: dict[int | str, dict[str, Any]] = {
-    **COMMON_ERRORS,
+    **READ_ERRORS,
     402: error_schema("Available credits below the setup cost (`insufficient_credits`)"),
     409: error_schema("`contact_exists` or `idempotency_key_in_flight`"),
     413: error_schema("Body over 64 KiB (`payload_too_large`)"),
+    422: error_schema(
+        "Invalid request (`invalid_request`, with `fields`) or `idempotency_key_reused`"
+    ),
 }
+ACCEPTED_HEADERS: dict[str, Any] = {
+    "Location": header("the new contact's URL"),
+    "Idempotent-Replayed": IDEMPOTENT_REPLAYED,
+}
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method of every route whose path matches the request's, for a 405's `Allow`."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)  # PARTIAL: the path matches, the method does not
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def create_app(
@@ -126,9 +154,14 @@ def create_app(
         return error_response(422, "invalid_request", "invalid request parameters", fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette's `Allow` names the methods of the first route that matched the path
+            # only; RFC 9110 asks for every method the resource has.
+            headers = {**(headers or {}), "Allow": allowed_methods(app, request.scope)}
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -142,11 +175,22 @@ def create_app(
 
     # --- health --------------------------------------------------------------------------------
 
-    @app.get("/healthz", include_in_schema=True, tags=["health"])
-    async def healthz() -> dict[str, Any]:
-        return {"info": {"status": "ok"}}
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        responses={200: schemas.ok(schemas.HealthResponse, "The process is up")},
+    )
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"info": {"status": "ok"}})
 
-    @app.get("/readyz", tags=["health"], responses={503: error_schema("Not ready")})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={
+            200: schemas.ok(schemas.ReadinessResponse, "The database and Redis answer"),
+            503: error_schema("Not ready (`not_ready`; `fields` names what is failing)"),
+        },
+    )
     async def readyz() -> JSONResponse:
         def check() -> dict[str, str]:
             status = {}
@@ -175,20 +219,20 @@ def create_app(
         "/v0/assistant/{assistant_id}/contact",
         status_code=202,
         tags=["contacts"],
-        responses=POST_ERRORS,
+        responses={
+            202: schemas.ok(
+                schemas.ContactResponse,
+                "Accepted: the contact, pending; provisioning continues in the background",
+                ACCEPTED_HEADERS,
+            ),
+            **POST_ERRORS,
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": CONTACT_BODY_SCHEMA}},
             },
-            "parameters": [
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "maxLength": 255},
-                }
-            ],
+            "parameters": [IDEMPOTENCY_KEY_PARAMETER],
         },
     )
     async def create_contact(assistant_id: int, request: Request) -> JSONResponse:
@@ -210,30 +254,44 @@ def create_app(
     @app.get(
         "/v0/assistant/{assistant_id}/contact/{contact_id}",
         tags=["contacts"],
-        responses=COMMON_ERRORS,
+        responses={200: schemas.ok(schemas.ContactResponse, "The contact"), **READ_ERRORS},
     )
-    async def get_contact(assistant_id: int, contact_id: str, request: Request) -> dict[str, Any]:
+    async def get_contact(assistant_id: int, contact_id: str, request: Request) -> JSONResponse:
         info = await call(
             request, lambda account_id: service.get(account_id, assistant_id, contact_id)
         )
-        return {"info": info}
+        return JSONResponse({"info": info})
 
-    @app.get("/v0/assistant/{assistant_id}/contact", tags=["contacts"], responses=COMMON_ERRORS)
+    @app.get(
+        "/v0/assistant/{assistant_id}/contact",
+        tags=["contacts"],
+        responses={
+            200: schemas.ok(schemas.ContactListResponse, "The assistant's contacts, by id"),
+            **READ_ERRORS,
+        },
+    )
     async def list_contacts(
         assistant_id: int,
         request: Request,
         limit: int = Query(100, ge=1, le=1000),
         starting_after: str | None = Query(None, max_length=64),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         info = await call(
             request,
             lambda account_id: service.list(account_id, assistant_id, limit, starting_after),
         )
-        return {"info": info}
+        return JSONResponse({"info": info})
 
-    @app.get("/v0/credits", tags=["credits"], responses=COMMON_ERRORS)
-    async def get_credits(request: Request) -> dict[str, Any]:
-        return {"info": await call(request, service.credits)}
+    @app.get(
+        "/v0/credits",
+        tags=["credits"],
+        responses={
+            200: schemas.ok(schemas.CreditsResponse, "The account's credits"),
+            **AUTHENTICATED,
+        },
+    )
+    async def get_credits(request: Request) -> JSONResponse:
+        return JSONResponse({"info": await call(request, service.credits)})
 
     webhooks.install(app, call=call, service=WebhookService(db, settings), settings=settings)
     batch.install(app, call=call, service=service, settings=settings)
@@ -244,6 +302,7 @@ def create_app(
     )
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
     install_metrics(app, redis_client)
+    document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
     return app
 
 

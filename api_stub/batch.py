@@ -12,9 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 
-from api_stub.errors import JSONResponse, error_schema
+from api_stub import schemas
+from api_stub.errors import AUTHENTICATED, JSONResponse, error_schema, header
 from api_stub.limits_mw import read_body
-from api_stub.openapi import CONTACT_BODY_SCHEMA
+from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER, IDEMPOTENT_REPLAYED
 from worker.batches import BatchService
 from worker.service import ContactService
 from worker.settings import Settings
@@ -53,25 +54,35 @@ def _batch_body_schema(max_items: int) -> dict[str, Any]:
 def install(app: FastAPI, *, call: Call, service: ContactService, settings: Settings) -> None:
     batches = BatchService(service)
     errors: dict[int | str, dict[str, Any]] = {
-        401: error_schema("Missing or invalid API key (`unauthenticated`)"),
+        **AUTHENTICATED,
         404: error_schema("Batch not found (`not_found`)"),
+        422: error_schema("Invalid `limit` or `starting_after` (`invalid_request`)"),
+    }
+    post_errors: dict[int | str, dict[str, Any]] = {
+        **AUTHENTICATED,
+        409: error_schema("`idempotency_key_in_flight`"),
+        413: error_schema(f"Body over {settings.max_batch_body_bytes} bytes (`payload_too_large`)"),
         422: error_schema(
             "Not a batch: `items` missing, empty or too long (`invalid_request`), or "
             "`idempotency_key_reused`"
         ),
-        429: error_schema("Too many requests for this key (`rate_limited`)"),
-    }
-    post_errors = {
-        **{k: v for k, v in errors.items() if k != 404},
-        409: error_schema("`idempotency_key_in_flight`"),
-        413: error_schema(f"Body over {settings.max_batch_body_bytes} bytes (`payload_too_large`)"),
     }
 
     @app.post(
         PATH,
         status_code=202,
         tags=["batches"],
-        responses=post_errors,
+        responses={
+            202: schemas.ok(
+                schemas.BatchAcceptedResponse,
+                "Every item's fate: accepted (with its contact id) or rejected (with its error)",
+                {
+                    "Location": header("the batch's URL"),
+                    "Idempotent-Replayed": IDEMPOTENT_REPLAYED,
+                },
+            ),
+            **post_errors,
+        },
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -79,14 +90,7 @@ def install(app: FastAPI, *, call: Call, service: ContactService, settings: Sett
                     "application/json": {"schema": _batch_body_schema(settings.batch_max_items)}
                 },
             },
-            "parameters": [
-                {
-                    "name": "Idempotency-Key",
-                    "in": "header",
-                    "required": False,
-                    "schema": {"type": "string", "maxLength": 255},
-                }
-            ],
+            "parameters": [IDEMPOTENCY_KEY_PARAMETER],
         },
     )
     async def create_batch(request: Request) -> JSONResponse:
@@ -106,25 +110,38 @@ def install(app: FastAPI, *, call: Call, service: ContactService, settings: Sett
         )
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
-    @app.get(f"{PATH}/{{batch_id}}", tags=["batches"], responses=errors)
-    async def get_batch(
-        request: Request, batch_id: str = PathParam(max_length=64)
-    ) -> dict[str, Any]:
+    @app.get(
+        f"{PATH}/{{batch_id}}",
+        tags=["batches"],
+        responses={
+            200: schemas.ok(schemas.BatchStatusResponse, "The batch's progress"),
+            **{k: v for k, v in errors.items() if k != 422},
+            422: error_schema("`batch_id` too long (`invalid_request`)"),
+        },
+    )
+    async def get_batch(request: Request, batch_id: str = PathParam(max_length=64)) -> JSONResponse:
         """The batch's contacts counted by status; `done` once every one is active or failed."""
         info = await call(request, lambda account_id: batches.get(account_id, batch_id))
-        return {"info": info}
+        return JSONResponse({"info": info})
 
-    @app.get(f"{PATH}/{{batch_id}}/contacts", tags=["batches"], responses=errors)
+    @app.get(
+        f"{PATH}/{{batch_id}}/contacts",
+        tags=["batches"],
+        responses={
+            200: schemas.ok(schemas.ContactListResponse, "A page of the batch's contacts"),
+            **errors,
+        },
+    )
     async def list_batch_contacts(
         request: Request,
         batch_id: str = PathParam(max_length=64),
         limit: int = Query(100, ge=1, le=1000),
         starting_after: str | None = Query(None, max_length=64),
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """The batch's contacts (as the single route shows them), in id order, a page at a
         time: pass the last id seen as `starting_after`."""
         info = await call(
             request,
             lambda account_id: batches.contacts_of(account_id, batch_id, limit, starting_after),
         )
-        return {"info": info}
+        return JSONResponse({"info": info})

@@ -96,7 +96,17 @@ def install(app: FastAPI, redis_client: Any) -> None:
     Call it last in `create_app`, so the middleware is outermost and counts every answer."""
     registry = Registries(QueueDepthCollector(redis_client, QUEUES))
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus metrics, in the classic text exposition format",
+                "content": {CONTENT_TYPE_PLAIN_0_0_4.split(";")[0]: {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         # The queue depth is read from Redis: off the event loop.
         body = await run_in_threadpool(generate_latest, registry)  # type: ignore[arg-type]
