@@ -100,17 +100,18 @@ def register(app: Celery, runtime: Runtime) -> None:
                     countdown=outcome.again_in_s,
                     headers={"request_id": request_id} if request_id else None,
                 )
-            elif outcome.state in ("active", "failed"):
-                publish_webhooks(contact_id)
+            elif outcome.events:
+                publish_webhooks(outcome.events)
             return outcome.state
         finally:
             structlog.contextvars.clear_contextvars()
 
-    def publish_webhooks(contact_id: str) -> None:
-        """Best effort, after the terminal transition committed: a lost publish (or an error
-        here) only delays the delivery until beat's relay finds the event."""
+    def publish_webhooks(event_ids: tuple[str, ...]) -> None:
+        """Best effort, after the terminal transition that wrote these events committed: a lost
+        publish (or an error here) only delays the delivery until beat's relay finds the event
+        (so does an older event of the contact whose publish was lost)."""
         try:
-            for event_id in runtime.deliverer.pending_for_contact(contact_id):
+            for event_id in event_ids:
                 app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
         except Exception as exc:
             log.warning("webhook_publish_failed", error=f"{type(exc).__name__}: {exc}")

@@ -307,13 +307,20 @@ def _finish(
 
 
 def _outbox(
-    session: Session, contact: Contact, steps: Sequence[ContactStep], now: datetime
+    session: Session,
+    contact: Contact,
+    steps: Sequence[ContactStep],
+    now: datetime,
+    events: list[str] | None,
 ) -> None:
+    """Write the contact's event; its id is appended to `events` (if given), so the caller can
+    publish its delivery after the commit without reading the outbox back."""
     view = contact_view(contact, steps)
+    event_id = new_id("evt")
     _connection(session).execute(
         _INSERT_EVENT,
         {
-            "id": new_id("evt"),
+            "id": event_id,
             "account_id": contact.account_id,
             "contact_id": contact.id,
             "type": f"contact.{contact.status}",
@@ -325,6 +332,8 @@ def _outbox(
             "created_at": now,
         },
     )
+    if events is not None:
+        events.append(event_id)
 
 
 def activate(
@@ -334,12 +343,14 @@ def activate(
     owner: str,
     address: str,
     now: datetime,
+    events: list[str] | None = None,
 ) -> bool:
-    """`active`: set the address, capture the cost exactly once, write the outbox event."""
+    """`active`: set the address, capture the cost exactly once, write the outbox event (its
+    id appended to `events`)."""
     if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, {"address": address}):
         return False
     claimed = credits.claim_capture(session, contact)
-    _outbox(session, contact, steps, now)
+    _outbox(session, contact, steps, now, events)
     if claimed:
         # Last: the account row is every job's hot spot; its lock is held until the commit.
         credits.apply_capture(session, contact)
@@ -347,9 +358,15 @@ def activate(
 
 
 def fail(
-    session: Session, contact: Contact, steps: Sequence[ContactStep], owner: str, now: datetime
+    session: Session,
+    contact: Contact,
+    steps: Sequence[ContactStep],
+    owner: str,
+    now: datetime,
+    events: list[str] | None = None,
 ) -> bool:
-    """`failed` (after compensation): release the reservation, close the journal, outbox."""
+    """`failed` (after compensation): release the reservation, close the journal, outbox (the
+    event's id appended to `events`)."""
     if not _finish(session, contact, owner, ContactStatus.FAILED, now, {}):
         return False
     for step in steps:
@@ -360,7 +377,7 @@ def fail(
         else:
             continue
         record_step(session, step, new, now, error=step.last_error)
-    _outbox(session, contact, steps, now)
+    _outbox(session, contact, steps, now, events)
     credits.release(session, contact)  # last: the account row is the hot spot
     return True
 
