@@ -21,6 +21,7 @@ from worker.celery_app import (
     RECONCILE_TASK,
     RELAY_WEBHOOKS_TASK,
     WEBHOOK_QUEUE,
+    CeleryPublisher,
 )
 from worker.pipeline import Pipeline
 from worker.providers import Providers
@@ -78,6 +79,9 @@ class Runtime:
 
 
 def register(app: Celery, runtime: Runtime) -> None:
+    # Publishes the deliveries after every terminal transition without send_task's overhead.
+    publisher = CeleryPublisher(app)
+
     @app.task(name=PROVISION_TASK, bind=True, ignore_result=True)
     def provision_contact(self: Task, contact_id: str) -> str:
         structlog.contextvars.clear_contextvars()
@@ -111,8 +115,7 @@ def register(app: Celery, runtime: Runtime) -> None:
         publish (or an error here) only delays the delivery until beat's relay finds the event
         (so does an older event of the contact whose publish was lost)."""
         try:
-            for event_id in event_ids:
-                app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
+            publisher.deliver_webhooks(event_ids)
         except Exception as exc:
             log.warning("webhook_publish_failed", error=f"{type(exc).__name__}: {exc}")
 
