@@ -86,7 +86,8 @@ class Pipeline:
             if lease is not None and self._healthy(lease.contact):
                 step = self._next(lease.steps)
                 if step is not None:
-                    store.start_step(session, step, owner, now, self.settings.lease_s)
+                    # The lease taken just above runs until the same expiry: no renewal.
+                    store.start_step(session, step, owner, now, self.settings.lease_s, renew=False)
         if lease is None:
             return Outcome("busy")  # finished, missing, or another runner holds it
         contact, steps = lease.contact, lease.steps
