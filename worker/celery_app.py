@@ -174,8 +174,8 @@ class CeleryPublisher:
 def _reuse_redis_client(channel):  # type: ignore[no-untyped-def]
     """Make kombu's Redis channel hand out one client instead of a new one per message.
 
-    The channel is used by one caller at a time. A channel made anew after a reconnect is
-    given its own client the first time it has published.
+    A redis-py client may be shared between threads (see `share_ack_client`). A channel made
+    anew after a reconnect is given its own client the first time it is used here.
     """
     create_client = getattr(channel, "_create_client", None)
     if create_client is None or getattr(channel, "_reused_client", None) is not None:
@@ -189,3 +189,26 @@ def _reuse_redis_client(channel):  # type: ignore[no-untyped-def]
         yield given or client
 
     channel.conn_or_acquire = conn_or_acquire
+
+
+def share_ack_client(app: Celery) -> None:
+    """In a worker: acknowledge messages through one Redis client per consumer channel.
+
+    kombu's Redis transport makes a new redis-py client (sharing the channel's connection
+    pool) for every ack, because the channel's own client belongs to the event loop; with late
+    acks that is one client construction per task. A redis-py client is safe to share between
+    threads (it takes a pooled connection per command, and every `pipeline()` is a new object),
+    so the pool threads' acks share one. The ack itself is unchanged (the same ZREM + HDEL
+    pipeline on the same pool); a consumer restarted after a reconnect has a new channel, and
+    this step runs again for it.
+    """
+    from celery import bootsteps
+
+    class ShareAckClient(bootsteps.StartStopStep):
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def start(self, c):  # type: ignore[no-untyped-def]
+            consumer = getattr(c, "task_consumer", None)
+            _reuse_redis_client(getattr(consumer, "channel", None))
+
+    app.steps["consumer"].add(ShareAckClient)

@@ -22,6 +22,7 @@ from worker.celery_app import (
     RELAY_WEBHOOKS_TASK,
     WEBHOOK_QUEUE,
     CeleryPublisher,
+    share_ack_client,
 )
 from worker.pipeline import Pipeline
 from worker.providers import Providers
@@ -81,6 +82,7 @@ class Runtime:
 def register(app: Celery, runtime: Runtime) -> None:
     # Publishes the deliveries after every terminal transition without send_task's overhead.
     publisher = CeleryPublisher(app)
+    share_ack_client(app)
 
     @app.task(name=PROVISION_TASK, bind=True, ignore_result=True)
     def provision_contact(self: Task, contact_id: str) -> str:
