@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from celery import Celery
 from kombu import Exchange, Queue
 from structlog.contextvars import get_contextvars
@@ -90,11 +92,14 @@ class CeleryPublisher:
     """
 
     def __init__(self, app: Celery) -> None:
+        import os
         import threading
 
         self.app = app
         self._idle: list[object] = []  # kombu Producers not in use
         self._lock = threading.Lock()
+        self._getpid = os.getpid
+        self._pid = os.getpid()
         conf = app.conf
         self._options = {
             "serializer": conf.task_serializer,
@@ -115,32 +120,46 @@ class CeleryPublisher:
         # lines. With group commit (PostgreSQL) a batch holds other requests' contacts too:
         # only a lone contact's task is sure to be this request's.
         request_id = get_contextvars().get("request_id") if len(contact_ids) == 1 else None
+        self._publish(PROVISION_TASK, contact_ids, queue, request_id)
+
+    def deliver_webhooks(self, event_ids: Sequence[str]) -> None:
+        """One `deliver_webhook` task per event, to the webhooks queue: what
+        `app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE)` sends, at
+        a fraction of its CPU (the worker publishes one after every terminal transition)."""
+        self._publish(DELIVER_WEBHOOK_TASK, event_ids, WEBHOOK_QUEUE, None)
+
+    def _publish(self, task: str, ids: Sequence[str], queue: str, request_id: str | None) -> None:
+        """One `task` per id (its only argument); several go in one producer batch."""
+        pid = self._getpid()
         with self._lock:
+            if pid != self._pid:  # a forked child: the parent's connections are not ours
+                self._idle, self._pid = [], pid
             producer = self._idle.pop() if self._idle else None
         if producer is None:
             # Connects on first use, under the publish retry policy.
             producer = self.app.amqp.Producer(self.app.connection_for_write())
         try:
-            if len(contact_ids) == 1:
-                self._send(producer, contact_ids[0], queue, request_id)
+            if len(ids) == 1:
+                self._send(producer, task, ids[0], queue, request_id)
             else:
                 with producer.batch():
-                    for contact_id in contact_ids:
-                        self._send(producer, contact_id, queue, None)
+                    for one in ids:
+                        self._send(producer, task, one, queue, None)
         except BaseException:
             producer.connection.release()  # possibly broken: the next caller makes a new one
             raise
         _reuse_redis_client(producer.channel)
         with self._lock:
-            self._idle.append(producer)
+            if self._pid == pid:
+                self._idle.append(producer)
 
-    def _send(self, producer, contact_id: str, queue: str, request_id: str | None) -> None:  # type: ignore[no-untyped-def]
+    def _send(self, producer, task: str, arg: str, queue: str, request_id: str | None) -> None:  # type: ignore[no-untyped-def]
         from kombu.utils.uuid import uuid
 
         headers, properties, body, _ = self.app.amqp.create_task_message(
             uuid(),
-            PROVISION_TASK,
-            [contact_id],
+            task,
+            [arg],
             {},
             reply_to=self.app.thread_oid,
             ignore_result=None,
@@ -155,8 +174,8 @@ class CeleryPublisher:
 def _reuse_redis_client(channel):  # type: ignore[no-untyped-def]
     """Make kombu's Redis channel hand out one client instead of a new one per message.
 
-    The channel is used by one caller at a time. A channel made anew after a reconnect is
-    given its own client the first time it has published.
+    A redis-py client may be shared between threads (see `share_ack_client`). A channel made
+    anew after a reconnect is given its own client the first time it is used here.
     """
     create_client = getattr(channel, "_create_client", None)
     if create_client is None or getattr(channel, "_reused_client", None) is not None:
@@ -170,3 +189,26 @@ def _reuse_redis_client(channel):  # type: ignore[no-untyped-def]
         yield given or client
 
     channel.conn_or_acquire = conn_or_acquire
+
+
+def share_ack_client(app: Celery) -> None:
+    """In a worker: acknowledge messages through one Redis client per consumer channel.
+
+    kombu's Redis transport makes a new redis-py client (sharing the channel's connection
+    pool) for every ack, because the channel's own client belongs to the event loop; with late
+    acks that is one client construction per task. A redis-py client is safe to share between
+    threads (it takes a pooled connection per command, and every `pipeline()` is a new object),
+    so the pool threads' acks share one. The ack itself is unchanged (the same ZREM + HDEL
+    pipeline on the same pool); a consumer restarted after a reconnect has a new channel, and
+    this step runs again for it.
+    """
+    from celery import bootsteps
+
+    class ShareAckClient(bootsteps.StartStopStep):
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def start(self, c):  # type: ignore[no-untyped-def]
+            consumer = getattr(c, "task_consumer", None)
+            _reuse_redis_client(getattr(consumer, "channel", None))
+
+    app.steps["consumer"].add(ShareAckClient)

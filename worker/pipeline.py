@@ -31,10 +31,13 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the caller should do next: nothing (`again_in_s` None), or run again later."""
+    """What the caller should do next: nothing (`again_in_s` None), or run again later;
+    `events`: the outbox events a terminal transition committed, whose deliveries the caller
+    publishes (if that publish is lost, the webhook relay finds them after its grace)."""
 
     state: str  # active | failed | busy | gone | retry | wait
     again_in_s: float | None = None
+    events: tuple[str, ...] = ()
 
 
 def _policies(settings: Settings) -> tuple[RetryPolicy, RetryPolicy]:
@@ -83,7 +86,8 @@ class Pipeline:
             if lease is not None and self._healthy(lease.contact):
                 step = self._next(lease.steps)
                 if step is not None:
-                    store.start_step(session, step, owner, now, self.settings.lease_s)
+                    # The lease taken just above runs until the same expiry: no renewal.
+                    store.start_step(session, step, owner, now, self.settings.lease_s, renew=False)
         if lease is None:
             return Outcome("busy")  # finished, missing, or another runner holds it
         contact, steps = lease.contact, lease.steps
@@ -160,6 +164,7 @@ class Pipeline:
     ) -> Outcome | ContactStep:
         """Journal `step` done and, in the same transaction, start the next one or activate."""
         now = self.clock()
+        events: list[str] = []
         with self.db.write() as session:
             if step is not None and result is not None:
                 store.record_step(
@@ -176,7 +181,7 @@ class Pipeline:
             else:
                 ordered = sorted(steps.values(), key=lambda s: s.position)
                 address = address_of(self._context(contact, steps))
-                started = store.activate(session, contact, ordered, owner, address, now)
+                started = store.activate(session, contact, ordered, owner, address, now, events)
         if step is not None and result is not None:
             log.info("step_done", provider_id=result.provider_id)
         if not started:
@@ -186,7 +191,7 @@ class Pipeline:
         structlog.contextvars.unbind_contextvars("step", "attempt")
         log.info("contact_active", contact_type=contact.contact_type, address=contact.address)
         contact_outcome(contact.contact_type, "active")
-        return Outcome("active")
+        return Outcome("active", events=tuple(events))
 
     def _retry(
         self,
@@ -277,13 +282,14 @@ class Pipeline:
             log.warning("compensation_retry", error_code=exc.code, retry_in_s=round(delay, 2))
             return Outcome("retry", delay)
         ordered = sorted(steps.values(), key=lambda s: s.position)
+        events: list[str] = []
         with self.db.write() as session:
-            failed = store.fail(session, contact, ordered, owner, self.clock())
+            failed = store.fail(session, contact, ordered, owner, self.clock(), events)
         if not failed:
             return Outcome("busy")
         log.warning("contact_failed", error_code=code, error=message)
         contact_outcome(contact.contact_type, "failed")
-        return Outcome("failed")
+        return Outcome("failed", events=tuple(events))
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ from worker.celery_app import (
     RECONCILE_TASK,
     RELAY_WEBHOOKS_TASK,
     WEBHOOK_QUEUE,
+    CeleryPublisher,
+    share_ack_client,
 )
 from worker.pipeline import Pipeline
 from worker.providers import Providers
@@ -78,6 +80,10 @@ class Runtime:
 
 
 def register(app: Celery, runtime: Runtime) -> None:
+    # Publishes the deliveries after every terminal transition without send_task's overhead.
+    publisher = CeleryPublisher(app)
+    share_ack_client(app)
+
     @app.task(name=PROVISION_TASK, bind=True, ignore_result=True)
     def provision_contact(self: Task, contact_id: str) -> str:
         structlog.contextvars.clear_contextvars()
@@ -100,18 +106,18 @@ def register(app: Celery, runtime: Runtime) -> None:
                     countdown=outcome.again_in_s,
                     headers={"request_id": request_id} if request_id else None,
                 )
-            elif outcome.state in ("active", "failed"):
-                publish_webhooks(contact_id)
+            elif outcome.events:
+                publish_webhooks(outcome.events)
             return outcome.state
         finally:
             structlog.contextvars.clear_contextvars()
 
-    def publish_webhooks(contact_id: str) -> None:
-        """Best effort, after the terminal transition committed: a lost publish (or an error
-        here) only delays the delivery until beat's relay finds the event."""
+    def publish_webhooks(event_ids: tuple[str, ...]) -> None:
+        """Best effort, after the terminal transition that wrote these events committed: a lost
+        publish (or an error here) only delays the delivery until beat's relay finds the event
+        (so does an older event of the contact whose publish was lost)."""
         try:
-            for event_id in runtime.deliverer.pending_for_contact(contact_id):
-                app.send_task(DELIVER_WEBHOOK_TASK, args=[event_id], queue=WEBHOOK_QUEUE)
+            publisher.deliver_webhooks(event_ids)
         except Exception as exc:
             log.warning("webhook_publish_failed", error=f"{type(exc).__name__}: {exc}")
 

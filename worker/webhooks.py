@@ -232,10 +232,6 @@ class Deliverer:
                 session, self.clock(), self.settings.webhook_relay_grace_s, limit
             )
 
-    def pending_for_contact(self, contact_id: str) -> list[str]:
-        with self.db.read() as session:
-            return store.undispatched_events(session, contact_id)
-
 
 # --- the account's endpoint ----------------------------------------------------------------
 

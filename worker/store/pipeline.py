@@ -155,6 +155,11 @@ def take_lease(
 
     One conditional UPDATE: of two deliveries of one message, exactly one gets the row. A
     lease left by a runner that died (expired, owner still set) counts as a takeover.
+
+    The journal is made by the first delivery, in this transaction: `deliveries` is 1 only
+    for that one (it only ever grows, and the journal commits with it), so the first
+    delivery inserts the journal without looking for it first (were a journal there anyway,
+    the unique (contact_id, name) constraint would fail this transaction, not duplicate it).
     """
     connection = _connection(session)
     row = connection.execute(
@@ -169,9 +174,12 @@ def take_lease(
     if row is None:
         return None
     contact = _contact_of(row)
-    steps = {
-        r.name: _step_of(r) for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
-    }
+    steps: dict[str, ContactStep] = {}
+    if contact.deliveries != 1:
+        steps = {
+            r.name: _step_of(r)
+            for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
+        }
     if not steps:
         values = [
             {
@@ -193,16 +201,30 @@ def take_lease(
 
 
 def start_step(
-    session: Session, step: ContactStep, owner: str, now: datetime, lease_s: float
+    session: Session,
+    step: ContactStep,
+    owner: str,
+    now: datetime,
+    lease_s: float,
+    *,
+    renew: bool = True,
 ) -> bool:
-    """Renew the lease and journal one more attempt of `step`; False if the lease was lost."""
+    """Renew the lease and journal one more attempt of `step`; False if the lease was lost.
+
+    `renew=False` only in the transaction that took the lease (`take_lease` with the same
+    `now` and `lease_s`): the lease is ours and already runs until the same expiry."""
     connection = _connection(session)
-    renewed = connection.execute(
-        _RENEW_LEASE,
-        {"p_id": step.contact_id, "p_owner": owner, "p_expires": now + timedelta(seconds=lease_s)},
-    )
-    if renewed.rowcount != 1:
-        return False
+    if renew:
+        renewed = connection.execute(
+            _RENEW_LEASE,
+            {
+                "p_id": step.contact_id,
+                "p_owner": owner,
+                "p_expires": now + timedelta(seconds=lease_s),
+            },
+        )
+        if renewed.rowcount != 1:
+            return False
     step.attempts += 1
     connection.execute(_START_STEP, {"p_id": step.id, "p_attempts": step.attempts, "p_now": now})
     step.status = StepStatus.RUNNING.value
@@ -307,13 +329,20 @@ def _finish(
 
 
 def _outbox(
-    session: Session, contact: Contact, steps: Sequence[ContactStep], now: datetime
+    session: Session,
+    contact: Contact,
+    steps: Sequence[ContactStep],
+    now: datetime,
+    events: list[str] | None,
 ) -> None:
+    """Write the contact's event; its id is appended to `events` (if given), so the caller can
+    publish its delivery after the commit without reading the outbox back."""
     view = contact_view(contact, steps)
+    event_id = new_id("evt")
     _connection(session).execute(
         _INSERT_EVENT,
         {
-            "id": new_id("evt"),
+            "id": event_id,
             "account_id": contact.account_id,
             "contact_id": contact.id,
             "type": f"contact.{contact.status}",
@@ -325,6 +354,8 @@ def _outbox(
             "created_at": now,
         },
     )
+    if events is not None:
+        events.append(event_id)
 
 
 def activate(
@@ -334,12 +365,14 @@ def activate(
     owner: str,
     address: str,
     now: datetime,
+    events: list[str] | None = None,
 ) -> bool:
-    """`active`: set the address, capture the cost exactly once, write the outbox event."""
+    """`active`: set the address, capture the cost exactly once, write the outbox event (its
+    id appended to `events`)."""
     if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, {"address": address}):
         return False
     claimed = credits.claim_capture(session, contact)
-    _outbox(session, contact, steps, now)
+    _outbox(session, contact, steps, now, events)
     if claimed:
         # Last: the account row is every job's hot spot; its lock is held until the commit.
         credits.apply_capture(session, contact)
@@ -347,9 +380,15 @@ def activate(
 
 
 def fail(
-    session: Session, contact: Contact, steps: Sequence[ContactStep], owner: str, now: datetime
+    session: Session,
+    contact: Contact,
+    steps: Sequence[ContactStep],
+    owner: str,
+    now: datetime,
+    events: list[str] | None = None,
 ) -> bool:
-    """`failed` (after compensation): release the reservation, close the journal, outbox."""
+    """`failed` (after compensation): release the reservation, close the journal, outbox (the
+    event's id appended to `events`)."""
     if not _finish(session, contact, owner, ContactStatus.FAILED, now, {}):
         return False
     for step in steps:
@@ -360,7 +399,7 @@ def fail(
         else:
             continue
         record_step(session, step, new, now, error=step.last_error)
-    _outbox(session, contact, steps, now)
+    _outbox(session, contact, steps, now, events)
     credits.release(session, contact)  # last: the account row is the hot spot
     return True
 

@@ -296,16 +296,6 @@ def due_for_relay(session: Session, now: datetime, grace_s: float, limit: int) -
     return relayed + [e for e in found if e not in relayed]
 
 
-def undispatched_events(session: Session, contact_id: str) -> list[str]:
-    """The contact's events with no delivery yet: what a worker publishes after a terminal
-    transition commits."""
-    return list(
-        session.execute(
-            select(Event.id).where(Event.contact_id == contact_id, Event.dispatched_at.is_(None))
-        ).scalars()
-    )
-
-
 def redrive(
     session: Session,
     now: datetime,
