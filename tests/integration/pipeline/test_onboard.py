@@ -152,12 +152,14 @@ def test_running_the_same_csv_twice_gives_the_same_contacts_and_one_charge_each(
 def test_an_interrupted_onboarding_resumes_and_creates_nothing_twice(
     make_settings, make_tenant, tmp_path, db, sandbox, worker
 ):
-    tenant = make_tenant(credits_cents=100_000, assistants=12)
+    tenant = make_tenant(credits_cents=100_000, assistants=24)
     rows = [{"assistant_id": a, "contact_type": "phone"} for a in tenant.assistant_ids]
     path = write_csv(tmp_path / "team.csv", rows)
     # A low rate limit for the key makes the run slow enough to stop it half-way (the client
-    # waits out every 429 for its Retry-After).
-    with serve_in_thread(create_app(make_settings(rate_limit="4/second"), db=db)) as url:
+    # waits out every 429 for its Retry-After): 12 chunks at 3 requests a second take at least
+    # 4 s, so a stop seconds after the first new contact still lands well before the end,
+    # even on a loaded machine.
+    with serve_in_thread(create_app(make_settings(rate_limit="3/second"), db=db)) as url:
         for sig in (signal.SIGINT, signal.SIGKILL):
             proc = onboard(url, tenant, path, "--chunk-size", "2", wait=False)
             made = count(db, Contact)
