@@ -10,6 +10,7 @@ from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain.contacts import LIVE_STATUSES, ContactStatus
+from worker.store import contacts as contacts_store
 from worker.store import credits
 from worker.store.models import Account, Assistant, Batch, Contact, LedgerEntry
 
@@ -155,12 +156,6 @@ def batch_contacts(
     session: Session, account_id: int, batch_id: str, limit: int, starting_after: str | None
 ) -> Sequence[Contact]:
     """A page of the batch's contacts in id order (a batch holds at most a thousand)."""
-    query = (
-        select(Contact)
-        .where(Contact.batch_id == batch_id, Contact.account_id == account_id)
-        .order_by(Contact.id)
-        .limit(limit)
+    return contacts_store.page_of_contacts(
+        session, account_id, Contact.batch_id == batch_id, limit, starting_after
     )
-    if starting_after:
-        query = query.where(Contact.id > starting_after)
-    return session.execute(query).scalars().all()

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnDefault, Connection, Table, select
+from sqlalchemy import ColumnDefault, ColumnElement, Connection, Table, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -70,9 +70,23 @@ def get_contact(
 def list_contacts(
     session: Session, account_id: int, assistant_id: int, limit: int, starting_after: str | None
 ) -> Sequence[Contact]:
+    return page_of_contacts(
+        session, account_id, Contact.assistant_id == assistant_id, limit, starting_after
+    )
+
+
+def page_of_contacts(
+    session: Session,
+    account_id: int,
+    condition: ColumnElement[bool],
+    limit: int,
+    starting_after: str | None,
+) -> Sequence[Contact]:
+    """A page of the account's contacts that meet `condition`, in id order, after
+    `starting_after` (an id) when given."""
     query = (
         select(Contact)
-        .where(Contact.account_id == account_id, Contact.assistant_id == assistant_id)
+        .where(Contact.account_id == account_id, condition)
         .order_by(Contact.id)
         .limit(limit)
     )
