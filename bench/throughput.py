@@ -497,6 +497,7 @@ class RunResult:
     rss: list[tuple[float, int, int]] = field(default_factory=list)  # (s, done, bytes)
     rss_hwm: int | None = None
     profile: str | None = None
+    phases: dict[str, Any] | None = None  # bench/phases.py's summary (--phases)
     error: str | None = None
 
     @property
@@ -616,6 +617,11 @@ def run_worker(
     log_path = OUT / f"worker-{stamp}-{label}.log"
     per_process = str(concurrency // processes)
     cmd = [*provisioner_cmd(), "worker", "--concurrency", per_process, "--queues", "interactive"]
+    phases_prefix = OUT / f"phases-{stamp}-{label}"
+    if args.phases:
+        # The same worker, started through bench/phases.py's probes.
+        cmd = [sys.executable, str(Path(__file__).with_name("phases.py")), str(phases_prefix)]
+        cmd += ["worker", "--concurrency", per_process, "--queues", "interactive"]
     spy: subprocess.Popen[str] | None = None
     raw = OUT / f"profile-{stamp}-{label}.txt"
     workers: list[subprocess.Popen[bytes]] = []
@@ -716,6 +722,12 @@ def run_worker(
     if not args.keep_db:
         dbs.drop(prepared.name)
     print("  " + row_text(result), flush=True)
+    if args.phases:
+        from phases import describe, summarise
+
+        result.phases = summarise(phases_prefix, concurrency // processes)
+        if result.phases:
+            print(f"  phases: {describe(result.phases)}", flush=True)
     return result
 
 
@@ -1284,6 +1296,13 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=20, help="frames in the profile summary")
     parser.add_argument("--stall-s", type=float, default=60.0, help="give up without progress")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the databases")
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="start the workers through bench/phases.py: wall ms per phase of a task "
+        "(transactions, provider requests, publishes, our Python between them) and how many "
+        "worker threads were busy",
+    )
     args = parser.parse_args()
 
     import redis as redis_lib
@@ -1403,6 +1422,18 @@ def main() -> int:
             text.append(context_table(shown))
             text.append("")
             text += verdicts(shown)
+        traced = [r for r in shown if r.phases]
+        if traced:
+            from phases import describe
+
+            text.append("")
+            text.append(
+                "where a task's wall time goes (bench/phases.py; mean ms per phase, in order; "
+                "'python' is the task's own code between two waits; slots busy: worker threads "
+                "inside a task, averaged over the run):"
+            )
+            for r in traced:
+                text.append(f"  {r.label}: {describe(r.phases)}")
         waited = [r for r in shown if r.db_waits and r.db_polls]
         if waited:
             text.append("")
