@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from worker.domain.contacts import StepStatus
+from worker.domain.contacts import ContactStatus, ContactType, StepStatus, read_only_first_step
 from worker.domain.retry import RetryPolicy
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
@@ -77,15 +77,20 @@ class Pipeline:
         self.rng = random.Random()
 
     def run(self, contact_id: str, owner: str) -> Outcome:
-        # Three transactions per contact in the common case: take the lease and start the
-        # first step; finish each step and start the next; finish the last and activate.
+        # One transaction per step in the common case: take the lease and start the first
+        # step; finish each step and start the next; finish the last and activate. A phone or
+        # WhatsApp contact's first step only searches, so it runs before the lease and is
+        # journaled when the lease is taken: one transaction fewer.
+        ahead = self._run_ahead(contact_id)
         now = self.clock()
         with self.db.write() as session:
-            lease = store.take_lease(session, contact_id, owner, now, self.settings.lease_s)
+            lease = store.take_lease(
+                session, contact_id, owner, now, self.settings.lease_s, ahead=ahead
+            )
             step = None
             if lease is not None and self._healthy(lease.contact):
-                step = self._next(lease.steps)
-                if step is not None:
+                step = lease.started or self._next(lease.steps)
+                if step is not None and lease.started is None:
                     # The lease taken just above runs until the same expiry: no renewal.
                     store.start_step(session, step, owner, now, self.settings.lease_s, renew=False)
         if lease is None:
@@ -93,6 +98,8 @@ class Pipeline:
         contact, steps = lease.contact, lease.steps
         structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
         mark_bulk(contact.batch_id is not None)  # a batch's work draws on the bulk share
+        if ahead is not None and steps[ahead.name].status == StepStatus.DONE.value:
+            log.info("step_done", step=ahead.name, attempt=1, provider_id=ahead.provider_id)
         if contact.takeovers > self.settings.max_deliveries:
             return self._fail(
                 contact,
@@ -110,6 +117,36 @@ class Pipeline:
             if isinstance(outcome, Outcome):
                 return outcome
             step = outcome
+
+    def _run_ahead(self, contact_id: str) -> store.Ahead | None:
+        """Run a contact's first step before taking its lease, if that step only reads from
+        the provider (a number search) and the contact has never been run: its result is
+        journaled in the transaction that takes the lease. None when it does not apply or
+        the step did not succeed; the step then runs under the lease as usual, where errors
+        and rate budgets are handled (a search that failed here is simply made again)."""
+        with self.db.peek() as connection:
+            contact = store.peek(connection, contact_id)
+        if (
+            contact is None
+            or contact.status != ContactStatus.PENDING.value
+            or contact.deliveries
+            or contact.lease_owner is not None
+            or contact.error_code
+        ):
+            return None
+        name = read_only_first_step(ContactType(contact.contact_type))
+        if name is None:
+            return None
+        mark_bulk(contact.batch_id is not None)
+        try:
+            with step_timer(contact.contact_type, name):
+                result = STEPS[name](self._context(contact, {}), True)
+        except (ProviderError, Throttled) as exc:
+            log.info("step_ahead_failed", step=name, error=str(exc))
+            return None
+        if not isinstance(result, StepResult):
+            return None
+        return store.Ahead(name, result.provider_id, result.detail)
 
     def _healthy(self, contact: Contact) -> bool:
         return contact.takeovers <= self.settings.max_deliveries and not contact.error_code

@@ -61,5 +61,17 @@ STEP_PLANS: dict[ContactType, tuple[str, ...]] = {
 }
 
 
+# Steps that only read from the provider (a search): running one changes nothing there, so
+# it may run before the runner holds the contact's lease (its result is journaled in the
+# transaction that takes the lease; a runner that loses the race just drops it).
+READ_ONLY_STEPS = frozenset({"find_number"})
+
+
 def step_plan(contact_type: ContactType) -> tuple[str, ...]:
     return STEP_PLANS[contact_type]
+
+
+def read_only_first_step(contact_type: ContactType) -> str | None:
+    """The type's first step if it only reads from the provider, else None."""
+    first = STEP_PLANS[contact_type][0]
+    return first if first in READ_ONLY_STEPS else None

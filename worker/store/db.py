@@ -95,6 +95,17 @@ class Database:
         with self._autocommit_engine.connect() as connection:
             yield connection
 
+    @contextmanager
+    def peek(self) -> Iterator[Connection]:
+        """A connection for a read that needs no transaction of its own (one statement, one
+        round trip): autocommit on PostgreSQL, the read engine on SQLite."""
+        if self.is_sqlite:
+            with self._read_engine.connect() as connection:
+                yield connection
+        else:
+            with self._autocommit_engine.connect() as connection:
+                yield connection
+
     def dispose(self) -> None:
         self.engine.dispose()
         if self._read_engine is not self.engine:

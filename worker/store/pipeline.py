@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -54,8 +66,31 @@ _TAKE_LEASE = (
     )
     .returning(*_contacts.c)
 )
+_PEEK = select(*_contacts.c).where(_c.id == bindparam("p_id"))
 _SELECT_STEPS = select(*_steps.c).where(_s.contact_id == bindparam("p_contact_id"))
-_INSERT_STEPS = insert(_steps).returning(_s.id, _s.name)
+# The new journal, one row per step (executemany, one round trip): every value bound, and
+# `detail` bound as SQL NULL when None (the column's own JSON type would store JSON null).
+_INSERT_STEPS = (
+    insert(_steps)
+    .values(
+        {
+            **{
+                name: _param(_s[name], f"p_{name}")
+                for name in (
+                    "contact_id",
+                    "position",
+                    "name",
+                    "status",
+                    "attempts",
+                    "provider_id",
+                    "updated_at",
+                )
+            },
+            "detail": bindparam("p_detail", type_=JSON(none_as_null=True)),
+        }
+    )
+    .returning(_s.id, _s.name)
+)
 _RENEW_LEASE = (
     update(_contacts)
     .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
@@ -142,14 +177,39 @@ def _step_of(row: Any) -> ContactStep:
 
 @dataclass(frozen=True)
 class Lease:
-    """A contact this runner holds, with its journal, as of taking the lease."""
+    """A contact this runner holds, with its journal, as of taking the lease.
+
+    `started`: the step this transaction already journaled as started (attempt 1), when it
+    made the journal; None when the journal existed and nothing is started yet."""
 
     contact: Contact
     steps: dict[str, ContactStep]
+    started: ContactStep | None = None
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A read-only first step that ran before the lease was taken (see `take_lease`)."""
+
+    name: str
+    provider_id: str | None
+    detail: dict[str, Any]
+
+
+def peek(connection: Connection, contact_id: str) -> Contact | None:
+    """The contact as it is now, read without a lease or a transaction of its own."""
+    row = connection.execute(_PEEK, {"p_id": contact_id}).one_or_none()
+    return None if row is None else _contact_of(row)
 
 
 def take_lease(
-    session: Session, contact_id: str, owner: str, now: datetime, lease_s: float
+    session: Session,
+    contact_id: str,
+    owner: str,
+    now: datetime,
+    lease_s: float,
+    *,
+    ahead: Ahead | None = None,
 ) -> Lease | None:
     """Become the contact's only runner, or None if it is finished, missing or held.
 
@@ -160,6 +220,10 @@ def take_lease(
     for that one (it only ever grows, and the journal commits with it), so the first
     delivery inserts the journal without looking for it first (were a journal there anyway,
     the unique (contact_id, name) constraint would fail this transaction, not duplicate it).
+    A new journal is inserted with its first step already started (attempt 1: the lease is
+    ours from this transaction on) or, with `ahead`, with that read-only step done and the
+    next one started. A delivery that finds the journal made ignores `ahead`: another runner
+    got there first, and its own search is the one journaled.
     """
     connection = _connection(session)
     row = connection.execute(
@@ -180,24 +244,39 @@ def take_lease(
             r.name: _step_of(r)
             for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
         }
-    if not steps:
-        values = [
-            {
-                "contact_id": contact_id,
-                "position": position,
-                "name": name,
-                "status": StepStatus.PENDING.value,
-                "attempts": 0,
-                "updated_at": now,
-            }
-            for position, name in enumerate(step_plan(ContactType(contact.contact_type)))
-        ]
-        ids = {r.name: r.id for r in connection.execute(_INSERT_STEPS, values)}
-        for value in values:
-            step = ContactStep(id=ids[value["name"]], **value)
-            step.provider_id = step.detail = step.last_error = None
-            steps[step.name] = step
-    return Lease(contact, steps)
+    if steps:
+        return Lease(contact, steps)
+    values: list[dict[str, Any]] = []
+    started: str | None = None
+    for position, name in enumerate(step_plan(ContactType(contact.contact_type))):
+        value: dict[str, Any] = {
+            "contact_id": contact_id,
+            "position": position,
+            "name": name,
+            "status": StepStatus.PENDING.value,
+            "attempts": 0,
+            "provider_id": None,
+            "detail": None,
+            "updated_at": now,
+        }
+        if ahead is not None and name == ahead.name:
+            value.update(
+                status=StepStatus.DONE.value,
+                attempts=1,
+                provider_id=ahead.provider_id,
+                detail=ahead.detail,
+            )
+        elif started is None:
+            value.update(status=StepStatus.RUNNING.value, attempts=1)
+            started = name
+        values.append(value)
+    params = [{f"p_{name}": value for name, value in row.items()} for row in values]
+    ids = {r.name: r.id for r in connection.execute(_INSERT_STEPS, params)}
+    for value in values:
+        step = ContactStep(id=ids[value["name"]], **value)
+        step.last_error = None
+        steps[step.name] = step
+    return Lease(contact, steps, steps[started] if started is not None else None)
 
 
 def start_step(

@@ -70,6 +70,68 @@ def test_second_delivery_while_leased_does_nothing(service, pipeline, tenant, sa
     assert sandbox.stats()["requests"] == 0
 
 
+def test_a_first_search_runs_ahead_of_the_lease_and_is_journaled_with_it(
+    service, pipeline, tenant, sandbox, db
+):
+    from sqlalchemy import event
+
+    cid = submit(service, tenant, PHONE)
+    commits = []
+
+    def count(_connection):
+        commits.append(1)
+
+    event.listen(pipeline.db.engine, "commit", count)
+    try:
+        assert pipeline.run(cid, "runner").state == "active"
+    finally:
+        event.remove(pipeline.db.engine, "commit", count)
+    # Two write transactions: the lease with the search journaled and the purchase started,
+    # then the purchase with the activation (three when the search ran under the lease).
+    assert len(commits) == 2
+    _, steps = contact(db, cid)
+    assert [(s.name, s.status, s.attempts) for s in steps.values()] == [
+        ("find_number", "done", 1), ("buy_number", "done", 1)]
+    assert steps["find_number"].detail["candidates"]
+    assert steps["buy_number"].provider_id.startswith("PN")
+    assert sandbox.stats()["requests"] == 2
+    check_invariants(db, sandbox)
+
+
+def test_two_runners_searching_ahead_at_once_journal_one_search_and_buy_once(
+    service, pipeline, tenant, sandbox, db
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    sandbox.set_faults(latency_ms=300)  # both searches are under way before either leases
+    cid = submit(service, tenant, PHONE)
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(o.state for o in pool.map(lambda w: pipeline.run(cid, w), ["a", "b"]))
+    assert outcomes == ["active", "busy"]
+    _, steps = contact(db, cid)
+    assert [(s.status, s.attempts) for s in steps.values()] == [("done", 1), ("done", 1)]
+    assert sandbox.stats()["requests"] == 3  # two searches, one purchase
+    assert check_invariants(db, sandbox) == {"active": 1}
+
+
+def test_a_delivery_after_the_first_does_not_search_ahead(service, pipeline, tenant, sandbox, db):
+    from datetime import UTC, datetime, timedelta
+
+    from worker.store import pipeline as store
+
+    cid = submit(service, tenant, PHONE)
+    # A first runner took the lease, started the search and died: its lease has expired.
+    with db.write() as session:
+        assert store.take_lease(session, cid, "dead", datetime.now(UTC) - timedelta(hours=1), 60)
+    assert drive(pipeline, cid) == "active"
+    row, steps = contact(db, cid)
+    assert row.takeovers == 1
+    # The journal's search was attempt 1 of the dead runner; this runner's was attempt 2.
+    assert [(s.status, s.attempts) for s in steps.values()] == [("done", 2), ("done", 1)]
+    assert sandbox.stats()["requests"] == 2
+    check_invariants(db, sandbox)
+
+
 def test_finished_contact_is_not_run_again(service, pipeline, tenant, sandbox, db):
     cid = submit(service, tenant, PHONE)
     assert drive(pipeline, cid) == "active"
