@@ -108,19 +108,22 @@ def settlement_key(contact_id: str, seq: int) -> str:
     return f"settle:{contact_id}:{seq}"
 
 
-def claim_capture(session: Session, contact: Contact) -> bool:
+def claim_capture(session: Session, contact: Contact, *, mark_charged: bool = True) -> bool:
     """The ledger half of a capture: True if this call is the one that charges the contact.
 
     Split from `apply_capture` so a caller can write everything else of its transaction
     between the two, and update the account row (every job of the account contends for its
-    lock) last, just before the commit.
+    lock) last, just before the commit. `mark_charged=False`: the caller sets the contact's
+    `charged` in an UPDATE of its own in this transaction (the activation does, one
+    statement fewer), which is right either way: a capture of this reservation exists now.
     """
     key = settlement_key(contact.id, contact.reservation_seq)
     if not record(
         session, contact.account_id, contact.id, "capture", contact.setup_cost_cents, key
     ):
         return False
-    session.connection().execute(_CHARGED, {"p_id": contact.id})
+    if mark_charged:
+        session.connection().execute(_CHARGED, {"p_id": contact.id})
     # As loaded, not a change: a contact attached to the session has nothing left to flush.
     set_committed_value(contact, "charged", True)
     return True

@@ -175,6 +175,10 @@ def _step_of(row: Any) -> ContactStep:
     return step
 
 
+class SettlementConflict(RuntimeError):
+    """A terminal transition found its reservation already captured or released."""
+
+
 @dataclass(frozen=True)
 class Lease:
     """A contact this runner holds, with its journal, as of taking the lease.
@@ -448,13 +452,19 @@ def activate(
 ) -> bool:
     """`active`: set the address, capture the cost exactly once, write the outbox event (its
     id appended to `events`)."""
-    if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, {"address": address}):
+    # `charged` in the same UPDATE: the capture below is certain to be this one.
+    values = {"address": address, "charged": True}
+    if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
         return False
-    claimed = credits.claim_capture(session, contact)
+    if not credits.claim_capture(session, contact, mark_charged=False):
+        # The contact was provisioning until the UPDATE above, so its reservation was open:
+        # a settlement of it already in the ledger is a broken invariant. Roll back.
+        raise SettlementConflict(
+            f"contact {contact.id}: reservation {contact.reservation_seq} is already settled"
+        )
     _outbox(session, contact, steps, now, events)
-    if claimed:
-        # Last: the account row is every job's hot spot; its lock is held until the commit.
-        credits.apply_capture(session, contact)
+    # Last: the account row is every job's hot spot; its lock is held until the commit.
+    credits.apply_capture(session, contact)
     return True
 
 

@@ -132,6 +132,28 @@ def test_a_delivery_after_the_first_does_not_search_ahead(service, pipeline, ten
     check_invariants(db, sandbox)
 
 
+def test_an_activation_whose_reservation_is_already_settled_is_rolled_back(
+    service, pipeline, tenant, sandbox, db
+):
+    import pytest
+
+    from worker.store import credits
+    from worker.store.models import LedgerEntry
+    from worker.store.pipeline import SettlementConflict
+
+    cid = submit(service, tenant, PHONE)
+    with db.write() as session:  # a broken invariant, made by hand: the reservation released
+        assert credits.release(session, session.get(Contact, cid))
+    with pytest.raises(SettlementConflict):
+        pipeline.run(cid, "runner")
+    row, _ = contact(db, cid)
+    assert (row.status, row.charged, row.address) == ("provisioning", False, None)
+    with db.read() as session:
+        kinds = session.execute(select(LedgerEntry.kind).where(LedgerEntry.contact_id == cid))
+        assert sorted(kinds.scalars()) == ["release", "reserve"]
+        assert session.execute(select(Event).where(Event.contact_id == cid)).first() is None
+
+
 def test_finished_contact_is_not_run_again(service, pipeline, tenant, sandbox, db):
     cid = submit(service, tenant, PHONE)
     assert drive(pipeline, cid) == "active"
