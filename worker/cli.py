@@ -229,6 +229,15 @@ def worker(
     pool: Annotated[str, typer.Option(help="Celery pool: threads (default) or prefork.")] = (
         "threads"
     ),
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing --concurrency (one per core: the GIL holds a "
+            "process to one). Above 1 this process only supervises them; each child's "
+            "metrics port is PROVISIONER_WORKER_METRICS_PORT + its index.",
+        ),
+    ] = 1,
 ) -> None:
     """Run a Celery worker for the provisioning tasks."""
     from worker.celery_app import create_celery
@@ -238,6 +247,21 @@ def worker(
 
     settings = _settings()
     configure(settings.log_format, settings.log_level)
+    if processes > 1:
+        from worker import worker_group
+
+        try:
+            threads = worker_group.split(concurrency, processes)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--concurrency") from exc
+        code = worker_group.run(
+            threads,
+            queues,
+            pool,
+            settings.worker_metrics_port,
+            stop_timeout_s=worker_group.STOP_TIMEOUT_S,
+        )
+        raise typer.Exit(code)
     celery = create_celery(settings)
     runtime = Runtime(settings)
     register(celery, runtime)

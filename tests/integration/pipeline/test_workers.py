@@ -197,3 +197,56 @@ def test_worker_serves_interactive_before_bulk(spawn, psettings, make_tenant, db
     # All five interactive contacts first (one bulk message may already be in hand); taking
     # the queues in turn would put them at every other place.
     assert max(finished.index(cid) for cid in urgent) <= 5
+
+
+def _children(parent, count):
+    import psutil
+
+    def found():
+        children = psutil.Process(parent.pid).children()
+        return children if len(children) == count else None
+
+    return wait_for(found, timeout=30)
+
+
+def test_a_worker_group_spreads_its_threads_over_processes_and_stops_them_all(
+    spawn, psettings, service, make_tenant, sandbox, db
+):
+    import os
+    import signal
+
+    import psutil
+
+    tenant = make_tenant(assistants=6)
+    group = spawn("worker", psettings, "--processes", "2", "--concurrency", "5")
+    children = _children(group.proc, 2)
+    threads = sorted(c.cmdline()[c.cmdline().index("--concurrency") + 1] for c in children)
+    assert threads == ["2", "3"]
+    for assistant in tenant.assistant_ids:
+        submit(service, tenant, PHONE, assistant)
+    wait_for(lambda: all_terminal(db, 6), timeout=60)
+    assert check_invariants(db, sandbox) == {"active": 6}
+
+    os.kill(group.proc.pid, signal.SIGTERM)  # the parent only, as Kubernetes does
+    assert group.proc.wait(30) == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
+def test_a_worker_group_whose_child_dies_stops_the_rest_and_fails(spawn, psettings):
+    import psutil
+
+    group = spawn("worker", psettings, "--processes", "2", "--concurrency", "2")
+    children = _children(group.proc, 2)
+    children[0].kill()
+    assert group.proc.wait(30) != 0  # so its supervisor restarts the whole group
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
+def test_a_worker_group_needs_a_thread_per_process(psettings):
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "worker", "--processes", "3", "--concurrency", "2"],
+        env=settings_env(psettings), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--concurrency" in done.stderr and "less than --processes 3" in done.stderr
