@@ -137,6 +137,7 @@ class Pipeline:
         name = read_only_first_step(ContactType(contact.contact_type))
         if name is None:
             return None
+        structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
         mark_bulk(contact.batch_id is not None)
         try:
             with step_timer(contact.contact_type, name):
