@@ -115,7 +115,7 @@ def claim_capture(session: Session, contact: Contact, *, mark_charged: bool = Tr
     between the two, and update the account row (every job of the account contends for its
     lock) last, just before the commit. `mark_charged=False`: the caller sets the contact's
     `charged` in an UPDATE of its own in this transaction (the activation does, one
-    statement fewer), which is right either way: a capture of this reservation exists now.
+    statement fewer) and rolls back if this returns False.
     """
     key = settlement_key(contact.id, contact.reservation_seq)
     if not record(

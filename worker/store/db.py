@@ -99,12 +99,9 @@ class Database:
     def peek(self) -> Iterator[Connection]:
         """A connection for a read that needs no transaction of its own (one statement, one
         round trip): autocommit on PostgreSQL, the read engine on SQLite."""
-        if self.is_sqlite:
-            with self._read_engine.connect() as connection:
-                yield connection
-        else:
-            with self._autocommit_engine.connect() as connection:
-                yield connection
+        engine = self._read_engine if self.is_sqlite else self._autocommit_engine
+        with engine.connect() as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()
