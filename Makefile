@@ -27,6 +27,7 @@ chaos: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check worker api_stub sandbox bench
 	$(VENV)/bin/ruff format --check worker api_stub sandbox bench
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format worker api_stub sandbox bench

@@ -1,4 +1,4 @@
-"""The HTTP API: thin routes over worker.service. Build it with `create_app(settings)`."""
+"""The HTTP API: thin routes over worker.app.contacts. Build it with `create_app(settings)`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import redis
 import structlog
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -17,7 +16,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from api_stub import batch, schemas, webhooks
-from api_stub.auth import KeyCache, Unauthenticated, bearer_token
+from api_stub.auth import Unauthenticated, bearer_token
 from api_stub.errors import (
     AUTHENTICATED,
     JSONResponse,
@@ -35,14 +34,12 @@ from api_stub.openapi import (
     document_bearer_auth,
 )
 from api_stub.ratelimit import RateLimiter
-from worker.celery_app import CeleryPublisher, create_celery
+from worker.app.contacts import Publisher
+from worker.app.services import Database, Services
 from worker.domain.errors import DomainError
 from worker.embedded_redis import redis_url
-from worker.service import ContactService, Publisher
+from worker.runtime.celery_app import CeleryPublisher, create_celery
 from worker.settings import Settings
-from worker.store.accounts import hash_key
-from worker.store.db import Database
-from worker.webhooks import WebhookService
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -87,12 +84,11 @@ def create_app(
     db: Database | None = None,
     publisher: Publisher | None = None,
 ) -> FastAPI:
-    db = db or Database(settings.database_url)
     url = redis_url(settings)
     if publisher is None:
         publisher = CeleryPublisher(create_celery(settings, broker_url=url))
-    service = ContactService(db, settings, publisher)
-    keys = KeyCache(service.authenticate)
+    services = Services.build(settings, publisher, db)
+    service, keys = services.contacts, services.accounts
     limiter = RateLimiter(url, settings.rate_limit)
     redis_client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
 
@@ -104,13 +100,13 @@ def create_app(
         "assistants, asynchronously.",
     )
     app.state.service = service
-    app.state.db = db
+    app.state.db = services.db
 
     def authorise(request: Request) -> int:
         """Authenticate the bearer key and count the request against its rate limit."""
         api_key = bearer_token(request.headers.get("authorization"))
         account_id = keys.account_for(api_key)
-        retry_after = limiter.check(hash_key(api_key))
+        retry_after = limiter.check(keys.rate_key(api_key))
         if retry_after is not None:
             raise RateLimited(retry_after)
         return account_id
@@ -193,13 +189,7 @@ def create_app(
     )
     async def readyz() -> JSONResponse:
         def check() -> dict[str, str]:
-            status = {}
-            try:
-                with db.read() as session:
-                    session.execute(text("SELECT 1"))
-                status["database"] = "ok"
-            except Exception as exc:
-                status["database"] = type(exc).__name__
+            status = {"database": services.database_status()}
             try:
                 redis_client.ping()
                 status["redis"] = "ok"
@@ -293,8 +283,8 @@ def create_app(
     async def get_credits(request: Request) -> JSONResponse:
         return JSONResponse({"info": await call(request, service.credits)})
 
-    webhooks.install(app, call=call, service=WebhookService(db, settings), settings=settings)
-    batch.install(app, call=call, service=service, settings=settings)
+    webhooks.install(app, call=call, service=services.webhooks, settings=settings)
+    batch.install(app, call=call, service=services.batches, settings=settings)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

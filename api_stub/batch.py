@@ -16,8 +16,7 @@ from api_stub import schemas
 from api_stub.errors import AUTHENTICATED, JSONResponse, error_schema, header
 from api_stub.limits_mw import read_body
 from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER, IDEMPOTENT_REPLAYED
-from worker.batches import BatchService
-from worker.service import ContactService
+from worker.app.batches import BatchService
 from worker.settings import Settings
 
 PATH = "/v0/contact/batch"
@@ -51,8 +50,8 @@ def _batch_body_schema(max_items: int) -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI, *, call: Call, service: ContactService, settings: Settings) -> None:
-    batches = BatchService(service)
+def install(app: FastAPI, *, call: Call, service: BatchService, settings: Settings) -> None:
+    batches = service
     errors: dict[int | str, dict[str, Any]] = {
         **AUTHENTICATED,
         404: error_schema("Batch not found (`not_found`)"),

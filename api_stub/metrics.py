@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.celery_app import QUEUES
 from worker.metrics import HTTP_REQUESTS, QueueDepthCollector, Registries
+from worker.runtime.celery_app import QUEUES
 
 log = structlog.get_logger(__name__)
 

@@ -1,8 +1,9 @@
 """The documented shapes of the API's answers, for the OpenAPI document only.
 
-Handlers build their bodies from the views (worker/views.py, worker/webhooks.py,
-worker/batches.py, worker/service.py) and return them as they are: these models are named in
-the routes' `responses=` and never validate or re-serialise an answer on the request path.
+Handlers build their bodies from the views (worker/domain/views.py, worker/app/webhooks.py,
+worker/app/batches.py, worker/app/contacts.py) and return them as they are: these models are
+named in the routes' `responses=` and never validate or re-serialise an answer on the request
+path.
 `extra="forbid"` documents every shape as exact (`additionalProperties: false`), so the
 schemathesis test notices a field that a view adds and this module does not declare.
 """

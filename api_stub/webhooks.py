@@ -1,4 +1,4 @@
-"""Routes of an account's webhook endpoint and its deliveries: thin, over worker.webhooks."""
+"""Routes of an account's webhook endpoint and its deliveries: thin, over worker.app.webhooks."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from fastapi import FastAPI, Query, Request
 from api_stub import schemas
 from api_stub.errors import AUTHENTICATED, JSONResponse, error_schema
 from api_stub.limits_mw import read_body
-from worker.service import parse_json
+from worker.app.contacts import parse_json
+from worker.app.webhooks import WebhookService
 from worker.settings import Settings
-from worker.webhooks import WebhookService
 
 Call = Callable[[Request, Callable[[int], Any]], Awaitable[Any]]
 

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     batch_max_items: int = 1000
     max_batch_body_bytes: int = 1024 * 1024
 
-    # Provider rate budgets, shared by every worker through Redis (worker/ratelimit.py):
+    # Provider rate budgets, shared by every worker through Redis (worker/runtime/budgets.py):
     # `;`-separated NAME=RATE, NAME a provider (`twilio`, `google`) or `provider.operation`
     # (number_search, number_buy, number_read, number_delete, sender_create, sender_fetch,
     # sender_delete, user_insert, user_get, user_delete), RATE e.g. 50/second or 600/minute.

@@ -7,9 +7,9 @@ import json
 
 import redis
 from sqlalchemy import select
-
 from test_contacts import EMAIL, PHONE, WHATSAPP, post
 from test_errors import assert_error
+
 from worker.store.models import Account, Contact, LedgerEntry
 
 BATCH = "/v0/contact/batch"

@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from sqlalchemy import func, select
-
 from test_contacts import PHONE
+
 from worker.store.models import Account, Contact
 
 

@@ -83,10 +83,10 @@ def test_publish_failure_after_commit_still_answers_202_and_keeps_contact_pendin
     settings, db, tenant
 ):
     import httpx
+    from support.services import free_port, serve_in_thread
 
     from api_stub.app import create_app
-    from support.services import free_port, serve_in_thread
-    from worker.celery_app import CeleryPublisher, create_celery
+    from worker.runtime.celery_app import CeleryPublisher, create_celery
 
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"
     publisher = CeleryPublisher(create_celery(settings, broker_url=dead_broker))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_contacts import EMAIL, PHONE, WHATSAPP, post
 
 
@@ -123,9 +122,9 @@ def test_chunked_body_over_64_kib_is_413(client, tenant):
 
 def test_too_many_requests_for_one_key_is_429_with_retry_after(make_settings, db, make_tenant):
     import httpx
+    from support.services import serve_in_thread
 
     from api_stub.app import create_app
-    from support.services import serve_in_thread
 
     app = create_app(make_settings(rate_limit="3/minute"), db=db)
     tenant, other = make_tenant(), make_tenant(name="other")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
-
 from test_contacts import EMAIL, PHONE, post
 from test_errors import assert_error
+
 from worker.domain.idempotency import fingerprint
 from worker.store import idempotency as store
 from worker.store.models import IdempotencyRecord

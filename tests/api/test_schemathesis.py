@@ -165,8 +165,9 @@ def test_answers_with_real_data_conform(api_url, make_tenant):
 def test_database_down_answers_are_documented(make_settings, tmp_path):
     """With the database gone, authenticated routes answer the documented 503 `unavailable`
     (with Retry-After) and readyz its 503 `not_ready`; both conform to the schema."""
-    from api_stub.app import create_app
     from support.services import serve_in_thread
+
+    from api_stub.app import create_app
     from worker.store.db import Database
 
     broken = Database(f"sqlite:///{tmp_path}")  # a directory: every connection fails

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.services import settings_env
 
-from worker.pipeline import Pipeline
-from worker.service import ContactService
+from support.services import settings_env
+from worker.app.contacts import ContactService
+from worker.runtime.pipeline import Pipeline
 from worker.settings import Settings
 
 FAST = {

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from support.pipeline import FAST as PIPELINE_FAST
-
 from worker.domain.ids import new_id
 from worker.store import webhooks as webhook_store
 from worker.store.models import Event, WebhookDelivery

@@ -1,6 +1,6 @@
 """Webhook rules: which URLs may be called, when to try again, and how a delivery is signed.
 
-Pure: no I/O here. The sender resolves names and connects (worker/webhooks.py); this module
+Pure: no I/O here. The sender resolves names and connects (worker/runtime/delivery.py); this module
 decides whether a URL and the addresses it resolved to are acceptable targets, what an
 attempt's outcome is called, when the next attempt is due, and what headers a delivery
 carries (the Standard Webhooks scheme, signed by the `standardwebhooks` library).

@@ -1,5 +1,8 @@
 """Production clients of the providers we provision from (Twilio numbers, Twilio WhatsApp
-senders, Google Workspace directory), and `Providers`, the set a worker process holds."""
+senders, Google Workspace directory), and `Providers`, the set a worker process holds.
+
+One module per provider; errors classified once, in the client. May import `worker.domain` and
+the top-level modules (settings, metrics); never store, app, runtime or cli."""
 
 from __future__ import annotations
 

@@ -26,9 +26,9 @@ from sqlalchemy.sql.elements import BindParameter
 
 from worker.domain.contacts import ContactStatus, ContactType, StepStatus, step_plan
 from worker.domain.ids import new_id
+from worker.domain.views import contact_view
 from worker.store import credits
 from worker.store.models import Contact, ContactStep, Event
-from worker.views import contact_view
 
 OPEN = (ContactStatus.PENDING.value, ContactStatus.PROVISIONING.value)
 

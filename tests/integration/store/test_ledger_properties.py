@@ -22,9 +22,9 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
+from worker.app.contacts import ContactService
+from worker.app.operations import retry_contact
 from worker.domain.errors import ContactExists, InsufficientCredits, NotFound
-from worker.operations import retry_contact
-from worker.service import ContactService
 from worker.store import credits
 from worker.store import pipeline as pipeline_store
 from worker.store.models import Account, Contact, LedgerEntry

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from support.webhooks import FAST
 
-from worker.celery_app import CeleryPublisher, create_celery
-from worker.service import ContactService
+from worker.app.contacts import ContactService
+from worker.app.webhooks import WebhookService
+from worker.runtime.celery_app import CeleryPublisher, create_celery
 from worker.settings import Settings
-from worker.webhooks import WebhookService
 
 
 @pytest.fixture

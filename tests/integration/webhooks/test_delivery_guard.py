@@ -11,9 +11,10 @@ import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 from support.webhooks import REFUSED_URLS, add_event, deliveries, set_endpoint_unchecked
 
+from worker.app.webhooks import WebhookService
 from worker.domain.webhooks import RefusedTarget
+from worker.runtime.delivery import Deliverer, WebhookSender
 from worker.store import webhooks as store
-from worker.webhooks import Deliverer, WebhookSender, WebhookService
 
 
 def deliverer(db, settings, resolve=None) -> Deliverer:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from support.webhooks import add_event, deliveries, set_endpoint_unchecked
 
-from worker.webhooks import COUNTDOWN_MAX_S, Deliverer, WebhookSender
+from worker.runtime.delivery import COUNTDOWN_MAX_S, Deliverer, WebhookSender
 
 
 class Clock:

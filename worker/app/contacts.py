@@ -27,12 +27,12 @@ from worker.domain.ids import is_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import setup_cost_cents
 from worker.domain.validation import validate_contact_request
+from worker.domain.views import contact_view
 from worker.settings import Settings
 from worker.store import accounts, contacts, credits
 from worker.store import idempotency as idem_store
 from worker.store.db import Database
 from worker.store.models import Contact
-from worker.views import contact_view
 
 log = structlog.get_logger(__name__)
 
@@ -90,10 +90,6 @@ class ContactService:
         )
 
     # --- reads -------------------------------------------------------------------------------
-
-    def authenticate(self, api_key: str) -> int | None:
-        with self.db.read() as session:
-            return accounts.account_for_key(session, api_key)
 
     def get(self, account_id: int, assistant_id: int, contact_id: str) -> dict[str, Any]:
         if not is_id("ct", contact_id):

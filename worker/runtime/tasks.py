@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import structlog
 from celery import Celery, Task
 
-from worker.celery_app import (
+from worker.providers import Providers
+from worker.runtime.celery_app import (
     DELIVER_WEBHOOK_TASK,
     PROVISION_TASK,
     PURGE_TASK,
@@ -24,13 +25,12 @@ from worker.celery_app import (
     CeleryPublisher,
     share_ack_client,
 )
-from worker.pipeline import Pipeline
-from worker.providers import Providers
+from worker.runtime.delivery import Deliverer, WebhookSender
+from worker.runtime.pipeline import Pipeline
 from worker.settings import Settings
 from worker.store import idempotency as idem_store
 from worker.store import pipeline as pipeline_store
 from worker.store.db import Database
-from worker.webhooks import Deliverer, WebhookSender
 
 log = structlog.get_logger(__name__)
 HOST = socket.gethostname()

@@ -8,7 +8,6 @@ import sys
 import time
 
 import httpx
-
 from support.services import free_port, settings_env
 
 CLI = [sys.executable, "-m", "worker.cli"]

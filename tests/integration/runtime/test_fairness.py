@@ -11,7 +11,7 @@ from sqlalchemy import select
 from support.pipeline import all_terminal, statuses, submit, wait_for
 from test_steps_in_process import PHONE
 
-from worker.batches import BatchService
+from worker.app.batches import BatchService
 from worker.store.models import Contact
 
 BATCH = 200  # about 20 s of work at concurrency 4 and 150 ms per provider call

@@ -14,7 +14,7 @@ from support.pipeline import all_terminal, statuses, submit, wait_for
 from support.services import settings_env
 from test_steps_in_process import EMAIL, PHONE, WHATSAPP
 
-from worker.celery_app import PROVISION_TASK, create_celery
+from worker.runtime.celery_app import PROVISION_TASK, create_celery
 from worker.store.models import Contact, ContactStep, LedgerEntry
 
 
@@ -131,7 +131,7 @@ def test_two_workers_racing_on_one_contact_run_its_steps_once(
 def test_contact_whose_publish_was_lost_is_enqueued_by_the_reconciler(
     spawn, psettings, db, make_tenant, sandbox
 ):
-    from worker.service import ContactService
+    from worker.app.contacts import ContactService
 
     class LostPublish:
         def provision(self, contact_id, *, queue):
@@ -174,7 +174,7 @@ def test_operator_lists_failed_contacts_and_retries_one(
 
 
 def test_worker_serves_interactive_before_bulk(spawn, psettings, make_tenant, db, sandbox):
-    from worker.service import ContactService
+    from worker.app.contacts import ContactService
 
     class Held:  # publish nothing at submit time; the test publishes below
         def provision(self, contact_id, *, queue):

@@ -35,8 +35,8 @@ log = structlog.get_logger(__name__)
 
 POLL_S = 0.2
 # How long the children get to finish their running tasks after SIGTERM: above the tasks' hard
-# time limit (`task_time_limit`, worker/celery_app.py), below the 180 s grace the deploy files
-# give a worker.
+# time limit (`task_time_limit`, worker/runtime/celery_app.py), below the 180 s grace the deploy
+# files give a worker.
 STOP_TIMEOUT_S = 170.0
 
 

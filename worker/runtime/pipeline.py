@@ -19,9 +19,17 @@ from worker.domain.contacts import ContactStatus, ContactType, StepStatus, read_
 from worker.domain.retry import RetryPolicy
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
-from worker.ratelimit import ProviderLimiter, Throttled, mark_bulk, requests_sent
+from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
+from worker.runtime.steps import (
+    STEPS,
+    StepContext,
+    StepResult,
+    Wait,
+    address_of,
+    compensate,
+    utcnow,
+)
 from worker.settings import Settings
-from worker.steps import STEPS, StepContext, StepResult, Wait, address_of, compensate, utcnow
 from worker.store import pipeline as store
 from worker.store.db import Database
 from worker.store.models import Contact, ContactStep

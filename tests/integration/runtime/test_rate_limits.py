@@ -12,9 +12,9 @@ from sqlalchemy import select
 from support.pipeline import all_terminal, drive, statuses, submit, wait_for
 from test_steps_in_process import PHONE, contact
 
-from worker.batches import BatchService
-from worker.pipeline import Pipeline
+from worker.app.batches import BatchService
 from worker.providers import Providers
+from worker.runtime.pipeline import Pipeline
 from worker.store.models import Contact
 
 

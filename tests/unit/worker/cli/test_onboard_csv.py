@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker import onboard_csv
-from worker.onboard_csv import BadFile, check, chunk_key, chunks, file_digest, items
+from worker.cli import onboard_csv
+from worker.cli.onboard_csv import BadFile, check, chunk_key, chunks, file_digest, items
 
 HEADER = "assistant_id,contact_type,phone_country,user_phone,email_local,first_name,last_name\n"
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from worker.cli_webhooks import app as webhooks_app
-from worker.settings import Settings
+from worker.cli.common import JsonFlag, database, emit, load_settings, parse_amount
+from worker.cli.webhooks import app as webhooks_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 accounts_app = typer.Typer(no_args_is_help=True, help="Accounts and their API keys.")
@@ -24,39 +23,8 @@ app.add_typer(credits_app, name="credits")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 Host = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int | None, typer.Option(help="Port to listen on.")]
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:  # pydantic's ValidationError names the variable
-        typer.echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, default=str) if as_json else text)
-
-
-def _database(settings: Settings):  # type: ignore[no-untyped-def]
-    from worker.store.db import Database
-
-    return Database(settings.database_url, pool_size=2)
-
-
-def _amount(value: str, name: str) -> int:
-    from worker.domain.money import to_cents
-
-    try:
-        cents = to_cents(Decimal(value))
-    except (InvalidOperation, ValueError) as exc:
-        raise typer.BadParameter(f"{value!r} is not an amount like 25.00", param_hint=name) from exc
-    if cents < 0:
-        raise typer.BadParameter("must not be negative", param_hint=name)
-    return cents
 
 
 @app.command()
@@ -64,10 +32,10 @@ def migrate(as_json: JsonFlag = False) -> None:
     """Create or upgrade the database schema (safe to run repeatedly)."""
     from worker.store.migrate import upgrade
 
-    settings = _settings()
-    db = _database(settings)
+    settings = load_settings()
+    db = database(settings)
     upgrade(db)
-    _emit({"migrated": True}, as_json, "database is up to date")
+    emit({"migrated": True}, as_json, "database is up to date")
 
 
 @accounts_app.command("create")
@@ -80,14 +48,14 @@ def accounts_create(
     from worker.store import accounts
     from worker.store import credits as credit_store
 
-    cents = _amount(credits, "--credits")
-    db = _database(_settings())
+    cents = parse_amount(credits, "--credits")
+    db = database(load_settings())
     with db.write() as session:
         account = accounts.create_account(session, name)
         api_key = accounts.issue_key(session, account.id)
         if cents:
             credit_store.top_up(session, account.id, cents, f"topup:opening:{account.id}")
-    _emit(
+    emit(
         {"account_id": account.id, "api_key": api_key},
         as_json,
         f"account_id: {account.id}\napi_key: {api_key}  (shown once; store it now)",
@@ -104,16 +72,16 @@ def assistants_create(
     """Create assistants; prints the new integer id(s)."""
     from worker.store import accounts
 
-    db = _database(_settings())
+    db = database(load_settings())
     with db.write() as session:
         if not accounts.account_exists(session, account):
             typer.echo(f"no account {account}", err=True)
             raise typer.Exit(1)
         ids = accounts.create_assistants(session, account, name, count or 1)
     if count is None:
-        _emit({"assistant_id": ids[0]}, as_json, f"assistant_id: {ids[0]}")
+        emit({"assistant_id": ids[0]}, as_json, f"assistant_id: {ids[0]}")
     else:
-        _emit({"assistant_ids": ids}, as_json, "assistant_ids: " + " ".join(map(str, ids)))
+        emit({"assistant_ids": ids}, as_json, "assistant_ids: " + " ".join(map(str, ids)))
 
 
 @credits_app.command("add")
@@ -131,8 +99,8 @@ def credits_add(
     from worker.store import accounts
     from worker.store import credits as credit_store
 
-    cents = _amount(amount, "AMOUNT")
-    db = _database(_settings())
+    cents = parse_amount(amount, "AMOUNT")
+    db = database(load_settings())
     with db.write() as session:
         if not accounts.account_exists(session, account_id):
             typer.echo(f"no account {account_id}", err=True)
@@ -145,7 +113,7 @@ def credits_add(
         "balance": format_amount(balance.balance_cents),
         "available": format_amount(balance.available_cents),
     }
-    _emit(data, as_json, f"balance: {data['balance']} (available {data['available']})")
+    emit(data, as_json, f"balance: {data['balance']} (available {data['available']})")
 
 
 @app.command()
@@ -162,7 +130,7 @@ def api(
     from api_stub.app import create_app
     from worker.logging import configure
 
-    settings = _settings()
+    settings = load_settings()
     configure(settings.log_format, settings.log_level)
     options: dict[str, Any] = {
         "host": host or settings.api_host,
@@ -183,9 +151,9 @@ def jobs_failed(
     as_json: JsonFlag = False,
 ) -> None:
     """List failed contacts with their errors, newest first."""
-    from worker.operations import failed_contacts
+    from worker.app.operations import failed_contacts
 
-    rows = failed_contacts(_database(_settings()), limit)
+    rows = failed_contacts(database(load_settings()), limit)
     if as_json:
         typer.echo(json.dumps({"failed": rows}))
         return
@@ -205,19 +173,19 @@ def jobs_retry(
     as_json: JsonFlag = False,
 ) -> None:
     """Run a failed contact again (its setup cost is reserved again)."""
-    from worker.celery_app import CeleryPublisher, create_celery
+    from worker.app.operations import retry_contact
     from worker.domain.errors import DomainError
-    from worker.operations import retry_contact
+    from worker.runtime.celery_app import CeleryPublisher, create_celery
 
-    settings = _settings()
+    settings = load_settings()
     try:
         result = retry_contact(
-            _database(settings), settings, CeleryPublisher(create_celery(settings)), contact_id
+            database(settings), settings, CeleryPublisher(create_celery(settings)), contact_id
         )
     except DomainError as exc:
         typer.echo(f"{exc.code}: {exc.message}", err=True)
         raise typer.Exit(1) from exc
-    _emit(result, as_json, f"{contact_id} is pending again (queue {result['queue']})")
+    emit(result, as_json, f"{contact_id} is pending again (queue {result['queue']})")
 
 
 @app.command()
@@ -240,15 +208,15 @@ def worker(
     ] = 1,
 ) -> None:
     """Run a Celery worker for the provisioning tasks."""
-    from worker.celery_app import create_celery
     from worker.logging import configure
     from worker.metrics import serve_worker_metrics
-    from worker.tasks import Runtime, register
+    from worker.runtime.celery_app import create_celery
+    from worker.runtime.tasks import Runtime, register
 
-    settings = _settings()
+    settings = load_settings()
     configure(settings.log_format, settings.log_level)
     if processes > 1:
-        from worker import worker_group
+        from worker.runtime import worker_group
 
         try:
             threads = worker_group.split(concurrency, processes)
@@ -288,10 +256,10 @@ def worker(
 @app.command()
 def beat() -> None:
     """Run the scheduler: the reconciler and housekeeping (run exactly one per deployment)."""
-    from worker.celery_app import create_celery
     from worker.logging import configure
+    from worker.runtime.celery_app import create_celery
 
-    settings = _settings()
+    settings = load_settings()
     configure(settings.log_format, settings.log_level)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     celery = create_celery(settings)
@@ -305,7 +273,7 @@ def beat() -> None:
 def dev() -> None:
     """The whole stack on this machine until Ctrl-C (`make run`): embedded Redis, SQLite under
     var/, the provider sandbox, API, worker and beat, and a demo account."""
-    from worker.devstack import main as run_dev_stack
+    from worker.cli.devstack import main as run_dev_stack
 
     run_dev_stack()
 
@@ -340,9 +308,9 @@ def onboard(
     poll: Annotated[float, typer.Option(min=0.05, help="Seconds between status polls.")] = 1.0,
 ) -> None:
     """Onboard contacts from a CSV (assistant_id and the body fields); safe to re-run."""
-    from worker.onboard import run_onboard
+    from worker.cli.onboard import run_onboard
 
-    settings = _settings()
+    settings = load_settings()
     key = api_key or settings.api_key.get_secret_value()
     if not key:
         raise typer.BadParameter(

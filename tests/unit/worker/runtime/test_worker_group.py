@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.worker_group import child_env, split
+from worker.runtime.worker_group import child_env, split
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from worker.domain.ratelimit import parse_budgets
-from worker.ratelimit import ProviderLimiter
+from worker.runtime.budgets import ProviderLimiter
 
 
 def limiter(redis_url, spec, share=1.0):

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from worker.app.contacts import Publisher
 from worker.domain.errors import ContactExists, InsufficientCredits, NotFound
 from worker.domain.money import format_amount
-from worker.service import Publisher
 from worker.settings import Settings
 from worker.store import credits
 from worker.store import pipeline as pipeline_store

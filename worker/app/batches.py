@@ -8,16 +8,16 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from worker.app.contacts import LIST_LIMIT_MAX, ContactService, Reply, parse_json
 from worker.domain.batch import error_body, items_of, judge, parse_item
 from worker.domain.contacts import TERMINAL_STATUSES
 from worker.domain.errors import InvalidRequest, NotFound
 from worker.domain.ids import is_id, new_id
 from worker.domain.pricing import setup_cost_cents
-from worker.service import LIST_LIMIT_MAX, ContactService, Reply, parse_json
+from worker.domain.views import contact_view
 from worker.store import batches as store
 from worker.store import contacts as contacts_store
 from worker.store import idempotency as idem_store
-from worker.views import contact_view
 
 log = structlog.get_logger(__name__)
 

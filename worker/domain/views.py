@@ -1,21 +1,46 @@
-"""The public shape of a contact, shared by the API, webhooks and the CLI."""
+"""The public shape of a contact, shared by the API, webhook payloads and the CLI.
+
+Pure: it reads a contact's and its steps' attributes (the store's rows fit `ContactRecord` and
+`StepRecord`), so the store can render an event's payload without importing the layers above.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from worker.domain.contacts import ContactType, StepStatus, step_plan
 from worker.domain.money import format_amount
-from worker.store.models import Contact, ContactStep
+
+
+class StepRecord(Protocol):
+    name: str
+    status: str
+    attempts: int
+
+
+class ContactRecord(Protocol):
+    id: str
+    assistant_id: int
+    contact_type: str
+    status: str
+    address: str | None
+    request: dict[str, Any]
+    setup_cost_cents: int
+    charged: bool
+    error_code: str | None
+    error_message: str | None
+    batch_id: str | None
+    created_at: datetime
+    updated_at: datetime
 
 
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def contact_view(contact: Contact, steps: Sequence[ContactStep]) -> dict[str, Any]:
+def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[str, Any]:
     # Steps not yet journaled by a worker are shown as pending, in plan order.
     by_name = {s.name: s for s in steps}
     shown = [

@@ -37,7 +37,7 @@ from api_stub.client import (
     Contact,
     ContactExists,
 )
-from worker.onboard_csv import (
+from worker.cli.onboard_csv import (
     BadFile,
     RowResult,
     check,

@@ -39,13 +39,13 @@ def redrive(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Send deliveries again: a new round of the retry schedule, the same webhook-id."""
-    from worker.celery_app import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
-    from worker.cli import _database, _settings
-    from worker.webhooks import WebhookService
+    from worker.app.webhooks import WebhookService
+    from worker.cli.common import database, load_settings
+    from worker.runtime.celery_app import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
 
     moment = _since(since)
-    settings = _settings()
-    db = _database(settings)
+    settings = load_settings()
+    db = database(settings)
     event_ids = WebhookService(db, settings).redrive(
         failed_only=failed, since=moment, account_id=account
     )

@@ -1,4 +1,4 @@
-"""Fixtures for the pipeline: settings tuned for tests, real worker and beat processes."""
+"""Fixtures for the integration tests: settings tuned for tests, the service, the pipeline."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from support.pipeline import FAST
 
-from worker.celery_app import CeleryPublisher, create_celery
-from worker.pipeline import Pipeline
+from worker.app.contacts import ContactService
 from worker.providers import Providers
-from worker.service import ContactService
+from worker.runtime.celery_app import CeleryPublisher, create_celery
+from worker.runtime.pipeline import Pipeline
 from worker.settings import Settings
 
 

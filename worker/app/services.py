@@ -1,0 +1,49 @@
+"""The use cases wired together over one database: what the API process builds at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from worker.app.accounts import Authenticator
+from worker.app.batches import BatchService
+from worker.app.contacts import ContactService, Publisher
+from worker.app.webhooks import WebhookService
+from worker.settings import Settings
+from worker.store.db import Database
+
+
+@dataclass(frozen=True)
+class Services:
+    db: Database
+    contacts: ContactService
+    batches: BatchService
+    webhooks: WebhookService
+    accounts: Authenticator
+
+    @classmethod
+    def build(
+        cls, settings: Settings, publisher: Publisher, db: Database | None = None
+    ) -> Services:
+        db = db or Database(settings.database_url)
+        contacts = ContactService(db, settings, publisher)
+        return cls(
+            db=db,
+            contacts=contacts,
+            batches=BatchService(contacts),
+            webhooks=WebhookService(db, settings),
+            accounts=Authenticator(db),
+        )
+
+    def database_status(self) -> str:
+        """`ok`, or the name of the error that a trivial query met."""
+        try:
+            with self.db.read() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return type(exc).__name__
+        return "ok"
+
+
+__all__ = ["Database", "Services"]
