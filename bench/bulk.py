@@ -36,46 +36,25 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from throughput import (
+from measure import Meter
+from stack import (
     OUT,
     ROOT,
     Databases,
-    Meter,
     Poller,
     Sandbox,
-    free_port,
+    claim_redis,
     inventory_for,
     provisioner_cmd,
-    redis_users,
+    seed,
+    start_api,
+    start_workers,
     stop_process,
     worker_env,
 )
-
-TERMINAL = ("active", "failed")
-
-
-def prepare(dbs: Databases, label: str, rows: int) -> tuple[str, str, str, list[int]]:
-    """A migrated database with one account (ample credits, an API key) and `rows` assistants."""
-    from worker.store import accounts, credits
-    from worker.store.db import Database
-    from worker.store.migrate import upgrade
-
-    name, url = dbs.create(label)
-    db = Database(url, pool_size=2)
-    try:
-        upgrade(db)
-        with db.write() as session:
-            account = accounts.create_account(session, "bench")
-            key = accounts.issue_key(session, account.id)
-            credits.top_up(session, account.id, 10**12, f"topup:bench:{account.id}")
-            assistants = accounts.create_assistants(session, account.id, "bench", rows)
-    finally:
-        db.dispose()
-    return name, url, key, assistants
 
 
 def write_csv(path: Path, assistants: list[int], countries: list[str]) -> None:
@@ -84,28 +63,6 @@ def write_csv(path: Path, assistants: list[int], countries: list[str]) -> None:
         writer.writerow(["assistant_id", "contact_type", "phone_country"])
         for i, assistant in enumerate(assistants):
             writer.writerow([assistant, "phone", countries[i % len(countries)]])
-
-
-def start_api(env: dict[str, str], log: Any) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*provisioner_cmd(), "api", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("provisioner api did not start") from None
-            time.sleep(0.05)
 
 
 def run(
@@ -118,44 +75,33 @@ def run(
         flush=True,
     )
     countries = [c.strip().upper() for c in args.countries.split(",")]
-    name, url, key, assistants = prepare(dbs, label, rows)
+    seeded = seed(dbs, label, rows)
+    name, url = seeded.name, seeded.url
     redis.flushdb()
     sandbox.ready(inventory_for(rows, countries), args.latency_ms, countries)
     tmp = Path(tempfile.mkdtemp(prefix="cp_bench_bulk_"))
     env = worker_env(url, args.redis_url, sandbox.url, str(tmp))
     env["PROVISIONER_RATE_LIMIT"] = "1000000/second"
     path = tmp / f"{label}.csv"
-    write_csv(path, assistants, countries)
+    write_csv(path, seeded.assistant_ids, countries)
     log = (OUT / f"bulk-{stamp}-{label}.log").open("w")
     procs: list[subprocess.Popen[bytes]] = []
     poller = None
     try:
         api, api_url = start_api(env, log)
         procs.append(api)
-        per_process = str(args.concurrency // args.processes)
-        workers = [
-            subprocess.Popen(
-                [
-                    *provisioner_cmd(),
-                    "worker",
-                    "--concurrency",
-                    per_process,
-                    "--queues",
-                    "interactive,bulk",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            for _ in range(args.processes)
-        ]
+        workers = start_workers(
+            env,
+            log,
+            processes=args.processes,
+            concurrency=args.concurrency,
+            queues="interactive,bulk",
+        )
         procs += workers
         time.sleep(3)  # the workers connect to the broker before the clock starts
         poller = Poller(url)
         meter = Meter([w.pid for w in workers], sandbox.proc.pid, name, {poller.backend_pid}, redis)
-        client_env = {**env, "PROVISIONER_API_KEY": key}
+        client_env = {**env, "PROVISIONER_API_KEY": seeded.api_key}
         out = (OUT / f"bulk-{stamp}-{label}-onboard.txt").open("w")
         started = time.monotonic()
         meter.start()
@@ -172,7 +118,7 @@ def run(
             time.sleep(0.2)
             if terminal_at is None:
                 meter.sample()
-                if sum(poller.counts()[s] for s in TERMINAL) >= rows:
+                if poller.terminal() >= rows:
                     terminal_at = time.monotonic()
                     meter.stop()
             pid, status, usage = os.wait4(client.pid, os.WNOHANG)
@@ -256,13 +202,10 @@ def main() -> int:
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
 
-    import redis as redis_lib
-
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    redis = redis_lib.Redis.from_url(args.redis_url)
-    if others := redis_users(redis):
-        print(f"{args.redis_url} is in use by {others}; pick a free database", file=sys.stderr)
+    redis = claim_redis(args.redis_url)
+    if redis is None:
         return 2
     dbs = Databases(args.database_url)
     sandbox = Sandbox(OUT / f"bulk-{stamp}-sandbox.log")

@@ -20,27 +20,29 @@ Needs `wrk` on PATH (Debian: `apt-get install -y wrk`). Figures are printed, nev
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
-sys.path.insert(0, str(ROOT))
+from measure import ServerCpu, record_profile, summarise_functions, table
+from stack import (
+    OUT,
+    ROOT,
+    Databases,
+    claim_redis,
+    provisioner_env,
+    py_spy,
+    seed,
+    start_api,
+    stop_process,
+)
 
 PHONE_BODY = '{"contact_type": "phone", "phone_country": "US"}'
 PHONE_COST_CENTS = 100  # the default PROVISIONER_SETUP_COST_PHONE; the bench does not set it
@@ -134,100 +136,6 @@ class WrkResult:
         return self.requests - self.ok(status)
 
 
-# --- CPU accounting from /proc ---------------------------------------------------------------
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_ticks(pid: int, field: str = "both") -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    utime, stime = int(fields[11]), int(fields[12])
-    return {"both": utime + stime, "user": utime, "system": stime}[field]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        todo += _children(p)
-    return pids
-
-
-def _by_name(names: tuple[str, ...]) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in names:
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
-def _idle_ticks() -> tuple[int, int]:
-    parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return parts[3] + parts[4], sum(parts)  # idle + iowait, total
-
-
-class CpuMeter:
-    """CPU time of the API tree, PostgreSQL and Redis over an interval, as % of one core."""
-
-    def __init__(self, api_pid: int) -> None:
-        self.groups = {
-            "api": lambda: _tree(api_pid),
-            "postgres": lambda: _by_name(("postgres",)),
-            "redis": lambda: _by_name(("redis-server",)),
-        }
-
-    def snapshot(self) -> dict[str, Any]:
-        snap: dict[str, Any] = {
-            name: {pid: _proc_ticks(pid) for pid in pids()} for name, pids in self.groups.items()
-        }
-        snap["_api_system"] = sum(_proc_ticks(pid, "system") for pid in snap["api"])
-        snap["_machine"] = _idle_ticks()
-        snap["_t"] = time.monotonic()
-        return snap
-
-    @staticmethod
-    def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-        seconds = after["_t"] - before["_t"]
-        out = {}
-        for name in ("api", "postgres", "redis"):
-            ticks = sum(t - before[name].get(pid, 0) for pid, t in after[name].items())
-            out[name] = 100.0 * ticks / CLK_TCK / seconds
-        out["api_system"] = (
-            100.0 * (after["_api_system"] - before["_api_system"]) / CLK_TCK / seconds
-        )
-        idle = after["_machine"][0] - before["_machine"][0]
-        total = after["_machine"][1] - before["_machine"][1]
-        cores = os.cpu_count() or 1
-        out["cores"] = cores
-        out["idle"] = 100.0 * cores * idle / total if total else 0.0
-        return out
-
-
-# --- the run ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_wrk(
     name: str,
     url: str,
@@ -235,7 +143,7 @@ def run_wrk(
     args: argparse.Namespace,
     seconds: float,
     script_args: list[str],
-    meter: CpuMeter | None,
+    meter: ServerCpu | None,
     log: Path,
 ) -> WrkResult:
     cmd = [
@@ -282,7 +190,7 @@ def run_wrk(
         next_id=data["next_id"],
     )
     if before and after:
-        result.cpu = CpuMeter.delta(before, after)
+        result.cpu = ServerCpu.delta(before, after)
         seconds_run = after["_t"] - before["_t"]
         wrk_cpu = usage.ru_utime + usage.ru_stime
         result.cpu["wrk"] = 100.0 * wrk_cpu / seconds_run
@@ -291,95 +199,14 @@ def run_wrk(
     return result
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the API did not become ready in {timeout} s; see {log}")
-
-
-def stop(proc: subprocess.Popen[Any] | None, timeout: float = 15) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def api_command(args: argparse.Namespace, port: int) -> list[str]:
-    script = Path(sys.executable).parent / "provisioner"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "worker.cli"]
-    cmd = [*base, "api", "--host", "127.0.0.1", "--port", str(port)]
-    if args.workers != 1:
-        cmd += ["--workers", str(args.workers)]
-    return cmd + list(args.api_arg)
-
-
 def api_environment(args: argparse.Namespace, url: str, var_dir: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    env.update(
-        PROVISIONER_DATABASE_URL=url,
-        PROVISIONER_REDIS_URL=args.redis_url,
-        PROVISIONER_RATE_LIMIT=args.rate_limit,
-        PROVISIONER_LOG_LEVEL="WARNING",
-        PROVISIONER_LOG_FORMAT="json",
-        PROVISIONER_VAR_DIR=var_dir,
+    env = provisioner_env(
+        url, args.redis_url, var_dir, rate_limit=args.rate_limit, log_format="json"
     )
     for item in args.env:
         name, _, value = item.partition("=")
         env[name] = value
     return env
-
-
-# --- profile summary -------------------------------------------------------------------------
-
-FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-
-
-def _frame_name(frame: str) -> str:
-    match = FRAME.match(frame.strip())
-    if not match:
-        return frame.strip()
-    return f"{match['func']} ({match['file']})"
-
-
-def summarise_profile(raw: Path, top: int) -> str:
-    """Self and inclusive sample shares per function from py-spy's raw (collapsed) output."""
-    self_counts: Counter[str] = Counter()
-    incl_counts: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_frame_name(f) for f in stack.split(";") if f]
-        frames = [f for f in frames if not f.startswith("process ")]
-        if not frames:
-            continue
-        total += count
-        self_counts[frames[-1]] += count
-        for name in set(frames):
-            incl_counts[name] += count
-    if not total:
-        return "(no samples)"
-    lines = [f"{total} samples", "", f"top {top} by self time:"]
-    for name, count in self_counts.most_common(top):
-        lines.append(f"  {100 * count / total:5.1f}%  {name}")
-    lines += ["", f"top {top * 2} by inclusive time:"]
-    for name, count in incl_counts.most_common(top * 2):
-        lines.append(f"  {100 * count / total:5.1f}%  {name}")
-    return "\n".join(lines)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -411,18 +238,11 @@ def report(health: WrkResult, enqueue: WrkResult, args: argparse.Namespace) -> s
             str(sum(enqueue.errors[k] for k in ("connect", "read", "write", "timeout"))),
         ),
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = [
         f"wrk -t{args.threads} -c{args.clients} -d{args.seconds}s; API workers: {args.workers}"
-        + (" (under py-spy: figures depressed by sampling)" if args.profile else "")
+        + (" (under py-spy: figures depressed by sampling)" if args.profile else ""),
+        table(rows),
     ]
-    for row in rows:
-        out.append(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
     others = {k: v for k, v in enqueue.statuses.items() if k != 202}
     if others:
         out.append(f"enqueue non-202 statuses: {others}")
@@ -440,32 +260,6 @@ def report(health: WrkResult, enqueue: WrkResult, args: argparse.Namespace) -> s
                 f"anything else {c['other']:.0f}; idle {c['idle']:.0f} of {c['cores']}00"
             )
     return "\n".join(out)
-
-
-def redis_strangers(url: str) -> int:
-    """Other clients connected to the Redis database the bench is about to flush."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        me, db = client.client_id(), client.connection_pool.connection_kwargs.get("db", 0)
-        return sum(
-            1 for c in client.client_list() if int(c["db"]) == int(db) and int(c["id"]) != me
-        )
-    finally:
-        client.close()
-
-
-def db_commits(admin: Any, name: str) -> int:
-    from sqlalchemy import text
-
-    with admin.connect() as conn:
-        return int(
-            conn.execute(
-                text("SELECT xact_commit FROM pg_stat_database WHERE datname = :name"),
-                {"name": name},
-            ).scalar_one()
-        )
 
 
 def verify(db_url: str, redis_url: str, account_id: int, accepted: int, slack: int) -> bool:
@@ -503,11 +297,7 @@ def verify(db_url: str, redis_url: str, account_id: int, accepted: int, slack: i
     return all(ok for ok, _ in checks)
 
 
-def _py_spy() -> str | None:
-    return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-
-
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--database-url",
@@ -539,153 +329,88 @@ def main() -> int:
     parser.add_argument(
         "--force-flush", action="store_true", help="flush the Redis database even if in use"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> int:
+    args = parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found on PATH (Debian/Ubuntu: apt-get install -y wrk)", file=sys.stderr)
         return 2
-    if args.profile and not _py_spy():
+    if args.profile and not py_spy():
         print("py-spy not found (it is a dev dependency: install the venv)", file=sys.stderr)
         return 2
-
-    import redis
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from worker.store import accounts, credits
-    from worker.store.db import Database, normalise_url
-    from worker.store.migrate import upgrade
-
-    strangers = redis_strangers(args.redis_url)
-    if strangers and not args.force_flush:
-        print(
-            f"{strangers} other client(s) are connected to {args.redis_url}, which this bench "
-            "flushes; pick another database (--redis-url) or pass --force-flush",
-            file=sys.stderr,
-        )
+    redis = claim_redis(args.redis_url, force=args.force_flush, hint=" or pass --force-flush")
+    if redis is None:
         return 2
 
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log = OUT / f"enqueue-{stamp}.log"
-    admin_url = make_url(normalise_url(args.database_url))
-    name = f"cp_bench_{secrets.token_hex(5)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    db_url = admin_url.set(database=name).render_as_string(hide_password=False)
+    dbs = Databases(args.database_url)
     api: subprocess.Popen[bytes] | None = None
     tmp = tempfile.TemporaryDirectory(prefix="cp_bench_")
-    created = False
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        created = True
         setup_started = time.monotonic()
-        db = Database(db_url, pool_size=1)
-        upgrade(db)
-        with db.write() as session:
-            account = accounts.create_account(session, "bench")
-            api_key = accounts.issue_key(session, account.id)
-            credits.top_up(session, account.id, 10**12, f"topup:bench:{account.id}")
-            ids = accounts.create_assistants(session, account.id, None, args.assistants)
-        with db.engine.connect() as conn:  # planner statistics, as a live database has them
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
-        db.dispose()
-        account_id = account.id
+        seeded = seed(dbs, "", args.assistants, assistant_name=None, analyze=True)
+        name, ids = seeded.name, seeded.assistant_ids
         first, last = ids[0], ids[-1]
         if last - first + 1 != len(ids):
             raise RuntimeError("assistant ids are not contiguous in a fresh database")
-        redis_client = redis.Redis.from_url(args.redis_url)
-        redis_client.flushdb()
+        redis.flushdb()
         print(
             f"database {name}: migrated, {len(ids)} assistants "
             f"({time.monotonic() - setup_started:.1f} s); Redis {args.redis_url} flushed"
         )
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = api_command(args, port)
-        env = api_environment(args, db_url, tmp.name)
-        with open(log, "w") as out:
-            out.write(f"$ {' '.join(cmd)}\n")
+        env = api_environment(args, seeded.url, tmp.name)
+        extra = (["--workers", str(args.workers)] if args.workers != 1 else []) + args.api_arg
         api_log = open(OUT / f"api-{stamp}.log", "w")  # noqa: SIM115 - lives as long as the API
-        api = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=api_log, stderr=subprocess.STDOUT)
-        wait_ready(url, api, Path(api_log.name))
-        print(f"API: {' '.join(cmd)} (pid {api.pid})")
-        meter = CpuMeter(api.pid)
+        api, url = start_api(env, api_log, extra)
+        cmd = " ".join(map(str, api.args))
+        log.write_text(f"$ {cmd}\n")
+        print(f"API: {cmd} (pid {api.pid})")
+        meter = ServerCpu(api.pid)
 
         scripts = Path(tmp.name)
         (scripts / "healthz.lua").write_text(LUA_HEALTHZ)
         (scripts / "enqueue.lua").write_text(LUA_ENQUEUE)
 
-        def enqueue_args(start: int) -> list[str]:
-            return [str(start), str(last), str(args.threads), api_key, PHONE_BODY]
+        def wrk(
+            name: str, route: str, seconds: float, meter: ServerCpu | None, start: int = 0
+        ) -> WrkResult:
+            """wrk on GET /healthz (`route` "healthz") or on POST contact ("enqueue", with
+            assistant ids from `start` on)."""
+            if route == "healthz":
+                return run_wrk(
+                    name, url + "/healthz", scripts / "healthz.lua", args, seconds, [], meter, log
+                )
+            script_args = [str(start), str(last), str(args.threads), seeded.api_key, PHONE_BODY]
+            return run_wrk(
+                name, url + "/v0", scripts / "enqueue.lua", args, seconds, script_args, meter, log
+            )
 
         runs: list[WrkResult] = []
         if args.warmup:
-            run_wrk(
-                "warm-up",
-                url + "/healthz",
-                scripts / "healthz.lua",
-                args,
-                args.warmup,
-                [],
-                None,
-                log,
-            )
-        health = run_wrk(
-            "healthz", url + "/healthz", scripts / "healthz.lua", args, args.seconds, [], meter, log
-        )
-        commits_before = db_commits(admin, name)
+            wrk("warm-up", "healthz", args.warmup, None)
+        health = wrk("healthz", "healthz", args.seconds, meter)
+        commits_before = dbs.commits(name)
         next_id = first
         if args.warmup:
-            warm = run_wrk(
-                "warm-up",
-                url + "/v0",
-                scripts / "enqueue.lua",
-                args,
-                args.warmup,
-                enqueue_args(next_id),
-                None,
-                log,
-            )
+            warm = wrk("warm-up", "enqueue", args.warmup, None, next_id)
             runs.append(warm)
             next_id = warm.next_id
 
         profiler = None
         raw = OUT / f"profile-{stamp}.txt"
         if args.profile:
-            spy = _py_spy() or "py-spy"
-            spy_cmd = [
-                spy,
-                "record",
-                "--pid",
-                str(api.pid),
-                "--format",
-                "raw",
-                "-o",
-                str(raw),
-                "--rate",
-                str(args.profile_rate),
-                "--duration",
-                str(args.seconds),
-            ]
+            options = ["--duration", str(args.seconds)]
             if args.workers != 1:
-                spy_cmd.append("--subprocesses")
-            spy_cmd += {"gil": ["--gil"], "active": [], "wall": ["--idle"]}[args.profile_mode]
-            profiler = subprocess.Popen(
-                spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-            )
+                options.append("--subprocesses")
+            options += {"gil": ["--gil"], "active": [], "wall": ["--idle"]}[args.profile_mode]
+            profiler = record_profile(api.pid, raw, args.profile_rate, *options)
             time.sleep(0.5)  # let py-spy attach before the load starts
-        enqueue = run_wrk(
-            "enqueue",
-            url + "/v0",
-            scripts / "enqueue.lua",
-            args,
-            args.seconds,
-            enqueue_args(next_id),
-            meter,
-            log,
-        )
+        enqueue = wrk("enqueue", "enqueue", args.seconds, meter, next_id)
         runs.append(enqueue)
         if profiler is not None:
             _, err = profiler.communicate(timeout=60)
@@ -693,15 +418,17 @@ def main() -> int:
                 print(f"py-spy failed: {err.strip()}", file=sys.stderr)
 
         time.sleep(1.0)  # let requests that wrk hung up on finish before counting
-        stop(api)
+        stop_process(api, signal.SIGINT, 15)
         api_log.close()
         time.sleep(0.5)
-        commits = db_commits(admin, name) - commits_before
+        commits = dbs.commits(name) - commits_before
 
         print()
         print(report(health, enqueue, args))
         accepted = sum(r.ok(202) for r in runs)
-        ok = verify(db_url, args.redis_url, account_id, accepted, args.clients * len(runs))
+        ok = verify(
+            seeded.url, args.redis_url, seeded.account_id, accepted, args.clients * len(runs)
+        )
         print(
             f"  PostgreSQL commits during the enqueue runs: {commits} "
             f"({commits / max(accepted, 1):.2f} per accepted contact)"
@@ -711,7 +438,7 @@ def main() -> int:
                 f"\nprofile of the API during the enqueue run, py-spy {args.profile_mode} mode "
                 f"({raw.relative_to(ROOT)}):"
             )
-            print(summarise_profile(raw, args.top))
+            print(summarise_functions(raw, args.top))
         results = {
             "command": sys.argv,
             "healthz": health.__dict__,
@@ -723,13 +450,11 @@ def main() -> int:
         print(f"\nwrk output: {log.relative_to(ROOT)}")
         return 0 if ok else 1
     finally:
-        stop(api)
-        if created and not args.keep_db:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        stop_process(api, signal.SIGINT, 15)
+        if dbs.names and not args.keep_db:
+            dbs.drop_all()
             # The tasks published for that database's contacts go with it.
-            redis.Redis.from_url(args.redis_url).flushdb()
-        admin.dispose()
+            redis.flushdb()
         tmp.cleanup()
 
 

@@ -39,7 +39,7 @@ def install(prefix: str) -> None:
     import httpx
     from celery.signals import task_postrun, task_prerun
 
-    from worker.celery_app import CeleryPublisher
+    from worker.runtime.celery_app import CeleryPublisher
     from worker.store.db import Database
 
     out = open(f"{prefix}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115 (process lifetime)
@@ -163,7 +163,7 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: python bench/phases.py OUT_PREFIX worker [options]")
     sys.path.insert(0, str(ROOT))
     install(argv[0])
-    from worker.cli import main as provisioner
+    from worker.cli.main import main as provisioner
 
     sys.argv = ["provisioner", *argv[1:]]
     provisioner()
