@@ -6,8 +6,10 @@
         contact = api.create_contact(7, "phone", phone_country="US")
         contact = api.get_contact(7, contact.id)
 
-Both classes share one core: each route is described once as a `Call` (what to send, how to read
-the answer), and the contract's error bodies become one exception tree rooted at `ApiError`.
+Both classes share one definition of every route: a pure function, on `_Api`, that returns the
+`Call` to make (method, path, params, body, Idempotency-Key, how to read a success); only the
+transport and the retry loop differ (`Client.send` blocks, `AsyncClient.send` awaits). The
+contract's error bodies become one exception tree rooted at `ApiError`.
 429, 5xx, `idempotency_key_in_flight` and connection errors are retried (tenacity), after the
 server's `Retry-After` when it sends one, else with exponential backoff and jitter. Every POST
 carries an `Idempotency-Key` (the caller's, or one generated per call), so a retried POST never
@@ -17,13 +19,16 @@ creates twice.
 from __future__ import annotations
 
 import email.utils
+import inspect
+import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, Literal, TypeVar
+from types import MethodType
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 import httpx
 import orjson
@@ -31,6 +36,7 @@ import tenacity
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 ContactStatus = Literal["pending", "provisioning", "active", "failed"]
 TERMINAL = frozenset({"active", "failed"})
@@ -273,68 +279,19 @@ _CREDITS = _info(TypeAdapter(Credits))
 _BATCH_STATUS = _info(TypeAdapter(BatchStatus))
 
 
-def _json(body: Any) -> bytes:
-    # Exact bytes matter: the server fingerprints the body of an Idempotency-Key.
-    return orjson.dumps(body)
+def _post(path: str, parse: Callable[[httpx.Response], T], body: Any, key: str | None) -> Call[T]:
+    # Exact bytes matter: the server fingerprints the body of an Idempotency-Key. Every POST
+    # carries a key (the caller's, or a fresh one), so a retry of it never creates twice.
+    return Call("POST", path, parse, orjson.dumps(body), idempotency_key=key or _new_key())
 
 
-def _post_key(idempotency_key: str | None) -> str:
-    return idempotency_key or f"cp-{uuid.uuid4().hex}"
+def _new_key() -> str:
+    return f"cp-{uuid.uuid4().hex}"
 
 
-class Calls:
-    """Every route of the contract, described once for both clients."""
-
-    @staticmethod
-    def create_contact(
-        assistant_id: int, body: Mapping[str, Any], idempotency_key: str | None
-    ) -> Call[Contact]:
-        return Call(
-            "POST",
-            f"/v0/assistant/{assistant_id}/contact",
-            _CONTACT,
-            _json(dict(body)),
-            idempotency_key=_post_key(idempotency_key),
-        )
-
-    @staticmethod
-    def get_contact(assistant_id: int, contact_id: str) -> Call[Contact]:
-        return Call("GET", f"/v0/assistant/{assistant_id}/contact/{contact_id}", _CONTACT)
-
-    @staticmethod
-    def list_contacts(
-        assistant_id: int, limit: int, starting_after: str | None
-    ) -> Call[list[Contact]]:
-        params: dict[str, Any] = {"limit": limit}
-        if starting_after is not None:
-            params["starting_after"] = starting_after
-        return Call("GET", f"/v0/assistant/{assistant_id}/contact", _CONTACTS, params=params)
-
-    @staticmethod
-    def credits() -> Call[Credits]:
-        return Call("GET", "/v0/credits", _CREDITS)
-
-    @staticmethod
-    def create_batch(
-        items: Sequence[Mapping[str, Any]], idempotency_key: str | None
-    ) -> Call[Batch]:
-        body = _json({"items": [dict(item) for item in items]})
-        return Call(
-            "POST", "/v0/contact/batch", _batch, body, idempotency_key=_post_key(idempotency_key)
-        )
-
-    @staticmethod
-    def get_batch(batch_id: str) -> Call[BatchStatus]:
-        return Call("GET", f"/v0/contact/batch/{batch_id}", _BATCH_STATUS)
-
-    @staticmethod
-    def list_batch_contacts(
-        batch_id: str, limit: int, starting_after: str | None
-    ) -> Call[list[Contact]]:
-        params: dict[str, Any] = {"limit": limit}
-        if starting_after is not None:
-            params["starting_after"] = starting_after
-        return Call("GET", f"/v0/contact/batch/{batch_id}/contacts", _CONTACTS, params=params)
+def _page(limit: int, starting_after: str | None) -> dict[str, Any]:
+    after = {} if starting_after is None else {"starting_after": starting_after}
+    return {"limit": limit, **after}
 
 
 def contact_body(contact_type: str, **fields: str | None) -> dict[str, Any]:
@@ -375,7 +332,56 @@ class RetryPolicy:
         }
 
 
-class _Base:
+class _Route(Generic[P, T]):
+    """A route, defined once by `build` (its arguments -> the `Call` to make). On a `Client` it
+    is a method that sends the call and returns the result; on an `AsyncClient`, a coroutine
+    method that does the same (each client's `send` holds its transport and retry loop)."""
+
+    def __init__(self, build: Callable[P, Call[T]]) -> None:
+        def blocking(client: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            return client.send(build(*args, **kwargs))
+
+        async def awaiting(client: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            return await client.send(build(*args, **kwargs))
+
+        # What `help()` and `inspect` show: the builder's parameters, the call's result type.
+        signature = inspect.signature(build)
+        result = re.fullmatch(r"Call\[(.+)\]", str(build.__annotations__.get("return")))
+        returns = result[1] if result else inspect.Signature.empty
+        self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for method in blocking, awaiting:
+            method.__name__ = build.__name__
+            method.__doc__ = build.__doc__
+            method.__annotations__ = {**build.__annotations__, "return": returns}
+            method.__dict__["__signature__"] = signature.replace(
+                parameters=[self_, *signature.parameters.values()], return_annotation=returns
+            )
+        self._blocking, self._awaiting = blocking, awaiting
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._blocking.__qualname__ = f"Client.{name}"
+        self._awaiting.__qualname__ = f"AsyncClient.{name}"
+
+    @overload
+    def __get__(self, client: Client, owner: type) -> Callable[P, T]: ...
+    @overload
+    def __get__(self, client: AsyncClient, owner: type) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    @overload
+    def __get__(self, client: None, owner: type[Client]) -> Callable[Concatenate[Client, P], T]: ...
+    @overload
+    def __get__(
+        self, client: None, owner: type[AsyncClient]
+    ) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]: ...
+    def __get__(self, client: _Api | None, owner: type) -> Callable[..., Any]:
+        method = self._awaiting if issubclass(owner, AsyncClient) else self._blocking
+        return method if client is None else MethodType(method, client)
+
+
+class _Api:
+    """Every route of the contract, each defined once for both clients, and what the clients
+    share: the headers, the retry policy, and how a `Call` becomes a request and its answer a
+    result or an `ApiError`. A new route is one more `@_Route` function here."""
+
     def __init__(self, api_key: str, retry: RetryPolicy | None) -> None:
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self.retry = retry or RetryPolicy()
@@ -400,11 +406,73 @@ class _Base:
             return call.parse(response)
         raise error_from_response(response)
 
+    # --- the routes: pure functions (no `self`) from arguments to the `Call` -------------------
+
+    @_Route
+    def create_contact(
+        assistant_id: int,
+        contact_type: str,
+        *,
+        phone_country: str | None = None,
+        user_phone: str | None = None,
+        email_local: str | None = None,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        user_whatsapp_number: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Call[Contact]:
+        """Ask for a contact; it comes back `pending` and is provisioned in the background."""
+        body = contact_body(
+            contact_type,
+            phone_country=phone_country,
+            user_phone=user_phone,
+            email_local=email_local,
+            first_name=first_name,
+            last_name=last_name,
+            user_whatsapp_number=user_whatsapp_number,
+        )
+        return _post(f"/v0/assistant/{assistant_id}/contact", _CONTACT, body, idempotency_key)
+
+    @_Route
+    def get_contact(assistant_id: int, contact_id: str) -> Call[Contact]:
+        return Call("GET", f"/v0/assistant/{assistant_id}/contact/{contact_id}", _CONTACT)
+
+    @_Route
+    def list_contacts(
+        assistant_id: int, *, limit: int = 100, starting_after: str | None = None
+    ) -> Call[list[Contact]]:
+        params = _page(limit, starting_after)
+        return Call("GET", f"/v0/assistant/{assistant_id}/contact", _CONTACTS, params=params)
+
+    @_Route
+    def credits() -> Call[Credits]:
+        return Call("GET", "/v0/credits", _CREDITS)
+
+    @_Route
+    def create_batch(
+        items: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> Call[Batch]:
+        """Ask for up to 1,000 contacts, each `{"assistant_id", "contact_type", ...}`."""
+        body = {"items": [dict(item) for item in items]}
+        return _post("/v0/contact/batch", _batch, body, idempotency_key)
+
+    @_Route
+    def get_batch(batch_id: str) -> Call[BatchStatus]:
+        return Call("GET", f"/v0/contact/batch/{batch_id}", _BATCH_STATUS)
+
+    @_Route
+    def list_batch_contacts(
+        batch_id: str, *, limit: int = 100, starting_after: str | None = None
+    ) -> Call[list[Contact]]:
+        """A page of the batch's contacts in id order; pass the last id as `starting_after`."""
+        params = _page(limit, starting_after)
+        return Call("GET", f"/v0/contact/batch/{batch_id}/contacts", _CONTACTS, params=params)
+
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
-class Client(_Base):
+class Client(_Api):
     """The API, blocking. Use as a context manager, or call `close()`."""
 
     def __init__(
@@ -435,59 +503,8 @@ class Client(_Base):
                 return self._answer(call, self._http.request(**request))
         raise AssertionError("unreachable")  # tenacity re-raises the last error
 
-    def create_contact(
-        self,
-        assistant_id: int,
-        contact_type: str,
-        *,
-        phone_country: str | None = None,
-        user_phone: str | None = None,
-        email_local: str | None = None,
-        first_name: str | None = None,
-        last_name: str | None = None,
-        user_whatsapp_number: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Contact:
-        """Ask for a contact; it comes back `pending` and is provisioned in the background."""
-        body = contact_body(
-            contact_type,
-            phone_country=phone_country,
-            user_phone=user_phone,
-            email_local=email_local,
-            first_name=first_name,
-            last_name=last_name,
-            user_whatsapp_number=user_whatsapp_number,
-        )
-        return self.send(Calls.create_contact(assistant_id, body, idempotency_key))
 
-    def get_contact(self, assistant_id: int, contact_id: str) -> Contact:
-        return self.send(Calls.get_contact(assistant_id, contact_id))
-
-    def list_contacts(
-        self, assistant_id: int, *, limit: int = 100, starting_after: str | None = None
-    ) -> list[Contact]:
-        return self.send(Calls.list_contacts(assistant_id, limit, starting_after))
-
-    def credits(self) -> Credits:
-        return self.send(Calls.credits())
-
-    def create_batch(
-        self, items: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
-    ) -> Batch:
-        """Ask for up to 1,000 contacts, each `{"assistant_id", "contact_type", ...}`."""
-        return self.send(Calls.create_batch(items, idempotency_key))
-
-    def get_batch(self, batch_id: str) -> BatchStatus:
-        return self.send(Calls.get_batch(batch_id))
-
-    def list_batch_contacts(
-        self, batch_id: str, *, limit: int = 100, starting_after: str | None = None
-    ) -> list[Contact]:
-        """A page of the batch's contacts in id order; pass the last id as `starting_after`."""
-        return self.send(Calls.list_batch_contacts(batch_id, limit, starting_after))
-
-
-class AsyncClient(_Base):
+class AsyncClient(_Api):
     """The API for asyncio code (e.g. a web app provisioning in the background)."""
 
     def __init__(
@@ -517,51 +534,3 @@ class AsyncClient(_Base):
             with attempt:
                 return self._answer(call, await self._http.request(**request))
         raise AssertionError("unreachable")
-
-    async def create_contact(
-        self,
-        assistant_id: int,
-        contact_type: str,
-        *,
-        phone_country: str | None = None,
-        user_phone: str | None = None,
-        email_local: str | None = None,
-        first_name: str | None = None,
-        last_name: str | None = None,
-        user_whatsapp_number: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Contact:
-        body = contact_body(
-            contact_type,
-            phone_country=phone_country,
-            user_phone=user_phone,
-            email_local=email_local,
-            first_name=first_name,
-            last_name=last_name,
-            user_whatsapp_number=user_whatsapp_number,
-        )
-        return await self.send(Calls.create_contact(assistant_id, body, idempotency_key))
-
-    async def get_contact(self, assistant_id: int, contact_id: str) -> Contact:
-        return await self.send(Calls.get_contact(assistant_id, contact_id))
-
-    async def list_contacts(
-        self, assistant_id: int, *, limit: int = 100, starting_after: str | None = None
-    ) -> list[Contact]:
-        return await self.send(Calls.list_contacts(assistant_id, limit, starting_after))
-
-    async def credits(self) -> Credits:
-        return await self.send(Calls.credits())
-
-    async def create_batch(
-        self, items: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
-    ) -> Batch:
-        return await self.send(Calls.create_batch(items, idempotency_key))
-
-    async def get_batch(self, batch_id: str) -> BatchStatus:
-        return await self.send(Calls.get_batch(batch_id))
-
-    async def list_batch_contacts(
-        self, batch_id: str, *, limit: int = 100, starting_after: str | None = None
-    ) -> list[Contact]:
-        return await self.send(Calls.list_batch_contacts(batch_id, limit, starting_after))

@@ -203,3 +203,105 @@ def test_batch_routes_are_typed_and_a_repeat_with_the_key_is_replayed(api_url, m
         assert [(c.id, c.status) for c in listed] == [(contact.id, "pending")]
         with pytest.raises(NotFound):
             api.get_batch("bt_nope")
+
+
+def test_async_client_batch_routes_and_errors_match_the_sync_client(api_url, make_tenant):
+    tenant = make_tenant(credits_cents=100, assistants=3)  # enough for one phone
+    a, b, c = tenant.assistant_ids
+    items = [
+        {"assistant_id": a, "contact_type": "phone"},
+        {"assistant_id": b, "contact_type": "phone", "phone_country": "ZZ"},
+        {"assistant_id": c, "contact_type": "phone"},
+    ]
+
+    async def scenario():
+        async with AsyncClient(api_url, tenant.api_key) as api:
+            batch = await api.create_batch(items, idempotency_key="onboard-async")
+            assert [x.index for x in batch.accepted] == [0] and not batch.replayed
+            rejected = {x.index: x.error for x in batch.rejected}
+            assert rejected[1].code == "invalid_request" and "phone_country" in rejected[1].fields
+            assert rejected[2].code == "insufficient_credits"
+            again = await api.create_batch(items, idempotency_key="onboard-async")
+            assert again.replayed and again.batch_id == batch.batch_id
+            assert again.accepted == batch.accepted
+            status = await api.get_batch(batch.batch_id)
+            assert (status.total, status.counts["pending"], status.done) == (1, 1, False)
+            contact = await api.get_contact(a, batch.accepted[0].contact_id)
+            assert contact.batch_id == batch.batch_id
+            listed = await api.list_batch_contacts(batch.batch_id, limit=10)
+            assert [(x.id, x.status) for x in listed] == [(contact.id, "pending")]
+            assert await api.list_batch_contacts(batch.batch_id, starting_after=contact.id) == []
+            assert [x.id for x in await api.list_contacts(a, limit=1)] == [contact.id]
+            with pytest.raises(NotFound):
+                await api.get_batch("bt_nope")
+            with pytest.raises(InsufficientCredits) as exc:
+                await api.create_contact(c, "phone")
+            assert exc.value.status == 402
+            with pytest.raises(IdempotencyKeyReused):
+                await api.create_batch(items[:1], idempotency_key="onboard-async")
+            with pytest.raises(InvalidRequest) as exc:
+                await api.create_contact(b, "whatsapp", user_whatsapp_number="12")
+            assert exc.value.status == 422 and "user_whatsapp_number" in exc.value.fields
+        async with AsyncClient(api_url, "not-a-key") as stranger:
+            with pytest.raises(Unauthenticated):
+                await stranger.credits()
+
+    asyncio.run(scenario())
+
+
+class AsyncLoseFirstAnswer(httpx.AsyncHTTPTransport):
+    """LoseFirstAnswer for the async client."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        self.calls += 1
+        if self.calls == 1:
+            await response.aread()
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+class AsyncUnavailableOnce(httpx.AsyncHTTPTransport):
+    """UnavailableOnce for the async client."""
+
+    def __init__(self, retry_after: str) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.calls == 1:
+            return httpx.Response(
+                503, headers={"Retry-After": self.retry_after},
+                json={"error": {"code": "unavailable", "message": "restarting"}})
+        return await super().handle_async_request(request)
+
+
+def test_async_client_retries_like_the_sync_client(api_url, tenant, db):
+    lossy, unavailable = AsyncLoseFirstAnswer(), AsyncUnavailableOnce("1")
+
+    async def scenario():
+        async with AsyncClient(api_url, tenant.api_key, transport=lossy,
+                               retry=RetryPolicy(base_s=0.01)) as api:
+            contact = await api.create_contact(tenant.assistant_ids[0], "phone")
+        started = time.monotonic()
+        async with AsyncClient(api_url, tenant.api_key, transport=unavailable) as api:
+            await api.credits()
+        waited = time.monotonic() - started
+        async with AsyncClient(api_url, tenant.api_key, transport=AsyncUnavailableOnce("0"),
+                               retry=RetryPolicy(attempts=1)) as api:
+            with pytest.raises(ServerError) as exc:
+                await api.credits()
+        return contact, waited, exc.value
+
+    contact, waited, error = asyncio.run(scenario())
+    assert lossy.calls == 2 and contact_count(db) == 1  # the retried POST created once
+    with db.read() as session:
+        assert session.get(ContactRow, contact.id) is not None
+    assert unavailable.calls == 2 and waited >= 0.9
+    assert (error.status, error.code) == (503, "unavailable")
