@@ -272,6 +272,49 @@ def create_app(
         )
         return JSONResponse({"info": info})
 
+    @app.delete(
+        "/v0/assistant/{assistant_id}/contact/{contact_id}",
+        status_code=202,
+        tags=["contacts"],
+        responses={
+            202: schemas.ok(
+                schemas.ContactResponse,
+                "Accepted: the contact, `deleting`; a worker releases what it holds at the "
+                "providers, then it is `deleted` (a repeat answers the same)",
+            ),
+            200: schemas.ok(schemas.ContactResponse, "Already `failed` or `deleted`: unchanged"),
+            **READ_ERRORS,
+        },
+    )
+    async def delete_contact(assistant_id: int, contact_id: str, request: Request) -> JSONResponse:
+        """Delete a contact: release what it holds, then `deleted`; a contact still pending or
+        provisioning is cancelled (nothing is charged)."""
+        reply = await call(
+            request,
+            lambda account_id: services.lifecycle.delete(account_id, assistant_id, contact_id),
+        )
+        return JSONResponse(reply.body, status_code=reply.status)
+
+    @app.get(
+        "/v0/credits/ledger",
+        tags=["credits"],
+        responses={
+            200: schemas.ok(schemas.LedgerResponse, "Every movement of the credits, newest first"),
+            **AUTHENTICATED,
+            422: INVALID,
+        },
+    )
+    async def get_ledger(
+        request: Request,
+        limit: int = Query(100, ge=1, le=1000),
+        starting_after: str | None = Query(None, max_length=64),
+    ) -> JSONResponse:
+        info = await call(
+            request,
+            lambda account_id: services.lifecycle.ledger(account_id, limit, starting_after),
+        )
+        return JSONResponse({"info": info})
+
     @app.get(
         "/v0/credits",
         tags=["credits"],

@@ -38,8 +38,12 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 T = TypeVar("T")
 P = ParamSpec("P")
 
-ContactStatus = Literal["pending", "provisioning", "active", "failed"]
-TERMINAL = frozenset({"active", "failed"})
+ContactStatus = Literal[
+    "pending", "provisioning", "active", "grace_period", "deleting", "failed", "deleted"
+]
+# Where a contact rests: nothing is in flight for it (a grace period ends by itself only
+# after days, by a billing pass).
+TERMINAL = frozenset({"active", "grace_period", "failed", "deleted"})
 
 # --- results -------------------------------------------------------------------------------
 
@@ -69,7 +73,12 @@ class Contact(_Model):
     address: str | None = None
     request: dict[str, Any] = {}
     setup_cost: Decimal
+    monthly_cost: Decimal = Decimal(0)
     charged: bool
+    billed_through: str | None = None
+    grace_ends_at: datetime | None = None
+    deleted_at: datetime | None = None
+    deleted_reason: str | None = None
     error: ErrorInfo | None = None
     steps: list[Step] = []
     batch_id: str | None = None
@@ -85,6 +94,15 @@ class Credits(_Model):
     balance: Decimal
     reserved: Decimal
     available: Decimal
+
+
+class LedgerEntry(_Model):
+    id: str
+    kind: str  # top_up | reserve | capture | release | monthly_fee
+    amount: Decimal  # signed: + credits in, - credits out
+    contact_id: str | None = None
+    month: str | None = None
+    created_at: datetime
 
 
 class BatchAccepted(_Model):
@@ -277,6 +295,7 @@ _CONTACT = _info(TypeAdapter(Contact))
 _CONTACTS = _info(TypeAdapter(list[Contact]))
 _CREDITS = _info(TypeAdapter(Credits))
 _BATCH_STATUS = _info(TypeAdapter(BatchStatus))
+_LEDGER = _info(TypeAdapter(list[LedgerEntry]))
 
 
 def _post(path: str, parse: Callable[[httpx.Response], T], body: Any, key: str | None) -> Call[T]:
@@ -445,8 +464,21 @@ class _Api:
         return Call("GET", f"/v0/assistant/{assistant_id}/contact", _CONTACTS, params=params)
 
     @_Route
+    def delete_contact(assistant_id: int, contact_id: str) -> Call[Contact]:
+        """Delete (or, still provisioning, cancel) a contact: it is `deleting` until a worker
+        has released it, then `deleted`. A repeat, or a failed or deleted contact, answers the
+        contact as it is."""
+        return Call("DELETE", f"/v0/assistant/{assistant_id}/contact/{contact_id}", _CONTACT)
+
+    @_Route
     def credits() -> Call[Credits]:
         return Call("GET", "/v0/credits", _CREDITS)
+
+    @_Route
+    def ledger(*, limit: int = 100, starting_after: str | None = None) -> Call[list[LedgerEntry]]:
+        """A page of the credits' movements, newest first; pass the last id as
+        `starting_after` for the page before it."""
+        return Call("GET", "/v0/credits/ledger", _LEDGER, params=_page(limit, starting_after))
 
     @_Route
     def create_batch(

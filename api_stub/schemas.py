@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.domain.contacts import ContactStatus, ContactType, StepStatus
+from worker.domain.contacts import ContactStatus, ContactType, DeletedReason, StepStatus
 from worker.domain.webhooks import DeliveryStatus, Outcome
 
 # Money: a decimal string with two places, never a float (`format_amount`).
@@ -90,7 +90,16 @@ class Contact(_Shape):
     address: str | None = Field(description="the E.164 number or email address, once known")
     request: ContactRequestFields
     setup_cost: Money
-    charged: bool
+    monthly_cost: Money = Field(description="the fee for each UTC calendar month it is live")
+    charged: bool = Field(description="the setup cost is captured")
+    billed_through: str | None = Field(
+        description="the last month (`YYYY-MM`) whose fee is paid", pattern=r"^\d{4}-\d{2}$"
+    )
+    grace_ends_at: datetime | None = Field(
+        description="in `grace_period`: when it is deleted if the fees are still owed"
+    )
+    deleted_at: datetime | None
+    deleted_reason: DeletedReason | None
     error: ContactError | None
     steps: list[Step]
     batch_id: BatchId | None
@@ -117,6 +126,28 @@ class Credits(_Shape):
 
 class CreditsResponse(_Shape):
     info: Credits
+
+
+LedgerKind = Literal["top_up", "reserve", "capture", "release", "monthly_fee"]
+
+
+class LedgerEntry(_Shape):
+    id: str
+    kind: LedgerKind
+    amount: str = Field(
+        description="signed decimal: `top_up` (+), `capture` (-) and `monthly_fee` (-) move the "
+        "balance; `reserve` (-) and `release` (+) move only the available credits (the hold "
+        "taken when a contact is accepted, given back when it fails or is cancelled; a capture "
+        "settles it)",
+        examples=["-1.50"],
+    )
+    contact_id: ContactId | None
+    month: str | None = Field(description="a monthly fee's month, `YYYY-MM`")
+    created_at: datetime
+
+
+class LedgerResponse(_Shape):
+    info: list[LedgerEntry]
 
 
 # --- batches ---------------------------------------------------------------------------------

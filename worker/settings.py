@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     setup_cost_phone: Decimal = Decimal("1.00")
     setup_cost_email: Decimal = Decimal("0.50")
     setup_cost_whatsapp: Decimal = Decimal("2.00")
+    # Monthly fees, charged for every UTC calendar month a contact is live (0: no fee). The
+    # defaults are the original service's: a number's rent, a WhatsApp sender, a mailbox.
+    monthly_cost_phone: Decimal = Decimal("1.50")
+    monthly_cost_email: Decimal = Decimal("14.00")
+    monthly_cost_whatsapp: Decimal = Decimal("5.00")
+    grace_period_days: int = 14  # unpaid fees: this long in grace_period, then deleted
+    billing_interval_s: float = 3600.0  # beat's billing pass (the month's fees, grace ends)
 
     # API.
     api_host: str = "127.0.0.1"
@@ -133,11 +140,25 @@ class Settings(BaseSettings):
             raise ValueError("must be above 0 and at most 1")
         return value
 
-    @field_validator("setup_cost_phone", "setup_cost_email", "setup_cost_whatsapp")
+    @field_validator(
+        "setup_cost_phone",
+        "setup_cost_email",
+        "setup_cost_whatsapp",
+        "monthly_cost_phone",
+        "monthly_cost_email",
+        "monthly_cost_whatsapp",
+    )
     @classmethod
     def _non_negative_cents(cls, value: Decimal) -> Decimal:
         if value < 0 or value != value.quantize(Decimal("0.01")):
             raise ValueError("must be a non-negative amount with at most 2 decimal places")
+        return value
+
+    @field_validator("grace_period_days")
+    @classmethod
+    def _check_grace(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must not be negative")
         return value
 
     @model_validator(mode="after")

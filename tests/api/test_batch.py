@@ -111,7 +111,9 @@ def test_get_counts_by_status_and_done(client, make_tenant, db):
     assert got.status_code == 200
     assert got.json()["info"] == {
         "batch_id": info["batch_id"], "total": 3,
-        "counts": {"pending": 3, "provisioning": 0, "active": 0, "failed": 0}, "done": False,
+        "counts": {"pending": 3, "provisioning": 0, "active": 0, "grace_period": 0,
+                   "deleting": 0, "failed": 0, "deleted": 0},
+        "done": False,
     }
     ids = [a["contact_id"] for a in info["accepted"]]
     with db.write() as session:  # as the workers would leave them
@@ -121,8 +123,16 @@ def test_get_counts_by_status_and_done(client, make_tenant, db):
     with db.write() as session:
         session.get(Contact, ids[2]).status = "active"
     final = client.get(url, headers=tenant.headers).json()["info"]
-    assert final["counts"] == {"pending": 0, "provisioning": 0, "active": 2, "failed": 1}
+    assert final["counts"] == {"pending": 0, "provisioning": 0, "active": 2, "grace_period": 0,
+                               "deleting": 0, "failed": 1, "deleted": 0}
     assert final["done"] is True
+    # A contact being deleted (a cancellation) is still work in progress; deleted is done.
+    with db.write() as session:
+        session.get(Contact, ids[1]).status = "deleting"
+    assert client.get(url, headers=tenant.headers).json()["info"]["done"] is False
+    with db.write() as session:
+        session.get(Contact, ids[1]).status = "deleted"
+    assert client.get(url, headers=tenant.headers).json()["info"]["done"] is True
 
 
 def test_batch_with_nothing_accepted_is_done_at_once(client, tenant):

@@ -13,7 +13,12 @@ CONTRACT_CONTACT_FIELDS = {
     "address",
     "request",
     "setup_cost",
+    "monthly_cost",  # beside the contract's fields: the fee fixed on the contact at acceptance
     "charged",
+    "billed_through",
+    "grace_ends_at",
+    "deleted_at",
+    "deleted_reason",
     "error",
     "steps",
     "batch_id",
@@ -74,10 +79,27 @@ def test_contact_schema_matches_the_contract(openapi):
     assert contact["additionalProperties"] is False
     for name in ("id", "assistant_id", "contact_type", "status", "request", "steps"):
         assert "null" not in str(contact["properties"][name]), name
-    for name in ("address", "error", "batch_id"):
+    for name in (
+        "address",
+        "error",
+        "batch_id",
+        "billed_through",
+        "grace_ends_at",
+        "deleted_at",
+        "deleted_reason",
+    ):
         assert {"type": "null"} in contact["properties"][name]["anyOf"], name
     schemas = openapi["components"]["schemas"]
-    assert schemas["ContactStatus"]["enum"] == ["pending", "provisioning", "active", "failed"]
+    assert schemas["ContactStatus"]["enum"] == [
+        "pending",
+        "provisioning",
+        "active",
+        "grace_period",
+        "deleting",
+        "failed",
+        "deleted",
+    ]
+    assert schemas["DeletedReason"]["enum"] == ["requested", "cancelled", "unpaid"]
     assert set(schemas["StepStatus"]["enum"]) == {
         "pending",
         "running",

@@ -55,6 +55,11 @@ def make_settings(
             "rate_limit": "100000/second",
             "log_format": "console",
             "webhook_allow_private": True,
+            # Monthly fees off unless a test sets them (the lifecycle and chaos tests do): the
+            # provisioning tests count credits in setup costs alone.
+            "monthly_cost_phone": "0",
+            "monthly_cost_email": "0",
+            "monthly_cost_whatsapp": "0",
         }
         values.update(overrides)
         return Settings(**values)

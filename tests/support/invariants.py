@@ -6,6 +6,7 @@ from collections import Counter
 
 from sqlalchemy import select
 
+from worker.domain.billing import month_of, months_owed
 from worker.store.models import Account, Contact, Event, LedgerEntry
 
 
@@ -28,27 +29,53 @@ def check_invariants(
             tags[(kind, item["tag"])] += 1
     by_status = Counter(c.status for c in contacts)
     if expect_terminal:
-        assert set(by_status) <= {"active", "failed"}, by_status
+        assert set(by_status) <= {"active", "grace_period", "failed", "deleted"}, by_status
 
     captures = Counter(e.contact_id for e in ledger if e.kind == "capture")
     releases = Counter(e.contact_id for e in ledger if e.kind == "release")
+    fees = Counter((e.contact_id, e.month) for e in ledger if e.kind == "monthly_fee")
+    assert all(n == 1 for n in fees.values()), "a month charged twice"
+    fee_months: dict[str, list[str]] = {}
+    for contact_id, month in fees:
+        fee_months.setdefault(contact_id, []).append(month)
+    activated = {e.contact_id: month_of(e.created_at) for e in ledger if e.kind == "capture"}
     contact_events = Counter((e.contact_id, e.type) for e in events)
     for c in contacts:
         numbers = tags[("phone_numbers", c.id)]
         users = tags[("users", c.id)]
         senders = tags[("senders", c.id)]
-        if c.status == "active":
+        months = fee_months.get(c.id, [])
+        if c.status in ("active", "grace_period"):
             expected = {"phone": (1, 0, 0), "email": (0, 1, 0), "whatsapp": (1, 0, 1)}
             assert (numbers, users, senders) == expected[c.contact_type], (c.id, c.contact_type)
             assert captures[c.id] == 1 and c.charged, c.id
             assert c.address, c.id
-            assert contact_events[(c.id, "contact.active")] == 1, c.id
+            assert contact_events[(c.id, "contact.active")] >= 1, c.id
+            assert all(m <= c.billed_through for m in months), (c.id, months)
+        elif c.status == "deleted":
+            assert (numbers, users, senders) == (0, 0, 0), (c.id, "left resources behind")
+            assert contact_events[(c.id, "contact.deleted")] == 1, c.id
+            assert c.deleted_at is not None and c.deleted_reason, c.id
+            last = f"{c.deleted_at.year:04d}-{c.deleted_at.month:02d}"
+            assert all(m <= last for m in months), (c.id, "charged after deletion", months)
+            if c.deleted_reason == "cancelled":
+                assert captures[c.id] == 0 and not c.charged and not months, c.id
+                assert releases[c.id] == c.reservation_seq, c.id
+            else:
+                assert captures[c.id] == 1 and c.charged, c.id
         elif c.status == "failed":
             assert (numbers, users, senders) == (0, 0, 0), (c.id, "left resources behind")
-            assert captures[c.id] == 0 and not c.charged, c.id
+            assert captures[c.id] == 0 and not c.charged and not months, c.id
             assert releases[c.id] == c.reservation_seq, c.id
             assert c.error_code, c.id
             assert contact_events[(c.id, "contact.failed")] >= 1, c.id
+        # The ledger equals the model: one fee for every month from activation through the
+        # last month paid, none missing and none after (a zero fee writes no row).
+        if c.charged and c.monthly_cost_cents:
+            expected_months = []
+            if c.billed_through and c.billed_through >= activated[c.id]:
+                expected_months = [activated[c.id], *months_owed(activated[c.id], c.billed_through)]
+            assert sorted(months) == expected_months, (c.id, months, expected_months)
     # Nothing at the providers belongs to no contact of ours.
     ours = {c.id for c in contacts}
     strays = [t for (_, t), n in tags.items() if t not in ours and t not in foreign_tags]
@@ -56,7 +83,11 @@ def check_invariants(
     for account in accounts:
         assert account.balance_cents - account.reserved_cents >= 0
         topups = sum(e.amount_cents for e in ledger if e.kind == "topup" and e.account_id == account.id)
-        charged = sum(e.amount_cents for e in ledger if e.kind == "capture" and e.account_id == account.id)
+        charged = sum(
+            e.amount_cents
+            for e in ledger
+            if e.kind in ("capture", "monthly_fee") and e.account_id == account.id
+        )
         assert account.balance_cents == topups - charged
         if expect_terminal:
             assert account.reserved_cents == 0

@@ -10,10 +10,10 @@ from sqlalchemy.exc import IntegrityError
 
 from worker.app.contacts import LIST_LIMIT_MAX, ContactService, Reply, parse_json
 from worker.domain.batch import error_body, items_of, judge, parse_item
-from worker.domain.contacts import TERMINAL_STATUSES
+from worker.domain.contacts import SETTLED_STATUSES
 from worker.domain.errors import InvalidRequest, NotFound
 from worker.domain.ids import is_id, new_id
-from worker.domain.pricing import setup_cost_cents
+from worker.domain.pricing import cost_cents
 from worker.domain.views import contact_view
 from worker.store import batches as store
 from worker.store import contacts as contacts_store
@@ -53,7 +53,7 @@ class BatchService:
         raw_items = items_of(parse_json(raw_body), self.settings.batch_max_items)
         items = [parse_item(index, raw) for index, raw in enumerate(raw_items)]
         assistants = [item.assistant_id for item in items if item.assistant_id is not None]
-        prices = self.contacts.prices
+        prices, monthly = self.contacts.prices, self.contacts.monthly
         for attempt in range(1, _ATTEMPTS + 1):
             batch_id = new_id("bt")
             now = self.contacts.clock()
@@ -65,13 +65,18 @@ class BatchService:
                         owned=state.owned,
                         live=state.live,
                         available_cents=state.available_cents,
-                        cost_of=lambda kind: setup_cost_cents(kind, prices),
+                        cost_of=lambda kind: cost_cents(kind, prices),
                     )
                     accepted = [
                         (
                             index,
                             contacts_store.pending_contact(
-                                account_id, assistant_id, request, cost, now
+                                account_id,
+                                assistant_id,
+                                request,
+                                cost,
+                                now,
+                                cost_cents(request.contact_type, monthly),
                             ),
                         )
                         for index, assistant_id, request, cost in verdicts.accepted
@@ -121,7 +126,7 @@ class BatchService:
             found = store.counts(session, account_id, batch_id)
         if found is None:
             raise NotFound(f"no batch {batch_id}")
-        terminal = {s.value for s in TERMINAL_STATUSES}
+        terminal = {s.value for s in SETTLED_STATUSES}
         open_ = sum(n for status, n in found.counts.items() if status not in terminal)
         return {
             "batch_id": found.batch_id,

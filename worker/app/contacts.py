@@ -25,7 +25,7 @@ from worker.domain.errors import (
 )
 from worker.domain.ids import is_id
 from worker.domain.money import format_amount
-from worker.domain.pricing import setup_cost_cents
+from worker.domain.pricing import cost_cents
 from worker.domain.validation import validate_contact_request
 from worker.domain.views import contact_view
 from worker.settings import Settings
@@ -59,6 +59,14 @@ def _prices(settings: Settings) -> dict[ContactType, Any]:
     }
 
 
+def monthly_prices(settings: Settings) -> dict[ContactType, Any]:
+    return {
+        ContactType.PHONE: settings.monthly_cost_phone,
+        ContactType.EMAIL: settings.monthly_cost_email,
+        ContactType.WHATSAPP: settings.monthly_cost_whatsapp,
+    }
+
+
 def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise InvalidRequest("a JSON body is required", {"body": "is required"})
@@ -81,6 +89,7 @@ class ContactService:
         self.publisher = publisher
         self.clock = clock
         self.prices = _prices(settings)
+        self.monthly = monthly_prices(settings)
         # PostgreSQL: concurrent acceptances of one account commit together (group commit),
         # and their tasks are published together right after.
         self.acceptor = (
@@ -207,9 +216,10 @@ class ContactService:
             with self.db.read() as session:
                 self._require_assistant(session, account_id, assistant_id)
             raise
-        cost = setup_cost_cents(request.contact_type, self.prices)
+        cost = cost_cents(request.contact_type, self.prices)
+        monthly = cost_cents(request.contact_type, self.monthly)
         now = self.clock()
-        contact = contacts.pending_contact(account_id, assistant_id, request, cost, now)
+        contact = contacts.pending_contact(account_id, assistant_id, request, cost, now, monthly)
         reply = Reply(
             202, {"info": contact_view(contact, [])}, {"Location": f"{path}/{contact.id}"}
         )

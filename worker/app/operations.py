@@ -12,8 +12,7 @@ from worker.app.contacts import Publisher
 from worker.domain.errors import ContactExists, InsufficientCredits, NotFound
 from worker.domain.money import format_amount
 from worker.settings import Settings
-from worker.store import credits
-from worker.store import pipeline as pipeline_store
+from worker.store import credits, recovery
 from worker.store.db import Database
 from worker.store.models import Contact
 
@@ -46,7 +45,7 @@ def retry_contact(
     now = datetime.now(UTC)
     try:
         with db.write() as session:
-            contact = pipeline_store.reopen(session, contact_id, now, settings.reconcile_grace_s)
+            contact = recovery.reopen(session, contact_id, now, settings.reconcile_grace_s)
             if contact is None:
                 raise NotFound(f"no failed contact {contact_id}")
             cost = contact.setup_cost_cents

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from worker.app.accounts import Authenticator
 from worker.app.batches import BatchService
 from worker.app.contacts import ContactService, Publisher
+from worker.app.lifecycle import LifecycleService
 from worker.app.webhooks import WebhookService
 from worker.settings import Settings
 from worker.store.db import Database
@@ -21,6 +22,7 @@ class Services:
     batches: BatchService
     webhooks: WebhookService
     accounts: Authenticator
+    lifecycle: LifecycleService
 
     @classmethod
     def build(
@@ -34,6 +36,7 @@ class Services:
             batches=BatchService(contacts),
             webhooks=WebhookService(db, settings),
             accounts=Authenticator(db),
+            lifecycle=LifecycleService(db, settings, publisher),
         )
 
     def database_status(self) -> str:

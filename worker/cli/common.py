@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -14,11 +15,17 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on
 
 
 def load_settings() -> Settings:
+    """The settings of the environment, with logging set up (on stderr: stdout is the
+    command's output, one JSON object with `--json`)."""
+    from worker.logging import configure
+
     try:
-        return Settings()
+        settings = Settings()
     except Exception as exc:  # pydantic's ValidationError names the variable
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    configure(settings.log_format, settings.log_level)
+    return settings
 
 
 def emit(data: dict[str, Any], as_json: bool, text: str) -> None:
@@ -41,3 +48,16 @@ def parse_amount(value: str, name: str) -> int:
     if cents < 0:
         raise typer.BadParameter("must not be negative", param_hint=name)
     return cents
+
+
+def parse_moment(value: str | None, hint: str) -> datetime | None:
+    """An ISO 8601 time (UTC when it names no zone), or a clear error naming the option."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time like 2027-01-01T00:00:00Z", param_hint=hint
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from worker.cli.billing import app as billing_app
 from worker.cli.common import JsonFlag, database, emit, load_settings, parse_amount
 from worker.cli.webhooks import app as webhooks_app
 
@@ -22,6 +23,7 @@ app.add_typer(assistants_app, name="assistants")
 app.add_typer(credits_app, name="credits")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(billing_app, name="billing")
 
 Host = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -100,12 +102,18 @@ def credits_add(
     from worker.store import credits as credit_store
 
     cents = parse_amount(amount, "AMOUNT")
-    db = database(load_settings())
+    settings = load_settings()
+    db = database(settings)
     with db.write() as session:
         if not accounts.account_exists(session, account_id):
             typer.echo(f"no account {account_id}", err=True)
             raise typer.Exit(1)
         applied = credit_store.top_up(session, account_id, cents, f"topup:{key or new_id('tu')}")
+    if applied:  # what the account owes is charged now, and its grace periods end
+        from worker.cli.billing import run_pass
+
+        run_pass(settings, account_id=account_id)
+    with db.read() as session:
         balance = credit_store.balance(session, account_id)
     data = {
         "account_id": account_id,
@@ -310,17 +318,47 @@ def onboard(
     """Onboard contacts from a CSV (assistant_id and the body fields); safe to re-run."""
     from worker.cli.onboard import run_onboard
 
+    url, key = _api_target(api_url, api_key)
+    results = results or file.with_name(f"{file.stem}.results.csv")
+    raise typer.Exit(
+        run_onboard(file, url, key, chunk_size=chunk_size, results_path=results, poll_s=poll)
+    )
+
+
+@app.command()
+def offboard(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The CSV file.")
+    ],
+    api_url: Annotated[
+        str | None, typer.Option(help="The API's base URL [PROVISIONER_API_URL].")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key; better in PROVISIONER_API_KEY (not in ps).")
+    ] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="Results CSV [default: FILE.offboard.csv].")
+    ] = None,
+    poll: Annotated[float, typer.Option(min=0.05, help="Seconds between status polls.")] = 1.0,
+) -> None:
+    """Delete the contacts a CSV names (assistant_id, and contact_id or contact_type); safe to
+    re-run. onboard's results file works as it is."""
+    from worker.cli.offboard import run_offboard
+
+    url, key = _api_target(api_url, api_key)
+    results = results or file.with_name(f"{file.stem}.offboard.csv")
+    raise typer.Exit(run_offboard(file, url, key, results_path=results, poll_s=poll))
+
+
+def _api_target(api_url: str | None, api_key: str | None) -> tuple[str, str]:
+    """Where the API is and the key to call it with, from the options or the settings."""
     settings = load_settings()
     key = api_key or settings.api_key.get_secret_value()
     if not key:
         raise typer.BadParameter(
             "give --api-key or set PROVISIONER_API_KEY", param_hint="--api-key"
         )
-    url = api_url or settings.api_url or f"http://{settings.api_host}:{settings.api_port}"
-    results = results or file.with_name(f"{file.stem}.results.csv")
-    raise typer.Exit(
-        run_onboard(file, url, key, chunk_size=chunk_size, results_path=results, poll_s=poll)
-    )
+    return api_url or settings.api_url or f"http://{settings.api_host}:{settings.api_port}", key
 
 
 def main() -> None:

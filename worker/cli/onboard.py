@@ -49,9 +49,20 @@ from worker.cli.onboard_csv import (
     write_results,
 )
 
-CONTACT_STATUSES = ("pending", "provisioning", "active", "failed")
+# grace_period: active, its month's fee unpaid (the credits ran out); deleting and deleted:
+# someone deleted it meanwhile.
+CONTACT_STATUSES = (
+    "pending",
+    "provisioning",
+    "active",
+    "grace_period",
+    "failed",
+    "deleting",
+    "deleted",
+)
 STATUSES = (*CONTACT_STATUSES, "rejected")  # rejected: the API made no contact for the row
-LIVE = ("pending", "provisioning", "active")
+LIVE = ("pending", "provisioning", "active", "grace_period", "deleting")
+PROVISIONED = ("active", "grace_period")
 COLLECTORS = 4  # batches whose contacts are collected at once
 PAGE = 100  # contacts per page when looking for an assistant's existing contact
 BATCH_PAGE = 1000  # contacts per page of a batch's contacts (the route's maximum)
@@ -73,7 +84,8 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        return OK if self.by_status.get("active", 0) == self.rows else SOME_FAILED
+        provisioned = sum(self.by_status.get(s, 0) for s in PROVISIONED)
+        return OK if provisioned == self.rows else SOME_FAILED
 
     def __str__(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.by_status.items() if n)
@@ -230,7 +242,7 @@ class Onboarding:
         counts = self._counts()
         for name in STATUSES:
             self._progress.update(self._bars[name], completed=counts[name])
-        done = counts["active"] + counts["failed"] + counts["rejected"]
+        done = sum(counts[s] for s in ("active", "grace_period", "failed", "deleted", "rejected"))
         self._progress.update(self._bars["done"], completed=done)
 
     # --- collecting ----------------------------------------------------------------------------

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 app = typer.Typer(no_args_is_help=True, help="Webhook deliveries: send again.")
-
-
-def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"{value!r} is not an ISO 8601 time like 2026-11-25T10:00:00Z", param_hint="--since"
-        ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @app.command("redrive")
@@ -40,10 +27,10 @@ def redrive(
 ) -> None:
     """Send deliveries again: a new round of the retry schedule, the same webhook-id."""
     from worker.app.webhooks import WebhookService
-    from worker.cli.common import database, load_settings
+    from worker.cli.common import database, load_settings, parse_moment
     from worker.runtime.celery_app import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, create_celery
 
-    moment = _since(since)
+    moment = parse_moment(since, "--since")
     settings = load_settings()
     db = database(settings)
     event_ids = WebhookService(db, settings).redrive(

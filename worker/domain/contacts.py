@@ -17,7 +17,16 @@ class ContactStatus(StrEnum):
     PENDING = "pending"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
+    GRACE_PERIOD = "grace_period"  # a monthly fee is unpaid; the contact keeps working
+    DELETING = "deleting"  # its provider resources are being released
     FAILED = "failed"
+    DELETED = "deleted"
+
+
+class DeletedReason(StrEnum):
+    REQUESTED = "requested"  # DELETE of a live contact
+    CANCELLED = "cancelled"  # DELETE while it was still pending or provisioning
+    UNPAID = "unpaid"  # a grace period that ended with fees still owed
 
 
 class StepStatus(StrEnum):
@@ -29,18 +38,64 @@ class StepStatus(StrEnum):
     COMPENSATED = "compensated"
 
 
-# Statuses that hold the assistant's one slot per contact type.
-LIVE_STATUSES = frozenset({ContactStatus.PENDING, ContactStatus.PROVISIONING, ContactStatus.ACTIVE})
-TERMINAL_STATUSES = frozenset({ContactStatus.ACTIVE, ContactStatus.FAILED})
+# Statuses that hold the assistant's one slot per contact type: until a contact is `failed` or
+# `deleted`, the assistant cannot ask for another of its type.
+LIVE_STATUSES = frozenset(
+    {
+        ContactStatus.PENDING,
+        ContactStatus.PROVISIONING,
+        ContactStatus.ACTIVE,
+        ContactStatus.GRACE_PERIOD,
+        ContactStatus.DELETING,
+    }
+)
+# Statuses in which a contact holds its provider resources and owes a fee for every month.
+BILLED_STATUSES = frozenset(
+    {ContactStatus.ACTIVE, ContactStatus.GRACE_PERIOD, ContactStatus.DELETING}
+)
+# Statuses a runner works on: provisioning (pending, provisioning) or releasing (deleting).
+RUNNABLE_STATUSES = frozenset(
+    {ContactStatus.PENDING, ContactStatus.PROVISIONING, ContactStatus.DELETING}
+)
+# Where nothing moves a contact any more (but the operator's retry of a failed one).
+FINAL_STATUSES = frozenset({ContactStatus.FAILED, ContactStatus.DELETED})
+# Where provisioning has come to an end (a batch is done when all its contacts are here).
+SETTLED_STATUSES = frozenset(
+    {ContactStatus.ACTIVE, ContactStatus.GRACE_PERIOD, ContactStatus.FAILED, ContactStatus.DELETED}
+)
+# Statuses a DELETE moves to `deleting`; from pending or provisioning it is a cancellation.
+DELETABLE_STATUSES = frozenset(
+    {
+        ContactStatus.PENDING,
+        ContactStatus.PROVISIONING,
+        ContactStatus.ACTIVE,
+        ContactStatus.GRACE_PERIOD,
+    }
+)
 
-# Forward only. `failed -> pending` is the operator's explicit retry (`provisioner jobs retry`),
-# which reserves the setup cost again; nothing automatic ever takes it.
+# `failed -> pending` is the operator's explicit retry (`provisioner jobs retry`), which
+# reserves the setup cost again; nothing automatic ever takes it. `grace_period -> active` is
+# the one other edge back: the fees were paid.
 _TRANSITIONS: dict[ContactStatus, frozenset[ContactStatus]] = {
-    ContactStatus.PENDING: frozenset({ContactStatus.PROVISIONING, ContactStatus.FAILED}),
-    ContactStatus.PROVISIONING: frozenset({ContactStatus.ACTIVE, ContactStatus.FAILED}),
-    ContactStatus.ACTIVE: frozenset(),
+    ContactStatus.PENDING: frozenset(
+        {ContactStatus.PROVISIONING, ContactStatus.FAILED, ContactStatus.DELETING}
+    ),
+    ContactStatus.PROVISIONING: frozenset(
+        {ContactStatus.ACTIVE, ContactStatus.FAILED, ContactStatus.DELETING}
+    ),
+    ContactStatus.ACTIVE: frozenset({ContactStatus.GRACE_PERIOD, ContactStatus.DELETING}),
+    ContactStatus.GRACE_PERIOD: frozenset({ContactStatus.ACTIVE, ContactStatus.DELETING}),
+    ContactStatus.DELETING: frozenset({ContactStatus.DELETED}),
     ContactStatus.FAILED: frozenset({ContactStatus.PENDING}),
+    ContactStatus.DELETED: frozenset(),
 }
+
+
+def deleted_reason_for(current: ContactStatus) -> DeletedReason:
+    """Why a DELETE of a contact in `current` ends it: a cancellation before it was active."""
+    if current in (ContactStatus.PENDING, ContactStatus.PROVISIONING):
+        return DeletedReason.CANCELLED
+    return DeletedReason.REQUESTED
 
 
 def can_transition(current: ContactStatus, target: ContactStatus) -> bool:
@@ -61,6 +116,17 @@ STEP_PLANS: dict[ContactType, tuple[str, ...]] = {
 }
 
 
+# The steps that release what a contact holds, in order. Each finds its resource by the tag
+# the provisioning steps set (not by the journal: a create whose answer was lost is in no
+# journal), and a resource already gone counts as released.
+DEPROVISION_PLANS: dict[ContactType, tuple[str, ...]] = {
+    ContactType.PHONE: ("release_number",),
+    ContactType.EMAIL: ("delete_user",),
+    ContactType.WHATSAPP: ("delete_sender", "release_number"),
+}
+# Journal positions of the release steps: after every provisioning step.
+DEPROVISION_POSITION = 100
+
 # Steps that only read from the provider (a search): running one changes nothing there, so
 # it may run before the runner holds the contact's lease (its result is journaled in the
 # transaction that takes the lease; a runner that loses the race just drops it).
@@ -69,6 +135,10 @@ READ_ONLY_STEPS = frozenset({"find_number"})
 
 def step_plan(contact_type: ContactType) -> tuple[str, ...]:
     return STEP_PLANS[contact_type]
+
+
+def deprovision_plan(contact_type: ContactType) -> tuple[str, ...]:
+    return DEPROVISION_PLANS[contact_type]
 
 
 def read_only_first_step(contact_type: ContactType) -> str | None:

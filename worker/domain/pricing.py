@@ -1,4 +1,5 @@
-"""Setup cost per contact type, fixed on the contact when it is accepted."""
+"""What a contact type costs: a one-time setup cost and a monthly fee, each fixed on the
+contact when it is accepted (a later price change never reprices a contact)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,6 @@ from worker.domain.contacts import ContactType
 from worker.domain.money import to_cents
 
 
-def setup_cost_cents(contact_type: ContactType, prices: Mapping[ContactType, Decimal]) -> int:
-    """The one-time cost of provisioning `contact_type`, in cents."""
+def cost_cents(contact_type: ContactType, prices: Mapping[ContactType, Decimal]) -> int:
+    """`contact_type`'s price in `prices` (setup costs or monthly fees), in cents."""
     return to_cents(prices[contact_type])

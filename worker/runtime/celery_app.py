@@ -16,6 +16,7 @@ RECONCILE_TASK = "worker.tasks.reconcile"
 PURGE_TASK = "worker.tasks.purge_idempotency_keys"
 DELIVER_WEBHOOK_TASK = "worker.tasks.deliver_webhook"
 RELAY_WEBHOOKS_TASK = "worker.tasks.relay_webhooks"
+BILLING_TASK = "worker.tasks.billing_pass"
 WEBHOOK_QUEUE = "webhooks"  # its own queue: a slow receiver never holds up provisioning
 QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 
@@ -63,6 +64,11 @@ def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celer
                 "task": RELAY_WEBHOOKS_TASK,
                 "schedule": settings.webhook_relay_interval_s,
                 "options": {"queue": "interactive", "expires": settings.webhook_relay_interval_s},
+            },
+            "billing-pass": {
+                "task": BILLING_TASK,
+                "schedule": settings.billing_interval_s,
+                "options": {"queue": "bulk", "expires": settings.billing_interval_s},
             },
             "purge-idempotency-keys": {
                 "task": PURGE_TASK,

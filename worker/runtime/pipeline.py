@@ -20,6 +20,7 @@ from worker.domain.retry import RetryPolicy
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
+from worker.runtime.release import Releaser
 from worker.runtime.steps import (
     STEPS,
     StepContext,
@@ -43,7 +44,7 @@ class Outcome:
     `events`: the outbox events a terminal transition committed, whose deliveries the caller
     publishes (if that publish is lost, the webhook relay finds them after its grace)."""
 
-    state: str  # active | failed | busy | gone | retry | wait
+    state: str  # active | failed | deleted | busy | gone | retry | wait
     again_in_s: float | None = None
     events: tuple[str, ...] = ()
 
@@ -83,6 +84,10 @@ class Pipeline:
         self.limiter.install(providers)
         self.policy, self.compensation_policy = _policies(settings)
         self.rng = random.Random()
+        self.grace = timedelta(days=settings.grace_period_days)
+        self.releaser = Releaser(
+            db, providers, settings, clock, self.limiter, self.compensation_policy, Outcome
+        )
 
     def run(self, contact_id: str, owner: str) -> Outcome:
         # One transaction per step in the common case: take the lease and start the first
@@ -96,7 +101,8 @@ class Pipeline:
                 session, contact_id, owner, now, self.settings.lease_s, ahead=ahead
             )
             step = None
-            if lease is not None and self._healthy(lease.contact):
+            releasing = lease is not None and lease.contact.status == ContactStatus.DELETING
+            if lease is not None and not releasing and self._healthy(lease.contact):
                 step = lease.started or self._next(lease.steps)
                 if step is not None and lease.started is None:
                     # The lease taken just above runs until the same expiry: no renewal.
@@ -106,6 +112,8 @@ class Pipeline:
         contact, steps = lease.contact, lease.steps
         structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
         mark_bulk(contact.batch_id is not None)  # a batch's work draws on the bulk share
+        if contact.status == ContactStatus.DELETING.value:
+            return self.releaser.run(contact, steps, owner)
         if ahead is not None and steps[ahead.name].status == StepStatus.DONE.value:
             log.info("step_done", step=ahead.name, attempt=1, provider_id=ahead.provider_id)
         if contact.takeovers > self.settings.max_deliveries:
@@ -227,11 +235,15 @@ class Pipeline:
             else:
                 ordered = sorted(steps.values(), key=lambda s: s.position)
                 address = address_of(self._context(contact, steps))
-                started = store.activate(session, contact, ordered, owner, address, now, events)
+                started = store.activate(
+                    session, contact, ordered, owner, address, now, events, self.grace
+                )
         if step is not None and result is not None:
             log.info("step_done", provider_id=result.provider_id)
         if not started:
-            return Outcome("busy")  # our lease expired and another runner took over
+            # Our lease expired and another runner took over, or a DELETE cancelled the
+            # contact: then it is ours to release.
+            return self._stopped(contact, steps, owner)
         if following is not None:
             return following
         structlog.contextvars.unbind_contextvars("step", "attempt")
@@ -332,12 +344,23 @@ class Pipeline:
         with self.db.write() as session:
             failed = store.fail(session, contact, ordered, owner, self.clock(), events)
         if not failed:
-            return Outcome("busy")
+            return self._stopped(contact, steps, owner)
         log.warning("contact_failed", error_code=code, error=message)
         contact_outcome(contact.contact_type, "failed")
         return Outcome("failed", events=tuple(events))
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _stopped(self, contact: Contact, steps: dict[str, ContactStep], owner: str) -> Outcome:
+        """A write of ours found the contact no longer provisioning: if a DELETE cancelled it
+        while we held the lease, release it now (what was made is removed, nothing charged);
+        else another runner has it."""
+        with self.db.peek() as connection:
+            now = store.peek(connection, contact.id)
+        if now is None or now.status != ContactStatus.DELETING.value or now.lease_owner != owner:
+            return Outcome("busy")
+        log.info("contact_cancelled", deleted_reason=now.deleted_reason)
+        return self.releaser.run(now, steps, owner)
 
     def _journal_failure(self, step: ContactStep, error: str) -> None:
         with self.db.write() as session:

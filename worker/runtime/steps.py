@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.domain.contacts import ContactType
+from worker.domain.contacts import ContactType, deprovision_plan
 from worker.providers import (
     SENDER_REJECTED,
     NotFound,
@@ -155,17 +155,39 @@ def address_of(ctx: StepContext) -> str:
     return str(ctx.detail("buy_number")["phone_number"])
 
 
-def compensate(ctx: StepContext) -> None:
-    """Delete whatever this contact made at the providers, found by tag, not by journal: a
-    create whose answer was lost is in no journal. Idempotent; raises ProviderError to retry."""
-    if ctx.contact.contact_type == ContactType.EMAIL:
-        ctx.providers.directory.delete_tagged(ctx.email(), ctx.tag)
-        return
-    if ctx.contact.contact_type == ContactType.WHATSAPP:
-        # Senders first: a released number would leave its sender behind, offline.
-        for number in ctx.providers.numbers.find(friendly_name=ctx.tag):
-            ctx.providers.senders.delete_for_number(number.phone_number)
+# --- releasing what a contact holds -----------------------------------------------------------
+# Each finds its resource by the contact's tag, not by the journal (a create whose answer was
+# lost is in no journal), and treats one already gone as released; raises ProviderError to
+# be run again.
+
+
+def delete_user(ctx: StepContext) -> None:
+    ctx.providers.directory.delete_tagged(ctx.contact.address or ctx.email(), ctx.tag)
+
+
+def delete_sender(ctx: StepContext) -> None:
+    # Before the number: a released number would leave its sender behind, offline.
+    for number in ctx.providers.numbers.find(friendly_name=ctx.tag):
+        ctx.providers.senders.delete_for_number(number.phone_number)
+
+
+def release_number(ctx: StepContext) -> None:
     ctx.providers.numbers.release_tagged(ctx.tag)
+
+
+Release = Callable[[StepContext], None]
+RELEASES: dict[str, Release] = {
+    "delete_user": delete_user,
+    "delete_sender": delete_sender,
+    "release_number": release_number,
+}
+
+
+def compensate(ctx: StepContext) -> None:
+    """Delete whatever this contact made at the providers: its release steps, in order.
+    Idempotent; raises ProviderError to retry."""
+    for name in deprovision_plan(ContactType(ctx.contact.contact_type)):
+        RELEASES[name](ctx)
 
 
 def utcnow() -> datetime:

@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 import structlog
 from celery import Celery, Task
 
+from worker.app.lifecycle import LifecycleService
 from worker.providers import Providers
 from worker.runtime.celery_app import (
+    BILLING_TASK,
     DELIVER_WEBHOOK_TASK,
     PROVISION_TASK,
     PURGE_TASK,
@@ -29,7 +31,7 @@ from worker.runtime.delivery import Deliverer, WebhookSender
 from worker.runtime.pipeline import Pipeline
 from worker.settings import Settings
 from worker.store import idempotency as idem_store
-from worker.store import pipeline as pipeline_store
+from worker.store import recovery
 from worker.store.db import Database
 
 log = structlog.get_logger(__name__)
@@ -151,7 +153,7 @@ def register(app: Celery, runtime: Runtime) -> None:
         settings = runtime.settings
         db = runtime.pipeline.db
         with db.write() as session:
-            due = pipeline_store.due_for_reconcile(
+            due = recovery.due_for_reconcile(
                 session, datetime.now(UTC), settings.reconcile_grace_s, settings.reconcile_batch
             )
         for contact_id, batch_id in due:
@@ -161,6 +163,12 @@ def register(app: Celery, runtime: Runtime) -> None:
         if due:
             log.info("reconciled", count=len(due))
         return len(due)
+
+    @app.task(name=BILLING_TASK, ignore_result=True)
+    def billing_pass() -> dict[str, int]:
+        """Charge the month's fees; move contacts into, out of and past their grace period."""
+        lifecycle = LifecycleService(runtime.pipeline.db, runtime.settings, publisher)
+        return lifecycle.billing_pass(events=publisher).as_dict()
 
     @app.task(name=PURGE_TASK, ignore_result=True)
     def purge_idempotency_keys() -> int:

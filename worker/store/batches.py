@@ -93,6 +93,7 @@ def insert_batch(
                 "status": c.status,
                 "request": c.request,
                 "setup_cost_cents": c.setup_cost_cents,
+                "monthly_cost_cents": c.monthly_cost_cents,
                 "charged": False,
                 "reservation_seq": c.reservation_seq,
                 "deliveries": 0,

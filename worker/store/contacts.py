@@ -26,7 +26,12 @@ from worker.store.models import Contact, ContactStep, LedgerEntry
 
 
 def pending_contact(
-    account_id: int, assistant_id: int, request: ContactRequest, cost_cents: int, now: datetime
+    account_id: int,
+    assistant_id: int,
+    request: ContactRequest,
+    cost_cents: int,
+    now: datetime,
+    monthly_cents: int = 0,
 ) -> Contact:
     """A newly accepted contact, as both the single and the batch route record it."""
     return Contact(
@@ -37,6 +42,7 @@ def pending_contact(
         status=ContactStatus.PENDING.value,
         request=request.as_dict(),
         setup_cost_cents=cost_cents,
+        monthly_cost_cents=monthly_cents,
         charged=False,
         reservation_seq=1,
         deliveries=0,

@@ -54,6 +54,29 @@ _RELEASE = (
 )
 
 
+# A fee is charged only from available credits (balance - reserved): never into the red.
+_CHARGE_IF_AVAILABLE = (
+    update(_accounts)
+    .where(
+        _accounts.c.id == bindparam("p_id"),
+        _accounts.c.balance_cents - _accounts.c.reserved_cents
+        >= bindparam("p_cents", type_=_accounts.c.balance_cents.type),
+    )
+    .values(
+        balance_cents=_accounts.c.balance_cents
+        - bindparam("p_cents", type_=_accounts.c.balance_cents.type)
+    )
+)
+_CREDIT = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("p_id"))
+    .values(
+        balance_cents=_accounts.c.balance_cents
+        + bindparam("p_cents", type_=_accounts.c.balance_cents.type)
+    )
+)
+
+
 @dataclass(frozen=True)
 class Balance:
     balance_cents: int
@@ -86,7 +109,13 @@ def try_reserve(session: Session, account_id: int, cents: int) -> bool:
 
 
 def record(
-    session: Session, account_id: int, contact_id: str | None, kind: str, cents: int, key: str
+    session: Session,
+    account_id: int,
+    contact_id: str | None,
+    kind: str,
+    cents: int,
+    key: str,
+    month: str | None = None,
 ) -> bool:
     connection = session.connection()
     stmt = _RECORD["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
@@ -97,7 +126,24 @@ def record(
         "amount_cents": cents,
         "key": key,
     }
+    if month is not None:
+        params["month"] = month
     return connection.execute(stmt, params).first() is not None
+
+
+def charge_fee(session: Session, contact: Contact, month: str, key: str) -> bool:
+    """Charge the contact's monthly fee for `month` if the available credits cover it; True if
+    it is paid (by this call). The balance moves only if the fee's ledger row is new."""
+    cents = contact.monthly_cost_cents
+    paid = session.connection().execute(
+        _CHARGE_IF_AVAILABLE, {"p_id": contact.account_id, "p_cents": cents}
+    )
+    if paid.rowcount != 1:
+        return False
+    if not record(session, contact.account_id, contact.id, "monthly_fee", cents, key, month):
+        # Paid before (a fee row is written with its charge): give this charge back.
+        session.connection().execute(_CREDIT, {"p_id": contact.account_id, "p_cents": cents})
+    return True
 
 
 def reservation_key(contact_id: str, seq: int) -> str:
@@ -166,3 +212,14 @@ def top_up(session: Session, account_id: int, cents: int, key: str) -> bool:
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LookupError(f"no account {account_id}")
     return True
+
+
+def ledger_page(
+    session: Session, account_id: int, limit: int, before_id: int | None
+) -> list[LedgerEntry]:
+    """The account's ledger, newest first; after `before_id` (the last id of the previous
+    page) when given."""
+    query = select(LedgerEntry).where(LedgerEntry.account_id == account_id)
+    if before_id is not None:
+        query = query.where(LedgerEntry.id < before_id)
+    return list(session.execute(query.order_by(LedgerEntry.id.desc()).limit(limit)).scalars())

@@ -92,7 +92,10 @@ class Assistant(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-LIVE_WHERE = text("status IN ('pending', 'provisioning', 'active')")
+# The statuses of worker.domain.contacts' LIVE_STATUSES and BILLED_STATUSES, as the partial
+# indexes' conditions (a migration changes them together).
+LIVE_WHERE = text("status IN ('pending', 'provisioning', 'active', 'grace_period', 'deleting')")
+BILLED_WHERE = text("status IN ('active', 'grace_period', 'deleting')")
 
 
 class Contact(Base):
@@ -107,6 +110,21 @@ class Contact(Base):
             sqlite_where=LIVE_WHERE,
             postgresql_where=LIVE_WHERE,
         ),
+        # One live use of an address (a number or an email address), across all accounts.
+        Index(
+            "uq_contacts_live_address",
+            "address",
+            unique=True,
+            sqlite_where=BILLED_WHERE,
+            postgresql_where=BILLED_WHERE,
+        ),
+        # The billing pass: live contacts whose fees are not paid through this month.
+        Index(
+            "ix_contacts_billing_due",
+            "billed_through",
+            sqlite_where=BILLED_WHERE,
+            postgresql_where=BILLED_WHERE,
+        ),
         Index("ix_contacts_status_lease", "status", "lease_expires_at"),
         Index("ix_contacts_account_status", "account_id", "status"),
     )
@@ -119,7 +137,13 @@ class Contact(Base):
     address: Mapped[str | None] = mapped_column(String(320), nullable=True)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     setup_cost_cents: Mapped[int] = mapped_column(BigInteger)
+    monthly_cost_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     charged: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The last month (`YYYY-MM`, UTC) whose fee is paid; set at activation.
+    billed_through: Mapped[str | None] = mapped_column(String(7), nullable=True)
+    grace_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # Each acceptance (and each operator retry) reserves anew; ledger keys carry this number.
     reservation_seq: Mapped[int] = mapped_column(Integer, default=1)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -155,12 +179,16 @@ class ContactStep(Base):
 
 class LedgerEntry(Base):
     __tablename__ = "credit_ledger"
+    __table_args__ = (Index("ix_credit_ledger_account_id_id", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     contact_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # topup | reserve | capture | release
+    # topup | reserve | capture | release | monthly_fee; the amount is never negative here (the
+    # API signs it by kind).
+    kind: Mapped[str] = mapped_column(String(16))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
+    month: Mapped[str | None] = mapped_column(String(7), nullable=True)  # a fee's `YYYY-MM`
     # One row per movement: a retried step that tries to move the same money again collides.
     key: Mapped[str] = mapped_column(String(120), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

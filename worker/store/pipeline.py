@@ -12,7 +12,6 @@ from sqlalchemy import (
     JSON,
     Connection,
     Table,
-    and_,
     bindparam,
     case,
     func,
@@ -24,13 +23,23 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
-from worker.domain.contacts import ContactStatus, ContactType, StepStatus, step_plan
+from worker.domain.billing import fee_key, month_of, previous_month
+from worker.domain.contacts import (
+    RUNNABLE_STATUSES,
+    ContactStatus,
+    ContactType,
+    StepStatus,
+    step_plan,
+)
 from worker.domain.ids import new_id
 from worker.domain.views import contact_view
 from worker.store import credits
 from worker.store.models import Contact, ContactStep, Event
 
 OPEN = (ContactStatus.PENDING.value, ContactStatus.PROVISIONING.value)
+# A runner takes the lease of a contact to provision it, or (`deleting`) to release it.
+RUNNABLE = tuple(s.value for s in RUNNABLE_STATUSES)
+_DELETING = ContactStatus.DELETING.value
 
 # The hot path's statements are Core statements on the tables, built once with bind
 # parameters and executed on the transaction's connection: no per-call statement
@@ -52,7 +61,7 @@ _TAKE_LEASE = (
     update(_contacts)
     .where(
         _c.id == bindparam("p_id"),
-        _c.status.in_(OPEN),
+        _c.status.in_(RUNNABLE),
         or_(_c.lease_owner.is_(None), _c.lease_expires_at < _param(_c.lease_expires_at, "p_now")),
     )
     .values(
@@ -60,7 +69,7 @@ _TAKE_LEASE = (
         lease_expires_at=_param(_c.lease_expires_at, "p_expires"),
         deliveries=_c.deliveries + 1,
         takeovers=_c.takeovers + case((_c.lease_owner.is_not(None), 1), else_=0),
-        status=ContactStatus.PROVISIONING.value,
+        status=case((_c.status == _DELETING, _DELETING), else_=ContactStatus.PROVISIONING.value),
         started_at=func.coalesce(_c.started_at, _param(_c.started_at, "p_now")),
         updated_at=_param(_c.updated_at, "p_now"),
     )
@@ -96,6 +105,9 @@ _RENEW_LEASE = (
     .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
     .values(lease_expires_at=_param(_c.lease_expires_at, "p_expires"))
 )
+# A provisioning step starts only while the contact is still being provisioned: a DELETE
+# (`deleting`) stops the runner at this boundary, and it turns to releasing the contact.
+_RENEW_LEASE_OPEN = _RENEW_LEASE.where(_c.status.in_(OPEN))
 _START_STEP = (
     update(_steps)
     .where(_s.id == bindparam("p_id"))
@@ -168,7 +180,7 @@ def _contact_of(row: Any) -> Contact:
     return contact
 
 
-def _step_of(row: Any) -> ContactStep:
+def step_of(row: Any) -> ContactStep:
     step = ContactStep()
     for name, value in row._mapping.items():
         setattr(step, name, value)
@@ -245,10 +257,15 @@ def take_lease(
     steps: dict[str, ContactStep] = {}
     if contact.deliveries != 1:
         steps = {
-            r.name: _step_of(r)
+            r.name: step_of(r)
             for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
         }
-    if steps:
+    if steps or contact.status == _DELETING:
+        if not steps:  # a first delivery of a contact cancelled before it ever ran
+            steps = {
+                r.name: step_of(r)
+                for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
+            }
         return Lease(contact, steps)
     values: list[dict[str, Any]] = []
     started: str | None = None
@@ -291,15 +308,17 @@ def start_step(
     lease_s: float,
     *,
     renew: bool = True,
+    releasing: bool = False,
 ) -> bool:
-    """Renew the lease and journal one more attempt of `step`; False if the lease was lost.
+    """Renew the lease and journal one more attempt of `step`; False if the lease was lost
+    or (a provisioning step, not `releasing`) the contact is no longer being provisioned.
 
     `renew=False` only in the transaction that took the lease (`take_lease` with the same
     `now` and `lease_s`): the lease is ours and already runs until the same expiry."""
     connection = _connection(session)
     if renew:
         renewed = connection.execute(
-            _RENEW_LEASE,
+            _RENEW_LEASE if releasing else _RENEW_LEASE_OPEN,
             {
                 "p_id": step.contact_id,
                 "p_owner": owner,
@@ -411,7 +430,7 @@ def _finish(
     return True
 
 
-def _outbox(
+def outbox(
     session: Session,
     contact: Contact,
     steps: Sequence[ContactStep],
@@ -449,11 +468,16 @@ def activate(
     address: str,
     now: datetime,
     events: list[str] | None = None,
+    grace: timedelta = timedelta(days=14),
 ) -> bool:
-    """`active`: set the address, capture the cost exactly once, write the outbox event (its
-    id appended to `events`)."""
-    # `charged` in the same UPDATE: the capture below is certain to be this one.
-    values = {"address": address, "charged": True}
+    """`active`: set the address, capture the cost exactly once, charge the month's fee, write
+    the outbox event (its id appended to `events`). If the credits left cannot pay the fee,
+    the contact goes on to `grace_period` (ending after `grace`), with its event too."""
+    # `charged` in the same UPDATE: the capture below is certain to be this one. The month of
+    # activation is paid here too, if the credits cover its fee (`billed_through` is put
+    # back a month below if they do not).
+    month = month_of(now)
+    values = {"address": address, "charged": True, "billed_through": month}
     if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
         return False
     if not credits.claim_capture(session, contact, mark_charged=False):
@@ -462,10 +486,35 @@ def activate(
         raise SettlementConflict(
             f"contact {contact.id}: reservation {contact.reservation_seq} is already settled"
         )
-    _outbox(session, contact, steps, now, events)
+    outbox(session, contact, steps, now, events)
+    if contact.monthly_cost_cents and not credits.charge_fee(
+        session, contact, month, fee_key(contact.id, month)
+    ):
+        # Active, and already owing its first month: the grace period starts now.
+        enter_grace(session, contact, previous_month(month), now + grace, now)
+        outbox(session, contact, steps, now, events)
     # Last: the account row is every job's hot spot; its lock is held until the commit.
     credits.apply_capture(session, contact)
     return True
+
+
+def enter_grace(
+    session: Session, contact: Contact, billed_through: str, ends_at: datetime, now: datetime
+) -> None:
+    """An active contact whose fee the credits could not cover: `grace_period` until
+    `ends_at`, paid through `billed_through`."""
+    _connection(session).execute(
+        update(_contacts)
+        .where(_c.id == contact.id, _c.status == ContactStatus.ACTIVE.value)
+        .values(
+            status=ContactStatus.GRACE_PERIOD.value,
+            billed_through=billed_through,
+            grace_ends_at=ends_at,
+            updated_at=now,
+        )
+    )
+    contact.status = ContactStatus.GRACE_PERIOD.value
+    contact.billed_through, contact.grace_ends_at = billed_through, ends_at
 
 
 def fail(
@@ -488,69 +537,6 @@ def fail(
         else:
             continue
         record_step(session, step, new, now, error=step.last_error)
-    _outbox(session, contact, steps, now, events)
+    outbox(session, contact, steps, now, events)
     credits.release(session, contact)  # last: the account row is the hot spot
     return True
-
-
-def due_for_reconcile(
-    session: Session, now: datetime, grace_s: float, limit: int
-) -> list[tuple[str, str | None]]:
-    """Open contacts nobody will come back to by themselves; claims them for `grace_s`.
-
-    Due: a lease or scheduled retry whose time has passed, or a pending contact never leased
-    and older than the grace (its publish may have been lost).
-    """
-    grace = timedelta(seconds=grace_s)
-    due = and_(
-        Contact.status.in_(OPEN),
-        or_(
-            Contact.lease_expires_at < now,
-            and_(Contact.lease_expires_at.is_(None), Contact.created_at < now - grace),
-        ),
-    )
-    query = select(Contact.id, Contact.batch_id).where(due).order_by(Contact.created_at)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = [(r.id, r.batch_id) for r in session.execute(query.limit(limit))]
-    if rows:
-        session.execute(
-            update(Contact)
-            .where(Contact.id.in_([r[0] for r in rows]), Contact.lease_owner.is_(None))
-            .values(lease_expires_at=now + grace)
-        )
-    return rows
-
-
-def reopen(session: Session, contact_id: str, now: datetime, grace_s: float) -> Contact | None:
-    """Operator retry of a failed contact: back to pending with a fresh reservation.
-
-    Returns None if the contact is not failed; the caller reserves the cost again.
-    """
-    contact = session.execute(
-        select(Contact).where(Contact.id == contact_id).with_for_update()
-    ).scalar_one_or_none()
-    if contact is None or contact.status != ContactStatus.FAILED.value:
-        return None
-    contact.reservation_seq += 1
-    contact.status = ContactStatus.PENDING.value
-    contact.error_code = contact.error_message = None
-    contact.lease_owner = None
-    contact.lease_expires_at = now + timedelta(seconds=grace_s)
-    contact.takeovers = 0
-    contact.started_at = None
-    contact.updated_at = now
-    session.execute(
-        update(ContactStep)
-        .where(ContactStep.contact_id == contact_id)
-        .values(
-            status=StepStatus.PENDING.value,
-            attempts=0,
-            provider_id=None,
-            detail=None,
-            last_error=None,
-            updated_at=now,
-        )
-    )
-    session.flush()
-    return contact

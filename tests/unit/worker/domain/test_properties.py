@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.domain.contacts import (
-    TERMINAL_STATUSES,
+    FINAL_STATUSES,
     ContactStatus,
     InvalidTransition,
     can_transition,
@@ -22,18 +22,24 @@ RANK = {
     ContactStatus.PENDING: 0,
     ContactStatus.PROVISIONING: 1,
     ContactStatus.ACTIVE: 2,
-    ContactStatus.FAILED: 2,
+    ContactStatus.GRACE_PERIOD: 2,
+    ContactStatus.DELETING: 3,
+    ContactStatus.FAILED: 4,
+    ContactStatus.DELETED: 4,
 }
 # The one edge that goes back: the operator's explicit `provisioner jobs retry`.
 OPERATOR_RETRY = (ContactStatus.FAILED, ContactStatus.PENDING)
+# The one pair that moves both ways: a fee unpaid, then paid.
+BILLING = {ContactStatus.ACTIVE, ContactStatus.GRACE_PERIOD}
 
 statuses = st.sampled_from(list(ContactStatus))
 
 
 @given(st.lists(statuses, max_size=30))
 def test_automatic_transitions_never_go_backwards(targets):
-    """Whatever the pipeline attempts, in any order, the status only moves forward, and
-    `active` is final."""
+    """Whatever the pipeline, a DELETE or the billing pass attempts, in any order, the status
+    never moves back (only between active and grace_period, both live), and `failed` and
+    `deleted` are final."""
     current = ContactStatus.PENDING
     for target in targets:
         if (current, target) == OPERATOR_RETRY:
@@ -43,10 +49,10 @@ def test_automatic_transitions_never_go_backwards(targets):
         except InvalidTransition:
             assert not can_transition(current, target)
             continue
-        assert RANK[target] > RANK[current]
-        assert current not in TERMINAL_STATUSES
+        assert RANK[target] > RANK[current] or {current, target} == BILLING
+        assert current not in FINAL_STATUSES
         current = target
-    if current in TERMINAL_STATUSES:
+    if current in FINAL_STATUSES:
         for target in ContactStatus:
             if (current, target) != OPERATOR_RETRY:
                 assert not can_transition(current, target)
