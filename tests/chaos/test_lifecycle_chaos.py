@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 from support.invariants import check_invariants
-from support.pipeline import statuses, wait_for
+from support.pipeline import FAST, statuses, wait_for
 from support.services import serve_in_thread
 
 from api_stub.app import create_app
@@ -60,9 +60,14 @@ def items(assistant_ids: list[int]) -> list[dict]:
 
 
 def test_lifecycle_invariants_hold_under_chaos(
-    chaos_settings, spawn, db, make_tenant, sandbox
+    make_settings, chaos_redis, spawn, db, make_tenant, sandbox
 ):
-    settings = chaos_settings.model_copy(update=FEES)
+    settings = make_settings(
+        sandbox_url=sandbox.url,
+        redis_url=chaos_redis.url,
+        **{**FAST, "lease_s": 3, "max_deliveries": 10},
+        **FEES,
+    )
     rich = make_tenant(credits_cents=CONTACTS * 2_000, assistants=CONTACTS)
     # Enough for the setups and their first month only: the next month's pass puts its
     # contacts into grace, and a pass after the grace deletes them as unpaid.
@@ -112,7 +117,19 @@ def test_lifecycle_invariants_hold_under_chaos(
         def settled() -> bool:
             return all(s in FINAL for s in statuses(db).values())
 
-        wait_for(settled, timeout=600, every=0.2)
+        def wait_settled() -> None:
+            try:
+                wait_for(settled, timeout=240, every=0.2)
+            except AssertionError:
+                with db.read() as session:
+                    stuck = session.execute(
+                        select(Contact.id, Contact.status, Contact.lease_owner,
+                               Contact.lease_expires_at, Contact.error_code)
+                        .where(Contact.status.not_in(FINAL))
+                    ).all()
+                raise AssertionError(f"not settled: {stuck[:10]}") from None
+
+        wait_settled()
 
         # Two billing passes at once, as of next month, while the faults go on.
         service = LifecycleService(db, settings, NoPublisher())
@@ -129,7 +146,7 @@ def test_lifecycle_invariants_hold_under_chaos(
         after_grace = later.replace(day=20)
         assert service.billing_pass(now=after_grace).deleted == 3
         sandbox.set_faults(**NO_FAULTS)
-        wait_for(settled, timeout=600, every=0.2)
+        wait_settled()
 
     by_status = check_invariants(db, sandbox)
     with db.read() as session:

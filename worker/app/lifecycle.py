@@ -147,7 +147,6 @@ class LifecycleService:
                             account,
                             now,
                             self.settings.grace_period_days,
-                            self.settings.reconcile_grace_s,
                             after_id=last_id,
                         )
                     more, last_id = billed.more, billed.last_id

@@ -11,10 +11,10 @@ account, and a pass run again for the same month inserts nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -39,9 +39,6 @@ _UPDATE_CONTACT = (
         grace_ends_at=bindparam("p_grace_ends_at", type_=_c.grace_ends_at.type),
         status=bindparam("p_status", type_=_c.status.type),
         deleted_reason=bindparam("p_deleted_reason", type_=_c.deleted_reason.type),
-        lease_expires_at=func.coalesce(
-            bindparam("p_lease_expires_at", type_=_c.lease_expires_at.type), _c.lease_expires_at
-        ),
         updated_at=bindparam("p_now", type_=_c.updated_at.type),
     )
 )
@@ -84,7 +81,6 @@ def bill_account(
     account_id: int,
     now: datetime,
     grace_days: int,
-    reconcile_grace_s: float,
     limit: int = 5000,
     after_id: str = "",
 ) -> Billed:
@@ -116,7 +112,7 @@ def bill_account(
     ]
     plan = plan_account(account.balance_cents - account.reserved_cents, billables, now, grace_days)
     _charge(session, account_id, plan, now, billed)
-    _apply(session, plan, billables, now, reconcile_grace_s, billed)
+    _apply(session, plan, billables, now, billed)
     return billed
 
 
@@ -158,7 +154,6 @@ def _apply(
     plan: Plan,
     billables: list[Billable],
     now: datetime,
-    reconcile_grace_s: float,
     billed: Billed,
 ) -> None:
     if not plan.changes:
@@ -175,11 +170,10 @@ def _apply(
                 "p_billed_through": change.billed_through,
                 "p_grace_ends_at": change.grace_ends_at,
                 "p_status": status,
+                # A contact moved to deleting keeps no lease and no due time: the reconciler
+                # takes it at once if the pass's publish is lost (a pass may run as of
+                # another time than now, so no due time is computed from its clock).
                 "p_deleted_reason": DeletedReason.UNPAID.value if unpaid else None,
-                # A contact moved to deleting is due for the reconciler if its publish is lost.
-                "p_lease_expires_at": now + timedelta(seconds=reconcile_grace_s)
-                if unpaid
-                else None,
                 "p_now": now,
             }
         )

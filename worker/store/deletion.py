@@ -92,26 +92,6 @@ def request_deletion(
     return Requested(contact, moved is not None)
 
 
-def mark_unpaid(session: Session, contact_ids: Sequence[str], now: datetime, grace_s: float) -> int:
-    """Grace periods that ended with fees owed: those contacts to `deleting` (reason `unpaid`)."""
-    if not contact_ids:
-        return 0
-    result = session.execute(
-        update(_contacts)
-        .where(_c.id.in_(list(contact_ids)), _c.status == ContactStatus.GRACE_PERIOD.value)
-        .values(
-            status=ContactStatus.DELETING.value,
-            deleted_reason=DeletedReason.UNPAID.value,
-            lease_expires_at=case(
-                (_c.lease_owner.is_(None), now + timedelta(seconds=grace_s)),
-                else_=_c.lease_expires_at,
-            ),
-            updated_at=now,
-        )
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 def release_journal(
     session: Session, contact: Contact, steps: dict[str, ContactStep], now: datetime
 ) -> list[ContactStep]:
