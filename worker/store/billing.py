@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -31,17 +31,7 @@ _steps: Table = ContactStep.__table__  # type: ignore[assignment]
 _c = _contacts.c
 _BILLED = [s.value for s in BILLED_STATUSES]
 
-_UPDATE_CONTACT = (
-    update(_contacts)
-    .where(_c.id == bindparam("p_id"), _c.status == bindparam("p_old_status"))
-    .values(
-        billed_through=bindparam("p_billed_through", type_=_c.billed_through.type),
-        grace_ends_at=bindparam("p_grace_ends_at", type_=_c.grace_ends_at.type),
-        status=bindparam("p_status", type_=_c.status.type),
-        deleted_reason=bindparam("p_deleted_reason", type_=_c.deleted_reason.type),
-        updated_at=bindparam("p_now", type_=_c.updated_at.type),
-    )
-)
+_IN_CHUNK = 1000  # ids per UPDATE ... WHERE id IN (...)
 
 
 @dataclass
@@ -158,26 +148,29 @@ def _apply(
 ) -> None:
     if not plan.changes:
         return
+    # Contacts that change alike are updated together: in a month where everyone pays, one
+    # statement per chunk. The status is matched as read, so a contact a DELETE moved meanwhile
+    # keeps its new status (its fee stays charged: it was live that month).
     old = {b.contact_id: b.status for b in billables}
-    params: list[dict[str, Any]] = []
+    groups: dict[tuple[Any, ...], list[str]] = {}
     for change in plan.changes:
-        status = change.moved_to.value if change.moved_to is not None else old[change.contact_id]
-        unpaid = change.moved_to == ContactStatus.DELETING
-        params.append(
-            {
-                "p_id": change.contact_id,
-                "p_old_status": old[change.contact_id],
-                "p_billed_through": change.billed_through,
-                "p_grace_ends_at": change.grace_ends_at,
-                "p_status": status,
-                # A contact moved to deleting keeps no lease and no due time: the reconciler
-                # takes it at once if the pass's publish is lost (a pass may run as of
-                # another time than now, so no due time is computed from its clock).
-                "p_deleted_reason": DeletedReason.UNPAID.value if unpaid else None,
-                "p_now": now,
-            }
-        )
-    session.connection().execute(_UPDATE_CONTACT, params)
+        key = (old[change.contact_id], change.billed_through, change.moved_to, change.grace_ends_at)
+        groups.setdefault(key, []).append(change.contact_id)
+    connection = session.connection()
+    for (status, through, moved_to, grace_ends_at), ids in groups.items():
+        values: dict[str, Any] = {"billed_through": through, "updated_at": now}
+        if moved_to is not None:
+            values.update(status=moved_to.value, grace_ends_at=grace_ends_at)
+            if moved_to == ContactStatus.DELETING:
+                # No lease and no due time: the reconciler takes it at once if the pass's
+                # publish is lost (a pass may run as of another time than now).
+                values["deleted_reason"] = DeletedReason.UNPAID.value
+        for start in range(0, len(ids), _IN_CHUNK):
+            connection.execute(
+                update(_contacts)
+                .where(_c.id.in_(ids[start : start + _IN_CHUNK]), _c.status == status)
+                .values(values)
+            )
     billed.grace_period = plan.moved_to(ContactStatus.GRACE_PERIOD)
     billed.restored = plan.moved_to(ContactStatus.ACTIVE)
     billed.unpaid = plan.moved_to(ContactStatus.DELETING)
