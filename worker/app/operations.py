@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from worker.app.contacts import Publisher
 from worker.domain.errors import ContactExists, InsufficientCredits, NotFound
 from worker.domain.money import format_amount
-from worker.live import Notifier, NoNotifier
+from worker.live import NoNotifier, Notifier
 from worker.settings import Settings
 from worker.store import credits
 from worker.store import pipeline as pipeline_store

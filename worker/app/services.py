@@ -9,6 +9,7 @@ from sqlalchemy import text
 from worker.app.accounts import Authenticator
 from worker.app.batches import BatchService
 from worker.app.contacts import ContactService, Publisher
+from worker.app.events import EventFeed
 from worker.app.webhooks import WebhookService
 from worker.settings import Settings
 from worker.store.db import Database
@@ -21,6 +22,8 @@ class Services:
     batches: BatchService
     webhooks: WebhookService
     accounts: Authenticator
+    events: EventFeed
+    publisher: Publisher
 
     @classmethod
     def build(
@@ -34,6 +37,8 @@ class Services:
             batches=BatchService(contacts),
             webhooks=WebhookService(db, settings),
             accounts=Authenticator(db),
+            events=EventFeed(db),
+            publisher=publisher,
         )
 
     def database_status(self) -> str:

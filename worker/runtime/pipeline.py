@@ -17,7 +17,7 @@ import structlog
 
 from worker.domain.contacts import ContactStatus, ContactType, StepStatus, read_only_first_step
 from worker.domain.retry import RetryPolicy
-from worker.live import Notifier, NoNotifier
+from worker.live import NoNotifier, Notifier
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
