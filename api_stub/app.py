@@ -95,6 +95,7 @@ def create_app(
     limiter = RateLimiter(url, settings.rate_limit)
     redis_client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     waiters = live.Waiters(url)  # one status subscription for the process's long polls
+    reads = live.SingleFlight()
 
     app = FastAPI(
         title="contact-provisioner",
@@ -283,7 +284,10 @@ def create_app(
             info = await live.wait_until(
                 woken,
                 wait,
-                lambda: run_in_threadpool(service.get, account_id, assistant_id, contact_id),
+                lambda: reads.read(
+                    (account_id, assistant_id, contact_id),
+                    lambda: run_in_threadpool(service.get, account_id, assistant_id, contact_id),
+                ),
                 lambda value: value["status"] != expected,
                 info,
             )

@@ -60,6 +60,7 @@ def install(
     waiters: live.Waiters,
 ) -> None:
     batches = service
+    reads = live.SingleFlight()
     errors: dict[int | str, dict[str, Any]] = {
         **AUTHENTICATED,
         404: error_schema("Batch not found (`not_found`)"),
@@ -147,7 +148,10 @@ def install(
             info = await live.wait_until(
                 woken,
                 wait,
-                lambda: run_in_threadpool(batches.get, account_id, batch_id),
+                lambda: reads.read(
+                    (account_id, batch_id),
+                    lambda: run_in_threadpool(batches.get, account_id, batch_id),
+                ),
                 lambda value: value["done"] or value["counts"] != first,
                 info,
             )

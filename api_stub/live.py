@@ -98,6 +98,22 @@ class Waiters:
                 woken.set()
 
 
+class SingleFlight:
+    """Concurrent reads of one key share one database read: the waiters on a contact woken by
+    one message need one read between them, not one each."""
+
+    def __init__(self) -> None:
+        self._flights: dict[Any, asyncio.Future[Any]] = {}
+
+    async def read(self, key: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(fn())
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        return await asyncio.shield(flight)
+
+
 async def wait_until(
     woken: asyncio.Event,
     seconds: float,
