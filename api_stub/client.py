@@ -375,6 +375,21 @@ class RetryPolicy:
         }
 
 
+def _long_poll(contact: Contact, deadline: float, http: httpx.Client | httpx.AsyncClient) -> Call:
+    """`GET` the contact with `?wait=` (what is left of the deadline, and less than the read
+    timeout) and `?status=` its known status: the answer comes when that status changes."""
+    read_timeout = http.timeout.read
+    cap = 50.0 if read_timeout is None else max(min(read_timeout - 5.0, 50.0), 1.0)
+    wait = max(0.0, min(deadline - time.monotonic(), cap))
+    call = Calls.get_contact(contact.assistant_id, contact.id)
+    return Call(
+        call.method,
+        call.path,
+        call.parse,
+        params={"wait": round(wait, 3), "status": contact.status},
+    )
+
+
 class _Base:
     def __init__(self, api_key: str, retry: RetryPolicy | None) -> None:
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
@@ -463,6 +478,15 @@ class Client(_Base):
     def get_contact(self, assistant_id: int, contact_id: str) -> Contact:
         return self.send(Calls.get_contact(assistant_id, contact_id))
 
+    def wait_for(self, contact: Contact, timeout: float) -> Contact:
+        """The contact as soon as its status differs from `contact.status`, or as it is after
+        `timeout` seconds: long polls, no sleeping loop."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.send(_long_poll(contact, deadline, self._http))
+            if current.status != contact.status or time.monotonic() >= deadline:
+                return current
+
     def list_contacts(
         self, assistant_id: int, *, limit: int = 100, starting_after: str | None = None
     ) -> list[Contact]:
@@ -544,6 +568,15 @@ class AsyncClient(_Base):
 
     async def get_contact(self, assistant_id: int, contact_id: str) -> Contact:
         return await self.send(Calls.get_contact(assistant_id, contact_id))
+
+    async def wait_for(self, contact: Contact, timeout: float) -> Contact:
+        """The contact as soon as its status differs from `contact.status`, or as it is after
+        `timeout` seconds: long polls, no sleeping loop."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = await self.send(_long_poll(contact, deadline, self._http))
+            if current.status != contact.status or time.monotonic() >= deadline:
+                return current
 
     async def list_contacts(
         self, assistant_id: int, *, limit: int = 100, starting_after: str | None = None

@@ -135,15 +135,7 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
 
     # --- signing in ----------------------------------------------------------------------
 
-    @app.get(f"{PREFIX}/sign-in", include_in_schema=False)
-    async def sign_in_form(request: Request) -> Response:
-        return page(request, "sign_in.html", error=None)
-
-    @app.post(f"{PREFIX}/sign-in", include_in_schema=False)
-    async def sign_in(request: Request) -> Response:
-        form = await _form(request)
-        if not gate.token_matches(form.get("token", "")):
-            return page(request, "sign_in.html", 401, error="That is not the console token.")
+    def signed_in(request: Request) -> Response:
         response = RedirectResponse(f"{PREFIX}/", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -155,6 +147,21 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
             max_age=12 * 3600,
         )
         return response
+
+    @app.get(f"{PREFIX}/sign-in", include_in_schema=False)
+    async def sign_in_form(request: Request) -> Response:
+        # `?token=` is the link `make run` prints: it signs in and leaves the token out of
+        # the address bar at once.
+        if gate.token_matches(request.query_params.get("token", "")):
+            return signed_in(request)
+        return page(request, "sign_in.html", error=None)
+
+    @app.post(f"{PREFIX}/sign-in", include_in_schema=False)
+    async def sign_in(request: Request) -> Response:
+        form = await _form(request)
+        if not gate.token_matches(form.get("token", "")):
+            return page(request, "sign_in.html", 401, error="That is not the console token.")
+        return signed_in(request)
 
     @app.post(f"{PREFIX}/sign-out", include_in_schema=False)
     async def sign_out(request: Request) -> Response:

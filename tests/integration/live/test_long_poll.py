@@ -138,3 +138,22 @@ def test_500_waiting_polls_hold_no_thread_and_no_connection_and_all_wake(
     # API in a process of its own is measured by bench/longpoll.py.
     assert seen["first"] < 1.0, str(seen)
     assert seen["elapsed"] < 15, str(seen)
+
+
+def test_clients_wait_for_a_change_with_long_polls(live_url, service, pipeline, tenant, sandbox):
+    from api_stub.client import AsyncClient, Client
+
+    cid = submit(service, tenant, PHONE)
+    with Client(live_url, tenant.api_key) as client:
+        pending = client.get_contact(tenant.assistant_ids[0], cid)
+        unchanged = client.wait_for(pending, timeout=1)
+        assert unchanged.status == "pending"
+        threading.Timer(0.5, lambda: drive(pipeline, cid)).start()
+        changed = client.wait_for(pending, timeout=30)
+        assert changed.status != "pending"
+
+    async def async_wait():
+        async with AsyncClient(live_url, tenant.api_key) as client:
+            return await client.wait_for(pending, timeout=5)
+
+    assert asyncio.run(async_wait()).status != "pending"
