@@ -281,7 +281,7 @@ def create_app(
                 lambda account_id: (account_id, service.get(account_id, assistant_id, contact_id)),
             )
             expected = status or info["status"]
-            info = await live.wait_until(
+            info = await waiters.wait_until(
                 woken,
                 wait,
                 lambda: reads.read(

@@ -145,7 +145,7 @@ def install(
                 request, lambda account_id: (account_id, batches.get(account_id, batch_id))
             )
             first = info["counts"]
-            info = await live.wait_until(
+            info = await waiters.wait_until(
                 woken,
                 wait,
                 lambda: reads.read(

@@ -31,9 +31,38 @@ class Waiters:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = asyncio.Event()
+        self.waiting = 0
 
     def count(self) -> int:
+        """Requests registered (reading or waiting)."""
         return sum(len(v) for v in self._waiters.values())
+
+    async def wait_until(
+        self,
+        woken: asyncio.Event,
+        seconds: float,
+        read: Callable[[], Awaitable[Any]],
+        changed: Callable[[Any], bool],
+        first: Any,
+    ) -> Any:
+        """`first`, or the first read after a wake-up for which `changed` holds, or the last
+        read when `seconds` have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        value = first
+        self.waiting += 1  # requests between reads: they hold no thread and no connection
+        try:
+            while not changed(value):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), remaining)
+                woken.clear()  # before the read: a message during the read wakes the next round
+                value = await read()
+        finally:
+            self.waiting -= 1
+        return value
 
     @contextlib.contextmanager
     def watch(self, *keys: Key) -> Iterator[asyncio.Event]:
@@ -112,29 +141,6 @@ class SingleFlight:
             self._flights[key] = flight
             flight.add_done_callback(lambda _: self._flights.pop(key, None))
         return await asyncio.shield(flight)
-
-
-async def wait_until(
-    woken: asyncio.Event,
-    seconds: float,
-    read: Callable[[], Awaitable[Any]],
-    changed: Callable[[Any], bool],
-    first: Any,
-) -> Any:
-    """`first`, or the first read after a wake-up for which `changed` holds, or the last read
-    when `seconds` have passed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    value = first
-    while not changed(value):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), remaining)
-        woken.clear()  # before the read: a message during the read wakes the next round
-        value = await read()
-    return value
 
 
 async def event_stream(
