@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from api_stub import batch, schemas, webhooks
+from api_stub import batch, console, events, live, schemas, webhooks
 from api_stub.auth import Unauthenticated, bearer_token
 from api_stub.errors import (
     AUTHENTICATED,
@@ -36,13 +36,17 @@ from api_stub.openapi import (
 from api_stub.ratelimit import RateLimiter
 from worker.app.contacts import Publisher
 from worker.app.services import Database, Services
-from worker.domain.errors import DomainError
+from worker.domain.contacts import ContactStatus
+from worker.domain.errors import DomainError, InvalidRequest
 from worker.embedded_redis import redis_url
+from worker.live import Notifier
 from worker.runtime.celery_app import CeleryPublisher, create_celery
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+MAX_WAIT_S = 60
+STATUSES = tuple(s.value for s in ContactStatus)
 
 
 class RateLimited(Exception):
@@ -87,10 +91,12 @@ def create_app(
     url = redis_url(settings)
     if publisher is None:
         publisher = CeleryPublisher(create_celery(settings, broker_url=url))
-    services = Services.build(settings, publisher, db)
+    services = Services.build(settings, publisher, db, notifier=Notifier(url))
     service, keys = services.contacts, services.accounts
     limiter = RateLimiter(url, settings.rate_limit)
     redis_client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    waiters = live.Waiters(url)  # one status subscription for the process's long polls
+    reads = live.SingleFlight()
 
     app = FastAPI(
         title="contact-provisioner",
@@ -101,6 +107,7 @@ def create_app(
     )
     app.state.service = service
     app.state.db = services.db
+    app.state.waiters = waiters
 
     def authorise(request: Request) -> int:
         """Authenticate the bearer key and count the request against its rate limit."""
@@ -246,10 +253,45 @@ def create_app(
         tags=["contacts"],
         responses={200: schemas.ok(schemas.ContactResponse, "The contact"), **READ_ERRORS},
     )
-    async def get_contact(assistant_id: int, contact_id: str, request: Request) -> JSONResponse:
-        info = await call(
-            request, lambda account_id: service.get(account_id, assistant_id, contact_id)
-        )
+    async def get_contact(
+        assistant_id: int,
+        contact_id: str,
+        request: Request,
+        wait: float = Query(
+            0, ge=0, le=MAX_WAIT_S, description="Long poll: seconds to wait for a change"
+        ),
+        status: str | None = Query(
+            None,
+            max_length=32,
+            description="With `wait`: answer once the status differs from this one (default: "
+            "the status on arrival)",
+        ),
+    ) -> JSONResponse:
+        """The contact; with `wait`, as soon as its status changes (or after `wait` seconds)."""
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest("unknown status", {"status": f"one of {', '.join(STATUSES)}"})
+        if not wait:
+            info = await call(
+                request, lambda account_id: service.get(account_id, assistant_id, contact_id)
+            )
+            return JSONResponse({"info": info})
+        with waiters.watch(("contact", contact_id)) as woken:
+            await waiters.ready()
+            account_id, info = await call(
+                request,
+                lambda account_id: (account_id, service.get(account_id, assistant_id, contact_id)),
+            )
+            expected = status or info["status"]
+            info = await waiters.wait_until(
+                woken,
+                wait,
+                lambda: reads.read(
+                    (account_id, assistant_id, contact_id),
+                    lambda: run_in_threadpool(service.get, account_id, assistant_id, contact_id),
+                ),
+                lambda value: value["status"] != expected,
+                info,
+            )
         return JSONResponse({"info": info})
 
     @app.get(
@@ -327,7 +369,9 @@ def create_app(
         return JSONResponse({"info": await call(request, service.credits)})
 
     webhooks.install(app, call=call, service=services.webhooks, settings=settings)
-    batch.install(app, call=call, service=services.batches, settings=settings)
+    batch.install(app, call=call, service=services.batches, settings=settings, waiters=waiters)
+    events.install(app, call=call, feed=services.events, waiters=waiters)
+    console.install(app, settings=settings, services=services, waiters=waiters)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

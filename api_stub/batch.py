@@ -11,8 +11,9 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
+from starlette.concurrency import run_in_threadpool
 
-from api_stub import schemas
+from api_stub import live, schemas
 from api_stub.errors import AUTHENTICATED, JSONResponse, error_schema, header
 from api_stub.limits_mw import read_body
 from api_stub.openapi import CONTACT_BODY_SCHEMA, IDEMPOTENCY_KEY_PARAMETER, IDEMPOTENT_REPLAYED
@@ -50,8 +51,16 @@ def _batch_body_schema(max_items: int) -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI, *, call: Call, service: BatchService, settings: Settings) -> None:
+def install(
+    app: FastAPI,
+    *,
+    call: Call,
+    service: BatchService,
+    settings: Settings,
+    waiters: live.Waiters,
+) -> None:
     batches = service
+    reads = live.SingleFlight()
     errors: dict[int | str, dict[str, Any]] = {
         **AUTHENTICATED,
         404: error_schema("Batch not found (`not_found`)"),
@@ -118,9 +127,34 @@ def install(app: FastAPI, *, call: Call, service: BatchService, settings: Settin
             422: error_schema("`batch_id` too long (`invalid_request`)"),
         },
     )
-    async def get_batch(request: Request, batch_id: str = PathParam(max_length=64)) -> JSONResponse:
-        """The batch's contacts counted by status; `done` once every one is active or failed."""
-        info = await call(request, lambda account_id: batches.get(account_id, batch_id))
+    async def get_batch(
+        request: Request,
+        batch_id: str = PathParam(max_length=64),
+        wait: float = Query(
+            0, ge=0, le=60, description="Long poll: seconds to wait for `counts` to change"
+        ),
+    ) -> JSONResponse:
+        """The batch's contacts counted by status; `done` once every one is active or failed.
+        With `wait`: as soon as `done`, or when the counts change, or after `wait` seconds."""
+        if not wait:
+            info = await call(request, lambda account_id: batches.get(account_id, batch_id))
+            return JSONResponse({"info": info})
+        with waiters.watch(("batch", batch_id)) as woken:
+            await waiters.ready()
+            account_id, info = await call(
+                request, lambda account_id: (account_id, batches.get(account_id, batch_id))
+            )
+            first = info["counts"]
+            info = await waiters.wait_until(
+                woken,
+                wait,
+                lambda: reads.read(
+                    (account_id, batch_id),
+                    lambda: run_in_threadpool(batches.get, account_id, batch_id),
+                ),
+                lambda value: value["done"] or value["counts"] != first,
+                info,
+            )
         return JSONResponse({"info": info})
 
     @app.get(

@@ -3,8 +3,7 @@
     from api_stub.client import Client, ContactExists
 
     with Client("http://127.0.0.1:8000", api_key) as api:
-        contact = api.create_contact(7, "phone", phone_country="US")
-        contact = api.get_contact(7, contact.id)
+        contact = api.wait_for(api.create_contact(7, "phone", phone_country="US"), 60)
 
 Both classes share one definition of every route: a pure function, on `_Api`, that returns the
 `Call` to make (method, path, params, body, Idempotency-Key, how to read a success); only the
@@ -351,6 +350,22 @@ class RetryPolicy:
         }
 
 
+def _long_poll(
+    contact: Contact, deadline: float, http: httpx.Client | httpx.AsyncClient
+) -> Call[Contact]:
+    """`GET` the contact with `?wait=` (what is left of the deadline, and less than the read
+    timeout) and `?status=` its known status: the answer comes when that status changes."""
+    read_timeout = http.timeout.read
+    cap = 50.0 if read_timeout is None else max(min(read_timeout - 5.0, 50.0), 1.0)
+    wait = max(0.0, min(deadline - time.monotonic(), cap))
+    return Call(
+        "GET",
+        f"/v0/assistant/{contact.assistant_id}/contact/{contact.id}",
+        _CONTACT,
+        params={"wait": round(wait, 3), "status": contact.status},
+    )
+
+
 class _Route(Generic[P, T]):
     """A route, defined once by `build` (its arguments -> the `Call` to make). On a `Client` it
     is a method that sends the call and returns the result; on an `AsyncClient`, a coroutine
@@ -535,6 +550,15 @@ class Client(_Api):
                 return self._answer(call, self._http.request(**request))
         raise AssertionError("unreachable")  # tenacity re-raises the last error
 
+    def wait_for(self, contact: Contact, timeout: float) -> Contact:
+        """The contact as soon as its status differs from `contact.status`, or as it is after
+        `timeout` seconds: long polls, no sleeping loop."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.send(_long_poll(contact, deadline, self._http))
+            if current.status != contact.status or time.monotonic() >= deadline:
+                return current
+
 
 class AsyncClient(_Api):
     """The API for asyncio code (e.g. a web app provisioning in the background)."""
@@ -566,3 +590,11 @@ class AsyncClient(_Api):
             with attempt:
                 return self._answer(call, await self._http.request(**request))
         raise AssertionError("unreachable")
+
+    async def wait_for(self, contact: Contact, timeout: float) -> Contact:
+        """As `Client.wait_for`, awaited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = await self.send(_long_poll(contact, deadline, self._http))
+            if current.status != contact.status or time.monotonic() >= deadline:
+                return current

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 0
     worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other hosts
 
+    # The operators' console at /console/: off (404) while empty; its sign-in token otherwise.
+    console_token: SecretStr = SecretStr("")
+
     # Logging.
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

@@ -125,6 +125,10 @@ def provision_each_type_and_check_logs_and_metrics(stack: DevStack) -> None:
     assistant = int(printed["Assistant ids"].split()[0])
     assert api == f"http://127.0.0.1:{stack.ports['API']}"
     assert key.startswith("cp_")
+    # The printed console link signs in and opens the console.
+    with httpx.Client(follow_redirects=True, timeout=10) as browser:
+        console = browser.get(printed["Console"])
+    assert console.status_code == 200 and "Overview" in console.text
     # A copy-paste curl per contact type, with the key and an assistant filled in.
     curls = [line for line in stack.lines if line.startswith("curl -s -X POST")]
     for contact_type in BODIES:

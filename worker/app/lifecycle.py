@@ -15,6 +15,7 @@ from worker.domain.contacts import ContactStatus
 from worker.domain.errors import InvalidRequest, NotFound
 from worker.domain.ids import is_id
 from worker.domain.views import contact_view, ledger_view
+from worker.live import NoNotifier, Notifier
 from worker.settings import Settings
 from worker.store import billing, contacts, credits, deletion
 from worker.store.db import Database
@@ -51,11 +52,14 @@ class LifecycleService:
         settings: Settings,
         publisher: Publisher,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        notifier: Notifier | NoNotifier | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.publisher = publisher
         self.clock = clock
+        # Wakes the long polls and event streams waiting on a contact after its move commits.
+        self.notifier = notifier or NoNotifier()
 
     # --- deletion ----------------------------------------------------------------------------
 
@@ -78,6 +82,8 @@ class LifecycleService:
             steps = contacts.steps_for(session, [contact_id])[contact_id]
             view = contact_view(found.contact, steps)
         if found.moved:
+            c = found.contact
+            self.notifier.changed(c.id, c.batch_id, c.account_id, c.status)
             log.info(
                 "contact_deletion_requested",
                 contact_id=contact_id,
@@ -154,6 +160,8 @@ class LifecycleService:
                     grace += len(billed.grace_period)
                     unpaid += len(billed.unpaid)
                     restored += len(billed.restored)
+                    for contact_id, status in billed.moves():
+                        self.notifier.changed(contact_id, None, account, status)
                     self._run(billed.unpaid, queue="bulk")
                     if billed.events and events is not None:
                         try:

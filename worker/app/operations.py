@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from worker.app.contacts import Publisher
 from worker.domain.errors import ContactExists, InsufficientCredits, NotFound
 from worker.domain.money import format_amount
+from worker.live import NoNotifier, Notifier
 from worker.settings import Settings
 from worker.store import credits, recovery
 from worker.store.db import Database
@@ -39,9 +40,14 @@ def failed_contacts(db: Database, limit: int = 100) -> list[dict[str, Any]]:
 
 
 def retry_contact(
-    db: Database, settings: Settings, publisher: Publisher, contact_id: str
+    db: Database,
+    settings: Settings,
+    publisher: Publisher,
+    contact_id: str,
+    notifier: Notifier | NoNotifier | None = None,
 ) -> dict[str, Any]:
-    """Put a failed contact back to pending, reserving its setup cost again, and enqueue it."""
+    """Put a failed contact back to pending, reserving its setup cost again, and enqueue it;
+    `notifier` (if given) wakes whoever waits on the contact, after the commit."""
     now = datetime.now(UTC)
     try:
         with db.write() as session:
@@ -62,9 +68,12 @@ def retry_contact(
                 credits.reservation_key(contact.id, contact.reservation_seq),
             )
             queue = "bulk" if contact.batch_id else "interactive"
+            batch_id, account_id = contact.batch_id, contact.account_id
     except IntegrityError:
         raise ContactExists(
             "the assistant already has a live contact of this type; retry refused"
         ) from None
+    if notifier is not None:
+        notifier.changed(contact_id, batch_id, account_id, "pending")
     publisher.provision(contact_id, queue=queue)
     return {"id": contact_id, "status": "pending", "queue": queue}

@@ -9,8 +9,10 @@ from sqlalchemy import text
 from worker.app.accounts import Authenticator
 from worker.app.batches import BatchService
 from worker.app.contacts import ContactService, Publisher
+from worker.app.events import EventFeed
 from worker.app.lifecycle import LifecycleService
 from worker.app.webhooks import WebhookService
+from worker.live import NoNotifier, Notifier
 from worker.settings import Settings
 from worker.store.db import Database
 
@@ -23,10 +25,16 @@ class Services:
     webhooks: WebhookService
     accounts: Authenticator
     lifecycle: LifecycleService
+    events: EventFeed
+    publisher: Publisher
 
     @classmethod
     def build(
-        cls, settings: Settings, publisher: Publisher, db: Database | None = None
+        cls,
+        settings: Settings,
+        publisher: Publisher,
+        db: Database | None = None,
+        notifier: Notifier | NoNotifier | None = None,
     ) -> Services:
         db = db or Database(settings.database_url)
         contacts = ContactService(db, settings, publisher)
@@ -36,7 +44,9 @@ class Services:
             batches=BatchService(contacts),
             webhooks=WebhookService(db, settings),
             accounts=Authenticator(db),
-            lifecycle=LifecycleService(db, settings, publisher),
+            lifecycle=LifecycleService(db, settings, publisher, notifier=notifier),
+            events=EventFeed(db),
+            publisher=publisher,
         )
 
     def database_status(self) -> str:

@@ -185,7 +185,12 @@ class WebhookService:
             return [delivery_view(d, a) for d, a in rows]
 
     def redrive(
-        self, *, failed_only: bool, since: datetime | None, account_id: int | None = None
+        self,
+        *,
+        failed_only: bool,
+        since: datetime | None,
+        account_id: int | None = None,
+        event_id: str | None = None,
     ) -> list[str]:
         with self.db.write() as session:
             return store.redrive(
@@ -195,6 +200,7 @@ class WebhookService:
                 since=since,
                 grace_s=self.settings.webhook_relay_grace_s,
                 account_id=account_id,
+                event_id=event_id,
             )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -47,6 +48,18 @@ class Demo:
     api_key: str
     assistant_ids: list[int]
     free: dict[str, int]  # contact type -> an assistant with no live contact of that type
+
+
+def dev_console_token(var_dir: Path) -> str:
+    """The dev stack's console token: made once, kept in var/ so a bookmarked link works."""
+    path = var_dir / "console-token"
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
 
 
 def seed(db: Database, var_dir: Path) -> Demo:
@@ -254,6 +267,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     redis_server = redis_url(base)
+    console_token = base.console_token.get_secret_value() or dev_console_token(base.var_dir)
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -266,6 +280,7 @@ def main() -> None:
         "PROVISIONER_WORKER_METRICS_PORT": str(metrics_port),
         "PROVISIONER_WORKER_METRICS_HOST": "127.0.0.1",
         "PROVISIONER_LOG_FORMAT": os.environ.get("PROVISIONER_LOG_FORMAT", "console"),
+        "PROVISIONER_CONSOLE_TOKEN": console_token,
     }
     cli = [sys.executable, "-m", "worker.cli"]
     commands = {
@@ -299,6 +314,7 @@ def main() -> None:
                     f"Metrics: {api}/metrics  http://127.0.0.1:{metrics_port}/metrics (worker)",
                     f"Account id: {demo.account_id}",
                     f"API: {api}",
+                    f"Console: {api}/console/sign-in?token={console_token}",
                     f"API key: {demo.api_key}",
                     f"Assistant ids: {' '.join(map(str, demo.assistant_ids))}",
                     "Ctrl-C stops everything.",

@@ -183,12 +183,17 @@ def jobs_retry(
     """Run a failed contact again (its setup cost is reserved again)."""
     from worker.app.operations import retry_contact
     from worker.domain.errors import DomainError
+    from worker.live import Notifier
     from worker.runtime.celery_app import CeleryPublisher, create_celery
 
     settings = load_settings()
     try:
         result = retry_contact(
-            database(settings), settings, CeleryPublisher(create_celery(settings)), contact_id
+            database(settings),
+            settings,
+            CeleryPublisher(create_celery(settings)),
+            contact_id,
+            Notifier.from_settings(settings),
         )
     except DomainError as exc:
         typer.echo(f"{exc.code}: {exc.message}", err=True)

@@ -17,6 +17,7 @@ import structlog
 
 from worker.domain.contacts import ContactStatus, ContactType, StepStatus, read_only_first_step
 from worker.domain.retry import RetryPolicy
+from worker.live import NoNotifier, Notifier
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
@@ -74,6 +75,7 @@ class Pipeline:
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
         limiter: ProviderLimiter | None = None,
+        notifier: Notifier | NoNotifier | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -82,11 +84,20 @@ class Pipeline:
         # The shared provider rate budgets gate every request these clients send.
         self.limiter = limiter or ProviderLimiter.from_settings(settings)
         self.limiter.install(providers)
+        # Wakes the API's long polls and event streams after each status change commits.
+        self.notifier = notifier or Notifier.from_settings(settings)
         self.policy, self.compensation_policy = _policies(settings)
         self.rng = random.Random()
         self.grace = timedelta(days=settings.grace_period_days)
         self.releaser = Releaser(
-            db, providers, settings, clock, self.limiter, self.compensation_policy, Outcome
+            db,
+            providers,
+            settings,
+            clock,
+            self.limiter,
+            self.compensation_policy,
+            Outcome,
+            self._changed,
         )
 
     def run(self, contact_id: str, owner: str) -> Outcome:
@@ -110,6 +121,9 @@ class Pipeline:
         if lease is None:
             return Outcome("busy")  # finished, missing, or another runner holds it
         contact, steps = lease.contact, lease.steps
+        # Every lease, not only the first (pending -> provisioning): one PUBLISH is cheaper
+        # than telling the cases apart, and a woken waiter that sees no change waits on.
+        self._changed(contact)
         structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
         mark_bulk(contact.batch_id is not None)  # a batch's work draws on the bulk share
         if contact.status == ContactStatus.DELETING.value:
@@ -246,6 +260,7 @@ class Pipeline:
             return self._stopped(contact, steps, owner)
         if following is not None:
             return following
+        self._changed(contact)
         structlog.contextvars.unbind_contextvars("step", "attempt")
         log.info("contact_active", contact_type=contact.contact_type, address=contact.address)
         contact_outcome(contact.contact_type, "active")
@@ -345,6 +360,7 @@ class Pipeline:
             failed = store.fail(session, contact, ordered, owner, self.clock(), events)
         if not failed:
             return self._stopped(contact, steps, owner)
+        self._changed(contact)
         log.warning("contact_failed", error_code=code, error=message)
         contact_outcome(contact.contact_type, "failed")
         return Outcome("failed", events=tuple(events))
@@ -361,6 +377,9 @@ class Pipeline:
             return Outcome("busy")
         log.info("contact_cancelled", deleted_reason=now.deleted_reason)
         return self.releaser.run(now, steps, owner)
+
+    def _changed(self, contact: Contact) -> None:
+        self.notifier.changed(contact.id, contact.batch_id, contact.account_id, contact.status)
 
     def _journal_failure(self, step: ContactStep, error: str) -> None:
         with self.db.write() as session:

@@ -44,9 +44,11 @@ class Releaser:
         limiter: ProviderLimiter,
         policy: RetryPolicy,
         outcome: Callable[..., Any],
+        changed: Callable[[Contact], None] = lambda contact: None,
     ) -> None:
         self.db, self.providers, self.settings, self.clock = db, providers, settings, clock
         self.limiter, self.policy, self.outcome = limiter, policy, outcome
+        self.changed = changed  # after a status change commits (wakes the long polls)
         self.rng = random.Random()
 
     def run(self, contact: Contact, steps: dict[str, ContactStep], owner: str) -> Any:
@@ -88,6 +90,7 @@ class Releaser:
             finished = deletion.finish_deleted(session, contact, ordered, owner, p.clock(), events)
         if not finished:
             return self.outcome("busy")
+        self.changed(contact)
         log.info("contact_deleted", contact_type=contact.contact_type)
         contact_outcome(contact.contact_type, "deleted")
         return self.outcome("deleted", events=tuple(events))

@@ -77,6 +77,7 @@ class Runtime:
         if self._pipeline is not None:
             self._pipeline.providers.close()
             self._pipeline.limiter.close()
+            self._pipeline.notifier.close()
             self._pipeline.db.dispose()
             self._pipeline = None
 

@@ -47,6 +47,14 @@ class Billed:
     more: bool = False  # the account has more due contacts than this pass took
     last_id: str = ""  # the last contact taken: the next call goes on after it
 
+    def moves(self) -> list[tuple[str, str]]:
+        """(contact id, new status) of every contact this pass moved."""
+        return [
+            *((c, ContactStatus.GRACE_PERIOD.value) for c in self.grace_period),
+            *((c, ContactStatus.ACTIVE.value) for c in self.restored),
+            *((c, ContactStatus.DELETING.value) for c in self.unpaid),
+        ]
+
 
 def due_accounts(session: Session, now: datetime, after: int, limit: int) -> list[int]:
     """Accounts with a live contact not paid through `now`'s month, in id order after `after`."""

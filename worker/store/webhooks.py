@@ -304,6 +304,7 @@ def redrive(
     since: datetime | None,
     grace_s: float,
     account_id: int | None = None,
+    event_id: str | None = None,
 ) -> list[str]:
     """Start a new round of attempts for finished deliveries (failed only, or also those that
     succeeded or had no endpoint); the same event id, so the same `webhook-id`."""
@@ -315,6 +316,8 @@ def redrive(
         where.append(WebhookDelivery.created_at >= since)
     if account_id is not None:
         where.append(WebhookDelivery.account_id == account_id)
+    if event_id is not None:
+        where.append(WebhookDelivery.event_id == event_id)
     event_ids = list(session.execute(select(WebhookDelivery.event_id).where(*where)).scalars())
     if event_ids:
         session.execute(
