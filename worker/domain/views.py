@@ -34,6 +34,7 @@ class ContactRecord(Protocol):
     batch_id: str | None
     created_at: datetime
     updated_at: datetime
+    stuck_since: datetime | None
 
 
 def iso(moment: datetime) -> str:
@@ -66,6 +67,8 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
         "setup_cost": format_amount(contact.setup_cost_cents),
         "charged": contact.charged,
         "error": error,
+        # Failing, and its clean-up at the providers cannot finish until an operator acts.
+        "stuck": contact.stuck_since is not None,
         "steps": shown,
         "batch_id": contact.batch_id,
         "created_at": iso(contact.created_at),
