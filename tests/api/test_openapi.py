@@ -15,6 +15,7 @@ CONTRACT_CONTACT_FIELDS = {
     "setup_cost",
     "charged",
     "error",
+    "stuck",  # issue 18: a failing contact whose clean-up needs an operator
     "steps",
     "batch_id",
     "created_at",
