@@ -35,6 +35,8 @@ from api_stub.openapi import (
 )
 from api_stub.ratelimit import RateLimiter
 from worker.app.contacts import Publisher
+from worker.app.operations import stuck_counts
+from worker.app.readiness import ProviderReadiness
 from worker.app.services import Database, Services
 from worker.domain.contacts import ContactStatus
 from worker.domain.errors import DomainError, InvalidRequest
@@ -94,6 +96,7 @@ def create_app(
     services = Services.build(settings, publisher, db, notifier=Notifier(url))
     service, keys = services.contacts, services.accounts
     limiter = RateLimiter(url, settings.rate_limit)
+    providers = ProviderReadiness(settings)
     redis_client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     waiters = live.Waiters(url)  # one status subscription for the process's long polls
     reads = live.SingleFlight()
@@ -202,12 +205,14 @@ def create_app(
                 status["redis"] = "ok"
             except Exception as exc:
                 status["redis"] = type(exc).__name__
+            # The providers' last answers (cached; an unreachable one is reported, not failed).
+            status.update(providers.read())
             return status
 
         status = await run_in_threadpool(check)
-        if all(v == "ok" for v in status.values()):
+        failing = ", ".join(k for k, v in status.items() if v not in ("ok", "unreachable"))
+        if not failing:
             return JSONResponse({"info": status})
-        failing = ", ".join(k for k, v in status.items() if v != "ok")
         return error_response(503, "not_ready", f"unavailable: {failing}", fields=status)
 
     # --- contacts ------------------------------------------------------------------------------
@@ -378,7 +383,7 @@ def create_app(
         larger={batch.PATH: settings.max_batch_body_bytes},
     )
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
-    install_metrics(app, redis_client)
+    install_metrics(app, redis_client, lambda: stuck_counts(services.db))
     document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
     return app
 

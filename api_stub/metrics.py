@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -19,7 +19,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.metrics import HTTP_REQUESTS, QueueDepthCollector, Registries
+from worker.metrics import (
+    HTTP_REQUESTS,
+    QueueDepthCollector,
+    Registries,
+    StuckContactsCollector,
+)
 from worker.runtime.celery_app import QUEUES
 
 log = structlog.get_logger(__name__)
@@ -91,10 +96,16 @@ class RequestContext:
         return getattr(route, "path", None) or "unmatched"
 
 
-def install(app: FastAPI, redis_client: Any) -> None:
+def install(
+    app: FastAPI, redis_client: Any, stuck_counts: Callable[[], dict[str, int]] | None = None
+) -> None:
     """Add `GET /metrics` (no authentication, like the health routes) and the middleware.
-    Call it last in `create_app`, so the middleware is outermost and counts every answer."""
-    registry = Registries(QueueDepthCollector(redis_client, QUEUES))
+    Call it last in `create_app`, so the middleware is outermost and counts every answer.
+    `stuck_counts` feeds `provisioner_contacts_stuck` (read from the database per scrape)."""
+    collectors: list[Any] = [QueueDepthCollector(redis_client, QUEUES)]
+    if stuck_counts is not None:
+        collectors.append(StuckContactsCollector(stuck_counts))
+    registry = Registries(*collectors)
 
     @app.get(
         "/metrics",

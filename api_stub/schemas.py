@@ -101,6 +101,11 @@ class Contact(_Shape):
     deleted_at: datetime | None
     deleted_reason: DeletedReason | None
     error: ContactError | None
+    stuck: bool = Field(
+        description="the contact is failing and removing what it made at the providers meets "
+        "an error that needs an operator (see `provisioner jobs stuck`); retried every "
+        "PROVISIONER_COMPENSATION_STUCK_RETRY_S"
+    )
     steps: list[Step]
     batch_id: BatchId | None
     created_at: datetime
@@ -272,6 +277,15 @@ class HealthResponse(_Shape):
 class Readiness(_Shape):
     database: Literal["ok"]
     redis: Literal["ok"]
+    twilio: Literal["ok", "unreachable"] | None = Field(
+        None,
+        description="Twilio's last answer to the configured credentials (checked at most"
+        " once per PROVISIONER_PROVIDER_CHECK_INTERVAL_S); absent until the first check. A"
+        " refusal (`credentials_refused`) makes the answer a 503 `not_ready`.",
+    )
+    google: Literal["ok", "unreachable"] | None = Field(
+        None, description="The Google Directory's last answer, as for `twilio`"
+    )
 
 
 class ReadinessResponse(_Shape):

@@ -10,7 +10,7 @@ Labels are low-cardinality by construction: route templates, not paths; no ids.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import structlog
@@ -56,6 +56,7 @@ WEBHOOK_ATTEMPTS = Counter(
     ["outcome"],
 )
 QUEUE_DEPTH = "provisioner_queue_depth"
+CONTACTS_STUCK = "provisioner_contacts_stuck"
 
 
 @contextmanager
@@ -123,6 +124,32 @@ class QueueDepthCollector(Collector):
         yield family
 
 
+class StuckContactsCollector(Collector):
+    """`provisioner_contacts_stuck{reason}`: contacts whose compensation met a permanent error,
+    by its code, read from the database at scrape time by `count` (reason -> contacts). A
+    failed read leaves the family empty rather than failing the scrape."""
+
+    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            CONTACTS_STUCK,
+            "Contacts whose clean-up at the providers is stuck on a permanent error, by its "
+            "code (retried every PROVISIONER_COMPENSATION_STUCK_RETRY_S; see `provisioner jobs "
+            "stuck`).",
+            labels=["reason"],
+        )
+        try:
+            counts = self._count()
+        except Exception as exc:  # database down: the rest of the scrape still answers
+            log.warning("contacts_stuck_unavailable", error=type(exc).__name__)
+            counts = {}
+        for reason, count in sorted(counts.items()):
+            family.add_metric([reason], count)
+        yield family
+
+
 class Registries:
     """The process's default registry plus collectors of one app (the queue depth), read as
     one: each app brings its own Redis client without registering globally twice."""
@@ -151,6 +178,7 @@ __all__ = [
     "WEBHOOK_ATTEMPTS",
     "QueueDepthCollector",
     "Registries",
+    "StuckContactsCollector",
     "contact_outcome",
     "provider_call",
     "queue_keys",

@@ -89,6 +89,18 @@ class Settings(BaseSettings):
     reconcile_batch: int = 500
     sender_poll_s: float = 2.0
     sender_online_timeout_s: int = 600
+    # A compensation that meets a permanent error (refused credentials, a forbidden account)
+    # is stuck: retried at this cadence instead of the backoff's, until the cause is fixed.
+    compensation_stuck_retry_s: float = 900.0
+
+    # Worker liveness: each worker process records a heartbeat this often; beat's liveness
+    # check (every `liveness_interval_s`) takes over the leases of a runner whose heartbeat is
+    # older than `worker_dead_after_s`, without waiting for the lease to expire.
+    worker_heartbeat_s: float = 3.0
+    worker_dead_after_s: float = 15.0
+    liveness_interval_s: float = 5.0
+    # /readyz asks each provider whether it accepts the configured credentials this often.
+    provider_check_interval_s: float = 60.0
 
     # The API as its clients reach it (`provisioner onboard`); empty URL: api_host:api_port.
     api_url: str = ""

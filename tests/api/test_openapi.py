@@ -20,6 +20,7 @@ CONTRACT_CONTACT_FIELDS = {
     "deleted_at",
     "deleted_reason",
     "error",
+    "stuck",  # issue 18: a failing contact whose clean-up needs an operator
     "steps",
     "batch_id",
     "created_at",

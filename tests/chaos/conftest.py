@@ -66,5 +66,7 @@ def chaos_redis(tmp_path) -> Iterator[OwnRedis]:
 
 @pytest.fixture
 def chaos_settings(make_settings, sandbox, chaos_redis) -> Settings:
+    # The production lease (120 s): a killed worker's contacts must come back through its
+    # stopped heartbeat (PROVISIONER_WORKER_DEAD_AFTER_S, 15 s), not through lease expiry.
     return make_settings(sandbox_url=sandbox.url, redis_url=chaos_redis.url,
-                         **{**FAST, "lease_s": 3, "max_deliveries": 10})
+                         **{**FAST, "lease_s": 120, "max_deliveries": 10})

@@ -1,5 +1,8 @@
 """Chaos: mixed contacts through the batch API while the providers misbehave, the worker is
-SIGKILLed three times and Redis is killed and restarted; then every contract invariant.
+SIGKILLed three times, Redis is killed and restarted and the database fails (every backend
+terminated three times on PostgreSQL, a writer lock held 5 s on SQLite) while the API keeps
+taking contacts; then every contract invariant, and the recovery time: from the last fault to
+the last terminal contact (docs/recovery.md says what bounds it).
 
 CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make chaos` runs 500.
 """
@@ -7,13 +10,17 @@ CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make c
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import time
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 from support.invariants import check_invariants
 from support.pipeline import all_terminal, statuses, wait_for
@@ -81,6 +88,7 @@ def test_contract_invariants_hold_under_chaos(
         for local in taken:
             directory.insert_user(f"{local}@{settings.email_domain}", "Other", "Owner", FOREIGN)
 
+    probe = make_tenant(credits_cents=10_000, assistants=3, name="probe")
     spawn("beat", settings)
     worker = spawn("worker", settings, "--concurrency", "16")
     with serve_in_thread(create_app(settings, db=db)) as api, httpx.Client(
@@ -105,7 +113,26 @@ def test_contract_invariants_hold_under_chaos(
                 info = answer.json()["info"]
                 assert info["rejected"] == []
                 batches.append((tenant, info["batch_id"]))
-        total = CONTACTS + 3
+        total = CONTACTS + 3 + len(probe.assistant_ids)
+        probes = iter(probe.assistant_ids)
+        answers: Counter[int] = Counter()
+
+        def post_during_fault() -> None:
+            """A client posting while the database fails: 202, or 503 with Retry-After (then
+            the same request again, with its Idempotency-Key), never anything else."""
+            assistant = next(probes)
+            key = f"probe-{assistant}"
+            body = {"contact_type": "phone", "phone_country": "US"}
+            for _ in range(60):
+                answer = http.post(f"/v0/assistant/{assistant}/contact", json=body,
+                                   headers={**probe.headers, "Idempotency-Key": key})
+                answers[answer.status_code] += 1
+                assert answer.status_code in (202, 503), answer.text
+                if answer.status_code == 202:
+                    return
+                assert answer.headers["Retry-After"].isdigit()
+                time.sleep(0.2)
+            raise AssertionError("the API never recovered from the database fault")
 
         def terminal() -> int:
             return sum(s in ("active", "failed") for s in statuses(db).values())
@@ -117,10 +144,20 @@ def test_contract_invariants_hold_under_chaos(
             if kill == 1:
                 chaos_redis.restart()  # mid-run, while the worker is down: queues may be lost
             worker = spawn("worker", settings, "--concurrency", "16")
+            last_fault = datetime.now(UTC)
+            if kill == 1:
+                for _ in range(3):  # database faults, while contacts run
+                    database_fault(db, post_during_fault)
+                    last_fault = datetime.now(UTC)
         # Then the faults stop, and everything must reach a terminal state.
         sandbox.set_faults(**NO_FAULTS)
         wait_for(lambda: all_terminal(db, total), timeout=600, every=0.2)
         elapsed = time.monotonic() - started
+        with db.read() as session:
+            last_terminal = session.execute(select(func.max(Contact.updated_at))).scalar_one()
+        if last_terminal.tzinfo is None:
+            last_terminal = last_terminal.replace(tzinfo=UTC)
+        recovery = (last_terminal - last_fault).total_seconds()
 
         # Every invariant of the database and the providers.
         by_status = check_invariants(db, sandbox, foreign_tags=frozenset({FOREIGN}))
@@ -172,8 +209,38 @@ def test_contract_invariants_hold_under_chaos(
     print(  # the counts the issue asks for; visible with -s or in the CI log on failure
         f"\nchaos: {total} contacts in {elapsed:.0f} s, {dict(by_status)}, "
         f"failed by code {dict(codes)}, provider answers {stats}, worker kills 3 "
-        f"({takeovers} leases taken over), redis restarts 1"
+        f"({takeovers} leases taken over), redis restarts 1, database faults 3 "
+        f"(API answers {dict(answers)})"
+        f"\nrecovery: {recovery:.1f} s from the last fault to the last terminal contact"
     )
+
+
+def database_fault(db, during) -> None:
+    """Fail the database under everyone's feet and call `during` meanwhile: on PostgreSQL
+    terminate every other backend of the test database (the API's, the workers', beat's); on
+    SQLite hold its writer lock for 5 s."""
+    if db.is_sqlite:
+        path = make_url(db.url).database
+        holder = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(5.0, holder.execute, ["ROLLBACK"])
+        release.start()
+        try:
+            during()
+        finally:
+            release.join()
+            holder.close()
+        return
+    admin = create_engine(db.url, poolclass=None)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            connection.commit()
+    finally:
+        admin.dispose()
+    during()
 
 
 def statuses_of(http: httpx.Client, tenant) -> dict[str, int]:

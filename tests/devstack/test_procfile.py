@@ -48,6 +48,9 @@ def test_release_migrates_and_exits_zero(settings):
 def test_web_workers_and_beat_start_and_stay_up(settings):
     port = free_port()
     env = procfile_env(settings)
+    # As a deployment has them: a worker with the real providers and no credentials refuses
+    # to start (tests/integration/liveness/test_startup_checks.py).
+    env["PROVISIONER_TWILIO_AUTH_TOKEN"] = env["PROVISIONER_GOOGLE_ACCESS_TOKEN"] = "deploy-token"
     log = settings.var_dir.parent / "honcho.log"
     with open(log, "wb") as out:
         honcho = subprocess.Popen([*HONCHO, "start", "-p", str(port), "web", "worker", "webhooks",

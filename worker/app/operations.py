@@ -1,4 +1,4 @@
-"""Operators' tasks: list failed contacts, run one again."""
+"""Operators' tasks: list failed and stuck contacts, run a failed one again."""
 
 from __future__ import annotations
 
@@ -14,8 +14,37 @@ from worker.domain.money import format_amount
 from worker.live import NoNotifier, Notifier
 from worker.settings import Settings
 from worker.store import credits, recovery
+from worker.store import stuck as stuck_store
 from worker.store.db import Database
 from worker.store.models import Contact
+
+
+def stuck_contacts(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+    """Contacts whose compensation is stuck on a permanent error, longest stuck first: the
+    contact's own error, the error that stops its clean-up, and for how long."""
+    now = datetime.now(UTC)
+    with db.read() as session:
+        rows = stuck_store.stuck_contacts(session, limit)
+        return [
+            {
+                "id": c.id,
+                "account_id": c.account_id,
+                "assistant_id": c.assistant_id,
+                "contact_type": c.contact_type,
+                "status": c.status,
+                "error": {"code": c.error_code, "message": c.error_message},
+                "stuck_reason": c.stuck_reason,
+                "stuck_since": c.stuck_since.isoformat() if c.stuck_since else None,
+                "age_s": round((now - c.stuck_since).total_seconds()) if c.stuck_since else 0,
+            }
+            for c in rows
+        ]
+
+
+def stuck_counts(db: Database) -> dict[str, int]:
+    """Stuck contacts by the code that stops their clean-up (the gauge's reading)."""
+    with db.read() as session:
+        return stuck_store.count_by_reason(session)
 
 
 def failed_contacts(db: Database, limit: int = 100) -> list[dict[str, Any]]:

@@ -175,6 +175,29 @@ def jobs_failed(
         typer.echo("no failed contacts")
 
 
+@jobs_app.command("stuck")
+def jobs_stuck(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List failing contacts whose clean-up at the providers is stuck, with its error and age."""
+    from worker.app.operations import stuck_contacts
+
+    rows = stuck_contacts(database(load_settings()), limit)
+    if as_json:
+        typer.echo(json.dumps({"stuck": rows}))
+        return
+    for row in rows:
+        error = row["error"]
+        typer.echo(
+            f"{row['id']}  assistant {row['assistant_id']}  {row['contact_type']:<8}  "
+            f"stuck {row['age_s']} s on {row['stuck_reason']}  (failing: {error['code']}: "
+            f"{error['message']})"
+        )
+    if not rows:
+        typer.echo("no stuck contacts")
+
+
 @jobs_app.command("retry")
 def jobs_retry(
     contact_id: Annotated[str, typer.Argument(help="A failed contact's id.")],
@@ -223,11 +246,22 @@ def worker(
     """Run a Celery worker for the provisioning tasks."""
     from worker.logging import configure
     from worker.metrics import serve_worker_metrics
+    from worker.providers.credentials import missing_credentials
     from worker.runtime.celery_app import create_celery
     from worker.runtime.tasks import Runtime, register
 
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
+    missing = missing_credentials(settings)
+    if missing:
+        # Every request to the provider would be refused: say so now, not once per contact.
+        typer.echo(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} empty, but the "
+            "providers are the real services: set the credentials (or point "
+            "PROVISIONER_SANDBOX_URL at a sandbox)",
+            err=True,
+        )
+        raise typer.Exit(2)
     if processes > 1:
         from worker.runtime import worker_group
 

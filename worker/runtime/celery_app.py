@@ -17,6 +17,7 @@ PURGE_TASK = "worker.tasks.purge_idempotency_keys"
 DELIVER_WEBHOOK_TASK = "worker.tasks.deliver_webhook"
 RELAY_WEBHOOKS_TASK = "worker.tasks.relay_webhooks"
 BILLING_TASK = "worker.tasks.billing_pass"
+LIVENESS_TASK = "worker.tasks.take_over_dead_runners"
 WEBHOOK_QUEUE = "webhooks"  # its own queue: a slow receiver never holds up provisioning
 QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 
@@ -59,6 +60,11 @@ def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celer
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_interval_s,
                 "options": {"queue": "interactive", "expires": settings.reconcile_interval_s},
+            },
+            "take-over-dead-runners": {
+                "task": LIVENESS_TASK,
+                "schedule": settings.liveness_interval_s,
+                "options": {"queue": "interactive", "expires": settings.liveness_interval_s},
             },
             "relay-webhooks": {
                 "task": RELAY_WEBHOOKS_TASK,

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from worker.domain.compensation import attempt_made_nothing, nothing_created
 from worker.domain.contacts import ContactStatus, ContactType, StepStatus, read_only_first_step
 from worker.domain.retry import RetryPolicy
 from worker.live import NoNotifier, Notifier
@@ -33,6 +34,7 @@ from worker.runtime.steps import (
 )
 from worker.settings import Settings
 from worker.store import pipeline as store
+from worker.store import stuck as stuck_store
 from worker.store.db import Database
 from worker.store.models import Contact, ContactStep
 
@@ -45,7 +47,7 @@ class Outcome:
     `events`: the outbox events a terminal transition committed, whose deliveries the caller
     publishes (if that publish is lost, the webhook relay finds them after its grace)."""
 
-    state: str  # active | failed | deleted | busy | gone | retry | wait
+    state: str  # active | failed | deleted | busy | gone | retry | wait | stuck
     again_in_s: float | None = None
     events: tuple[str, ...] = ()
 
@@ -206,7 +208,10 @@ class Pipeline:
             return self._throttled(contact, step, owner, exc, unsent=requests_sent() == sent)
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
-            self._journal_failure(step, str(exc))
+            # An attempt that made nothing is not counted: the journal then still proves
+            # what was (not) sent, and a contact that created nothing fails without clean-up.
+            made_nothing = attempt_made_nothing(sent=requests_sent() != sent, code=exc.code)
+            self._journal_failure(step, str(exc), take_back=made_nothing)
             return self._fail(contact, steps, owner, exc.code, str(exc))
         except ProviderError as exc:  # retryable, rate-limited
             return self._retry(contact, steps, step, owner, exc)
@@ -329,7 +334,9 @@ class Pipeline:
             with self.db.write() as session:
                 store.mark_failing(session, contact, owner, code, message, self.clock())
         try:
-            compensate(self._context(contact, steps))
+            # Nothing to delete when the journal proves no creating request was ever sent.
+            if not nothing_created(steps.values()):
+                compensate(self._context(contact, steps))
         except Throttled as exc:
             with self.db.write() as session:
                 store.release_lease(
@@ -339,6 +346,8 @@ class Pipeline:
                     self._due(self.clock() + timedelta(seconds=exc.retry_in_s)),
                 )
             return Outcome("wait", exc.retry_in_s)
+        except Permanent as exc:
+            return self._stuck(contact, owner, exc)
         except ProviderError as exc:
             # Compensation must finish eventually, whatever the error: retry without limit.
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
@@ -358,12 +367,36 @@ class Pipeline:
         events: list[str] = []
         with self.db.write() as session:
             failed = store.fail(session, contact, ordered, owner, self.clock(), events)
+            if failed and contact.stuck_since is not None:
+                stuck_store.clear(session, contact)
         if not failed:
             return self._stopped(contact, steps, owner)
         self._changed(contact)
         log.warning("contact_failed", error_code=code, error=message)
         contact_outcome(contact.contact_type, "failed")
         return Outcome("failed", events=tuple(events))
+
+    def _stuck(self, contact: Contact, owner: str, exc: Permanent) -> Outcome:
+        """Compensation met an error that retrying soon will not cure (refused credentials, a
+        forbidden account): try again at the capped cadence, and say so loudly, once. The
+        wait is kept in the database (the lease's due time), where the reconciler finds it;
+        no countdown message is held for that long."""
+        now = self.clock()
+        wait_s = self.settings.compensation_stuck_retry_s
+        with self.db.write() as session:
+            first = stuck_store.mark_stuck(session, contact, owner, exc.code, now)
+            store.release_lease(session, contact.id, owner, now + timedelta(seconds=wait_s))
+        if first:
+            log.error(
+                "compensation_stuck",
+                error_code=exc.code,
+                error=str(exc),
+                contact_error=contact.error_code,
+                retry_in_s=wait_s,
+            )
+        else:
+            log.warning("compensation_retry", error_code=exc.code, retry_in_s=wait_s)
+        return Outcome("stuck")
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -381,9 +414,18 @@ class Pipeline:
     def _changed(self, contact: Contact) -> None:
         self.notifier.changed(contact.id, contact.batch_id, contact.account_id, contact.status)
 
-    def _journal_failure(self, step: ContactStep, error: str) -> None:
+    def _journal_failure(self, step: ContactStep, error: str, *, take_back: bool = False) -> None:
+        if take_back:
+            step.attempts -= 1
         with self.db.write() as session:
-            store.record_step(session, step, StepStatus.FAILED, self.clock(), error=error)
+            store.record_step(
+                session,
+                step,
+                StepStatus.FAILED,
+                self.clock(),
+                error=error,
+                attempts=step.attempts if take_back else None,
+            )
 
     def _due(self, at: datetime) -> datetime:
         # The scheduled message normally comes back at `at`; the reconciler steps in only if

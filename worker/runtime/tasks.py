@@ -7,18 +7,19 @@ provider clients), which is built once per worker process on first use.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from datetime import UTC, datetime
 
 import structlog
 from celery import Celery, Task
+from sqlalchemy.exc import DBAPIError
 
 from worker.app.lifecycle import LifecycleService
 from worker.providers import Providers
 from worker.runtime.celery_app import (
     BILLING_TASK,
     DELIVER_WEBHOOK_TASK,
+    LIVENESS_TASK,
     PROVISION_TASK,
     PURGE_TASK,
     RECONCILE_TASK,
@@ -28,14 +29,16 @@ from worker.runtime.celery_app import (
     share_ack_client,
 )
 from worker.runtime.delivery import Deliverer, WebhookSender
-from worker.runtime.pipeline import Pipeline
+from worker.runtime.liveness import Heartbeat, let_go, take_over_dead_runners, worker_id
+from worker.runtime.pipeline import Outcome, Pipeline
 from worker.settings import Settings
 from worker.store import idempotency as idem_store
 from worker.store import recovery
 from worker.store.db import Database
 
 log = structlog.get_logger(__name__)
-HOST = socket.gethostname()
+# A run cut short by a database error runs again after this long.
+AFTER_DATABASE_ERROR_S = 1.0
 
 
 class Runtime:
@@ -47,6 +50,7 @@ class Runtime:
         self._pid: int | None = None
         self._pipeline: Pipeline | None = None
         self._deliverer: Deliverer | None = None
+        self._heartbeat: Heartbeat | None = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -58,6 +62,8 @@ class Runtime:
                     providers = Providers.from_settings(self.settings)
                     self._pipeline = Pipeline(db, providers, self.settings)
                     self._pid = os.getpid()
+                    # This process runs tasks from now on: it beats while it does.
+                    self._heartbeat = Heartbeat(db, self.settings.worker_heartbeat_s).start()
         return self._pipeline
 
     @property
@@ -71,6 +77,9 @@ class Runtime:
         return self._deliverer
 
     def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         if self._deliverer is not None:
             self._deliverer.sender.close()
             self._deliverer = None
@@ -96,8 +105,17 @@ def register(app: Celery, runtime: Runtime) -> None:
         if request_id:
             structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            owner = f"{HOST}:{os.getpid()}:{self.request.id}"
-            outcome = runtime.pipeline.run(contact_id, owner)
+            owner = f"{worker_id()}:{self.request.id}"
+            try:
+                outcome = runtime.pipeline.run(contact_id, owner)
+            except DBAPIError as exc:
+                # The database went away mid-run (a restart, a failover, a terminated
+                # connection): let the lease go so the contact runs again in a moment, not
+                # after the lease (were the release lost too, the lease still expires).
+                log.warning("run_interrupted", error=f"{type(exc.orig).__name__}")
+                if not let_go(runtime.pipeline.db, contact_id, owner, AFTER_DATABASE_ERROR_S):
+                    raise
+                outcome = Outcome("retry", AFTER_DATABASE_ERROR_S)
             if outcome.again_in_s is not None:
                 # The lease is already released with a due time; if this publish is lost,
                 # the reconciler brings the contact back after that.
@@ -129,7 +147,7 @@ def register(app: Celery, runtime: Runtime) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(task_id=self.request.id, event_id=event_id)
         try:
-            owner = f"{HOST}:{os.getpid()}:{self.request.id}"
+            owner = f"{worker_id()}:{self.request.id}"
             countdown = runtime.deliverer.deliver(event_id, owner)
             if countdown is not None:
                 app.send_task(
@@ -170,6 +188,20 @@ def register(app: Celery, runtime: Runtime) -> None:
         """Charge the month's fees; move contacts into, out of and past their grace period."""
         lifecycle = LifecycleService(runtime.pipeline.db, runtime.settings, publisher)
         return lifecycle.billing_pass(events=publisher).as_dict()
+
+    @app.task(name=LIVENESS_TASK, ignore_result=True)
+    def take_over_dead() -> int:
+        """Publish again the contacts of runners whose worker stopped beating (SIGKILL, OOM,
+        a lost host), without waiting for their leases to expire."""
+        settings = runtime.settings
+        taken = take_over_dead_runners(
+            runtime.pipeline.db, datetime.now(UTC), settings.worker_dead_after_s, settings.lease_s
+        )
+        for contact_id, batch_id in taken:
+            app.send_task(
+                PROVISION_TASK, args=[contact_id], queue="bulk" if batch_id else "interactive"
+            )
+        return len(taken)
 
     @app.task(name=PURGE_TASK, ignore_result=True)
     def purge_idempotency_keys() -> int:

@@ -159,6 +159,28 @@ class Contact(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A compensation that met a permanent error: its code, and since when (cleared when the
+    # contact ends `failed`). See worker/store/stuck.py.
+    stuck_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stuck_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+Index(
+    "ix_contacts_stuck",
+    Contact.stuck_since,
+    sqlite_where=text("stuck_since IS NOT NULL"),
+    postgresql_where=text("stuck_since IS NOT NULL"),
+)
+
+
+class WorkerHeartbeat(Base):
+    """A worker process (`host:pid`, the prefix of its lease owners) and its last heartbeat."""
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ContactStep(Base):

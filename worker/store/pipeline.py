@@ -369,6 +369,7 @@ def record_step(
     provider_id: str | None = None,
     detail: dict[str, Any] | None = None,
     error: str | None = None,
+    attempts: int | None = None,
 ) -> None:
     params: dict[str, Any] = {
         "p_id": step.id,
@@ -385,6 +386,9 @@ def record_step(
         columns += ("detail",)
         params["p_detail"] = detail
         step.detail = detail
+    if attempts is not None:  # an attempt taken back (see worker.domain.compensation)
+        columns += ("attempts",)
+        params["p_attempts"] = step.attempts = attempts
     _connection(session).execute(_record_step_stmt(columns), params)
     step.status = status.value
     step.last_error = error

@@ -1,0 +1,91 @@
+"""Worker heartbeats, and the takeover of leases held by runners whose worker stopped beating."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from worker.store.models import Contact, WorkerHeartbeat
+from worker.store.pipeline import RUNNABLE
+
+
+def worker_of(owner: str) -> str:
+    """The worker process (`host:pid`) of a lease owner (`host:pid:task_id`)."""
+    return owner.rsplit(":", 1)[0]
+
+
+def beat(session: Session, worker_id: str, now: datetime) -> None:
+    """Record that `worker_id` is alive now."""
+    done = session.execute(
+        update(WorkerHeartbeat).where(WorkerHeartbeat.id == worker_id).values(beat_at=now)
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(insert(WorkerHeartbeat).values(id=worker_id, started_at=now, beat_at=now))
+
+
+def forget(session: Session, worker_id: str) -> None:
+    """A worker that stops cleanly says so (it holds no lease any more)."""
+    session.execute(delete(WorkerHeartbeat).where(WorkerHeartbeat.id == worker_id))
+
+
+def take_over_dead(
+    session: Session, now: datetime, dead_after_s: float, lease_s: float
+) -> list[tuple[str, str | None]]:
+    """Expire, now, the live leases of runners whose worker has not beaten for `dead_after_s`,
+    and return those contacts (id, batch id) for the caller to publish.
+
+    A lease counts only once it has gone `dead_after_s` without renewal (a runner renews it
+    at every step), so a runner that has just taken one is never judged by a heartbeat that
+    may not have been written yet. The next runner takes the expired lease as a takeover; the
+    lease stays the arbiter: were the old runner alive after all, its next write under the
+    lease is refused.
+    """
+    cutoff = now - timedelta(seconds=dead_after_s)
+    owners = set(
+        session.execute(
+            select(Contact.lease_owner)
+            .where(
+                Contact.status.in_(RUNNABLE),
+                Contact.lease_expires_at > now,
+                Contact.lease_expires_at < cutoff + timedelta(seconds=lease_s),
+                Contact.lease_owner.is_not(None),
+            )
+            .distinct()
+        ).scalars()
+    )
+    if not owners:
+        return []
+    workers = {worker_of(owner) for owner in owners if owner}
+    alive = set(
+        session.execute(
+            select(WorkerHeartbeat.id).where(
+                WorkerHeartbeat.id.in_(workers), WorkerHeartbeat.beat_at >= cutoff
+            )
+        ).scalars()
+    )
+    dead = [owner for owner in owners if owner and worker_of(owner) not in alive]
+    if not dead:
+        return []
+    rows = session.execute(
+        update(Contact)
+        .where(
+            Contact.lease_owner.in_(dead),
+            Contact.status.in_(RUNNABLE),
+            Contact.lease_expires_at > now,
+        )
+        .values(lease_expires_at=now - timedelta(microseconds=1))
+        .returning(Contact.id, Contact.batch_id)
+    ).all()
+    return [(row.id, row.batch_id) for row in rows]
+
+
+def prune(session: Session, now: datetime, older_than_s: float) -> int:
+    """Drop heartbeats of workers gone for `older_than_s` (a SIGKILL leaves its row behind)."""
+    done = session.execute(
+        delete(WorkerHeartbeat).where(
+            WorkerHeartbeat.beat_at < now - timedelta(seconds=older_than_s)
+        )
+    )
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]
