@@ -34,6 +34,19 @@ class Settings(BaseSettings):
     twilio_api_key_sid: str = ""
     whatsapp_profile_name: str = "Assistant"
     google_access_token: SecretStr = SecretStr("")  # static bearer token; see docs/providers.md
+    # A service account key (a file, or its JSON) with domain-wide delegation, and the admin it
+    # acts as; when set, these replace the static token (docs/providers.md).
+    google_service_account_file: Path | None = None
+    google_service_account_json: SecretStr = SecretStr("")
+    google_admin_subject: str = ""
+    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
+    microsoft_graph_url: str = "https://graph.microsoft.com"
+    microsoft_login_url: str = "https://login.microsoftonline.com"
+    # Fernet keys (comma-separated, newest first) that encrypt provider connection secrets;
+    # empty: a key kept in var_dir/secret.key (made on first use; the dev stack's way).
+    secret_keys: SecretStr = SecretStr("")
+    # Provider connections whose clients (and token caches) one worker process keeps.
+    connection_cache_size: int = 256
     provider_connect_timeout_s: float = 5.0
     provider_read_timeout_s: float = 20.0
     provider_max_connections: int = 100
@@ -148,6 +161,13 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", f"sqlite:///{path}")
         if self.sandbox_url:
             base = self.sandbox_url.rstrip("/")
-            for name in ("twilio_api_url", "twilio_messaging_url", "google_directory_url"):
+            for name in (
+                "twilio_api_url",
+                "twilio_messaging_url",
+                "google_directory_url",
+                "microsoft_graph_url",
+                "microsoft_login_url",
+            ):
                 object.__setattr__(self, name, base)
+            object.__setattr__(self, "google_token_url", f"{base}/token")
         return self
