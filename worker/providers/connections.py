@@ -94,9 +94,12 @@ def verify(settings: Settings, connection: Connection) -> dict[str, Any]:
             try:
                 client.token_source.token()
             except Permanent as exc:
-                field = "service_account" if exc.code == INVALID_REQUEST else "admin_subject"
-                if "invalid_grant" in exc.message and "sub" not in exc.message:
-                    field = "service_account"
+                # A key Google does not know (signature, JWT) is the key's fault; a subject
+                # outside the delegation, or no delegation for the scope, the subject's.
+                key_fault = exc.code == INVALID_REQUEST or any(
+                    word in exc.message for word in ("Signature", "JWT", "invalid_client")
+                )
+                field = "service_account" if key_fault else "admin_subject"
                 raise CredentialsRefused(GOOGLE, field, exc.message) from exc
             return {}
         assert isinstance(client, MicrosoftGraph)

@@ -139,7 +139,8 @@ class MsalTokenSource:
         if self._app is None:
             return
         cache = self._app.token_cache
-        for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+        entries = list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN))
+        for entry in entries:
             if entry.get("secret") == token:
                 cache.remove_at(entry)
 
