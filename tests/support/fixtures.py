@@ -44,7 +44,9 @@ def redis_url(redis_service: RedisService) -> str:
 
 
 @pytest.fixture
-def make_settings(database_url: str, redis_url: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "database_url": database_url,

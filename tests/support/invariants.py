@@ -55,12 +55,8 @@ def check_invariants(
     assert not strays, strays
     for account in accounts:
         assert account.balance_cents - account.reserved_cents >= 0
-        topups = sum(
-            e.amount_cents for e in ledger if e.kind == "topup" and e.account_id == account.id
-        )
-        charged = sum(
-            e.amount_cents for e in ledger if e.kind == "capture" and e.account_id == account.id
-        )
+        topups = sum(e.amount_cents for e in ledger if e.kind == "topup" and e.account_id == account.id)
+        charged = sum(e.amount_cents for e in ledger if e.kind == "capture" and e.account_id == account.id)
         assert account.balance_cents == topups - charged
         if expect_terminal:
             assert account.reserved_cents == 0

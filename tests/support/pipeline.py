@@ -42,9 +42,8 @@ class Proc:
 
     def start(self) -> Proc:
         out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, stdout=out, stderr=out, start_new_session=True
-        )
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=out,
+                                     start_new_session=True)
         return self
 
     def kill(self) -> None:
@@ -77,18 +76,12 @@ def spawn(tmp_path) -> Iterator[Callable[..., Proc]]:
         proc.kill()
 
 
-def submit(
-    service: ContactService, tenant, body: dict[str, Any], assistant: int | None = None
-) -> str:
+def submit(service: ContactService, tenant, body: dict[str, Any], assistant: int | None = None) -> str:
     import json
 
     assistant = assistant or tenant.assistant_ids[0]
-    reply = service.submit(
-        tenant.account_id,
-        assistant,
-        json.dumps(body).encode(),
-        path=f"/v0/assistant/{assistant}/contact",
-    )
+    reply = service.submit(tenant.account_id, assistant, json.dumps(body).encode(),
+                           path=f"/v0/assistant/{assistant}/contact")
     return reply.body["info"]["id"]
 
 

@@ -129,11 +129,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a subprocess (worker, beat, CLI) build these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     for name, value in settings.model_dump().items():
-        if value is None or name in (
-            "twilio_api_url",
-            "twilio_messaging_url",
-            "google_directory_url",
-        ):
+        if value is None or name in ("twilio_api_url", "twilio_messaging_url",
+                                     "google_directory_url"):
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()

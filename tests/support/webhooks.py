@@ -72,18 +72,10 @@ def add_event(db, account_id: int, contact_id: str | None = None) -> str:
     now = datetime.now(UTC)
     stamp = now.isoformat().replace("+00:00", "Z")
     with db.write() as session:
-        event = Event(
-            id=new_id("evt"),
-            account_id=account_id,
-            contact_id=contact_id,
-            type="contact.active",
-            created_at=now,
-            payload={
-                "type": "contact.active",
-                "timestamp": stamp,
-                "data": {"id": contact_id, "status": "active"},
-            },
-        )
+        event = Event(id=new_id("evt"), account_id=account_id, contact_id=contact_id,
+                      type="contact.active", created_at=now,
+                      payload={"type": "contact.active", "timestamp": stamp,
+                               "data": {"id": contact_id, "status": "active"}})
         session.add(event)
     return event.id
 
@@ -93,7 +85,6 @@ def set_endpoint_unchecked(db, account_id: int, url: str) -> str:
     from worker.domain.webhooks import new_secret
 
     with db.write() as session:
-        endpoint, _ = webhook_store.set_endpoint(
-            session, account_id, url, new_secret(), datetime.now(UTC)
-        )
+        endpoint, _ = webhook_store.set_endpoint(session, account_id, url, new_secret(),
+                                                 datetime.now(UTC))
         return endpoint.secret
