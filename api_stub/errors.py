@@ -35,6 +35,9 @@ STATUS = {
     "idempotency_key_reused": 422,
     "idempotency_key_in_flight": 409,
     "invalid_transition": 409,
+    "connection_in_use": 409,
+    "address_in_use": 409,
+    "provider_unavailable": 503,
 }
 
 

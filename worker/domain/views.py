@@ -49,7 +49,7 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
             "status": by_name[name].status if name in by_name else StepStatus.PENDING.value,
             "attempts": by_name[name].attempts if name in by_name else 0,
         }
-        for name in step_plan(ContactType(contact.contact_type))
+        for name in step_plan(ContactType(contact.contact_type), contact.request)
     ]
     error = (
         {"code": contact.error_code, "message": contact.error_message or ""}

@@ -252,7 +252,7 @@ def take_lease(
         return Lease(contact, steps)
     values: list[dict[str, Any]] = []
     started: str | None = None
-    for position, name in enumerate(step_plan(ContactType(contact.contact_type))):
+    for position, name in enumerate(step_plan(ContactType(contact.contact_type), contact.request)):
         value: dict[str, Any] = {
             "contact_id": contact_id,
             "position": position,
@@ -554,3 +554,11 @@ def reopen(session: Session, contact_id: str, now: datetime, grace_s: float) -> 
     )
     session.flush()
     return contact
+
+
+def record_event(
+    session: Session, contact: Contact, now: datetime, events: list[str] | None = None
+) -> None:
+    """Write the outbox event of a contact that reached its status outside the pipeline (an
+    address brought by the customer: `contact.active` when it is recorded)."""
+    _outbox(session, contact, [], now, events)
