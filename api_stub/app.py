@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from api_stub import batch, schemas, webhooks
+from api_stub import batch, providers, schemas, webhooks
 from api_stub.auth import Unauthenticated, bearer_token
 from api_stub.errors import (
     AUTHENTICATED,
@@ -285,6 +285,7 @@ def create_app(
 
     webhooks.install(app, call=call, service=services.webhooks, settings=settings)
     batch.install(app, call=call, service=services.batches, settings=settings)
+    providers.install(app, call=call, service=services.connections, settings=settings)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

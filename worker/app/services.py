@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from worker.app.accounts import Authenticator
 from worker.app.batches import BatchService
+from worker.app.connections import ConnectionService
 from worker.app.contacts import ContactService, Publisher
 from worker.app.webhooks import WebhookService
 from worker.settings import Settings
@@ -21,19 +22,22 @@ class Services:
     batches: BatchService
     webhooks: WebhookService
     accounts: Authenticator
+    connections: ConnectionService
 
     @classmethod
     def build(
         cls, settings: Settings, publisher: Publisher, db: Database | None = None
     ) -> Services:
         db = db or Database(settings.database_url)
-        contacts = ContactService(db, settings, publisher)
+        connections = ConnectionService(db, settings)
+        contacts = ContactService(db, settings, publisher, connections=connections)
         return cls(
             db=db,
             contacts=contacts,
             batches=BatchService(contacts),
             webhooks=WebhookService(db, settings),
             accounts=Authenticator(db),
+            connections=connections,
         )
 
     def database_status(self) -> str:
