@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from api_stub import schemas
-from api_stub.errors import AUTHENTICATED, JSONResponse, error_schema
+from api_stub.errors import AUTHENTICATED, RETRY_AFTER, JSONResponse, error_schema
 from api_stub.limits_mw import read_body
 from worker.app.connections import ConnectionService
 from worker.app.contacts import parse_json
@@ -28,7 +28,11 @@ PUT_ERRORS: dict[int | str, dict[str, Any]] = {
         "Invalid body, or credentials the provider refused (`invalid_request`, with `fields` "
         "naming the field at fault)"
     ),
-    503: error_schema("The provider could not be reached to check them (`provider_unavailable`)"),
+    503: error_schema(
+        "The database, or the provider checking the credentials, is unavailable "
+        "(`unavailable`, `provider_unavailable`); retry after `Retry-After`",
+        {"Retry-After": RETRY_AFTER},
+    ),
 }
 BODY_SCHEMA: dict[str, Any] = {
     "oneOf": [

@@ -20,6 +20,7 @@ from worker.domain.retry import RetryPolicy
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
+from worker.runtime.connections import EmailTargets
 from worker.runtime.steps import (
     STEPS,
     StepContext,
@@ -81,6 +82,9 @@ class Pipeline:
         # The shared provider rate budgets gate every request these clients send.
         self.limiter = limiter or ProviderLimiter.from_settings(settings)
         self.limiter.install(providers)
+        self.email_targets = EmailTargets(
+            db, settings, providers, on_new_client=self.limiter.install_client
+        )
         self.policy, self.compensation_policy = _policies(settings)
         self.rng = random.Random()
 
@@ -349,7 +353,9 @@ class Pipeline:
         return at + timedelta(seconds=self.settings.reconcile_grace_s)
 
     def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
-        return StepContext(contact, steps, self.providers, self.settings, self.clock())
+        return StepContext(
+            contact, steps, self.providers, self.settings, self.clock(), self.email_targets
+        )
 
 
 __all__ = ["Outcome", "Pipeline"]
