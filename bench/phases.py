@@ -39,7 +39,7 @@ def install(prefix: str) -> None:
     import httpx
     from celery.signals import task_postrun, task_prerun
 
-    from worker.celery_app import CeleryPublisher
+    from worker.runtime.celery_app import CeleryPublisher
     from worker.store.db import Database
 
     out = open(f"{prefix}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115 (process lifetime)

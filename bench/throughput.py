@@ -182,7 +182,7 @@ class Prepared:
 
 def prepare(dbs: Databases, label: str, n: int, countries: list[str], redis_url: str) -> Prepared:
     """A migrated database with one account, n assistants and n pending phone contacts."""
-    from worker.service import ContactService
+    from worker.app.contacts import ContactService
     from worker.settings import Settings
     from worker.store import accounts, credits
     from worker.store.db import Database
@@ -566,7 +566,7 @@ def worker_env(url: str, redis_url: str, sandbox_url: str, var_dir: str) -> dict
 
 
 def publish(redis_url: str, task: str, arg_lists: list[list[Any]]) -> float:
-    from worker.celery_app import create_celery
+    from worker.runtime.celery_app import create_celery
     from worker.settings import Settings
 
     app = create_celery(Settings(redis_url=redis_url))
@@ -604,7 +604,7 @@ def run_worker(
     prepared = prepare(dbs, label, jobs, countries, args.redis_url)
     redis.flushdb()
     sandbox.ready(inventory_for(jobs, countries), latency_ms, countries)
-    from worker.celery_app import PROVISION_TASK
+    from worker.runtime.celery_app import PROVISION_TASK
 
     took = publish(args.redis_url, PROVISION_TASK, [[cid] for cid in prepared.contact_ids])
     queued = redis.llen("interactive")
@@ -746,7 +746,7 @@ def raw_worker_main(argv: list[str]) -> None:
     import httpx
     import redis as redis_lib
 
-    from worker.celery_app import create_celery
+    from worker.runtime.celery_app import create_celery
     from worker.settings import Settings
 
     app = create_celery(Settings(redis_url=ns.redis_url))
@@ -874,8 +874,8 @@ def sql_sample(
     from sqlalchemy import event
 
     from worker.logging import configure
-    from worker.pipeline import Pipeline
     from worker.providers import Providers
+    from worker.runtime.pipeline import Pipeline
     from worker.settings import Settings
     from worker.store.db import Database
 
