@@ -139,6 +139,22 @@ class Settings(BaseSettings):
         parse_budgets(value)  # ValueError names what is wrong
         return value
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _check_secret_keys(cls, value: SecretStr) -> SecretStr:
+        from cryptography.fernet import Fernet
+
+        for key in (k.strip() for k in value.get_secret_value().split(",") if k.strip()):
+            try:
+                Fernet(key.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                # Never echo the value: it is a key.
+                raise ValueError(
+                    "each key must be 32 url-safe base64-encoded bytes "
+                    "(`provisioner secrets new-key` makes one)"
+                ) from None
+        return value
+
     @field_validator("provider_bulk_share")
     @classmethod
     def _check_share(cls, value: float) -> float:
