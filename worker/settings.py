@@ -73,9 +73,11 @@ class Settings(BaseSettings):
     max_batch_body_bytes: int = 1024 * 1024
 
     # Provider rate budgets, shared by every worker through Redis (worker/runtime/budgets.py):
-    # `;`-separated NAME=RATE, NAME a provider (`twilio`, `google`) or `provider.operation`
-    # (number_search, number_buy, number_read, number_delete, sender_create, sender_fetch,
-    # sender_delete, user_insert, user_get, user_delete), RATE e.g. 50/second or 600/minute.
+    # `;`-separated NAME=RATE, NAME a provider (`twilio`, `google`, `microsoft`) or
+    # `provider.operation` (number_search, number_buy, number_read, number_delete,
+    # sender_create, sender_fetch, sender_delete, user_insert, user_get, user_delete,
+    # license_assign, sku_read), RATE e.g. 50/second or 600/minute. A budget is shared by every
+    # account's connection to that provider.
     # Empty: no budget (the providers' own 429s still pause every worker).
     provider_rate_limits: str = ""
     # The part of each budget that batch (bulk) work may use; the rest stays for interactive.
