@@ -377,6 +377,7 @@ def create_app(
     batch.install(app, call=call, service=services.batches, settings=settings, waiters=waiters)
     events.install(app, call=call, feed=services.events, waiters=waiters)
     console.install(app, settings=settings, services=services, waiters=waiters)
+    providers.install(app, call=call, service=services.connections, settings=settings)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

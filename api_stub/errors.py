@@ -35,6 +35,9 @@ STATUS = {
     "idempotency_key_reused": 422,
     "idempotency_key_in_flight": 409,
     "invalid_transition": 409,
+    "connection_in_use": 409,
+    "address_in_use": 409,
+    "provider_unavailable": 503,
 }
 
 
@@ -52,7 +55,11 @@ def error_response(
 
 
 def domain_error_response(exc: DomainError) -> JSONResponse:
-    return error_response(STATUS.get(exc.code, 400), exc.code, exc.message, exc.fields)
+    # A provider that could not be reached (checking a connection) is worth a retry soon.
+    headers = {"Retry-After": "5"} if exc.code == "provider_unavailable" else None
+    return error_response(
+        STATUS.get(exc.code, 400), exc.code, exc.message, exc.fields, headers=headers
+    )
 
 
 def header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -19,6 +19,17 @@ CONTACT_BODY_SCHEMA: dict[str, Any] = {
         "first_name": {**_NULLABLE_STRING, "description": "required for email"},
         "last_name": {**_NULLABLE_STRING, "description": "required for email"},
         "user_whatsapp_number": {**_NULLABLE_STRING, "description": "E.164 (whatsapp)"},
+        "email_provider": {
+            **_NULLABLE_STRING,
+            "description": "google or microsoft (email); default: the account's one connection, "
+            "else the platform's Google",
+        },
+        "provisioned_by": {
+            **_NULLABLE_STRING,
+            "description": "user: record `address`, an existing number or email address, "
+            "active at once and free",
+        },
+        "address": {**_NULLABLE_STRING, "description": "with provisioned_by user"},
     },
 }
 

@@ -80,6 +80,13 @@ class ContactRequestFields(_Shape):
     first_name: str | None = None
     last_name: str | None = None
     user_whatsapp_number: str | None = None
+    email_provider: Literal["google", "microsoft"] | None = Field(
+        default=None, description="email: the suite the account is made in"
+    )
+    provisioned_by: Literal["user"] | None = Field(
+        default=None, description="`user`: an address the customer already has, recorded as is"
+    )
+    address: str | None = Field(default=None, description="the address brought (`user`)")
 
 
 class Contact(_Shape):
@@ -290,6 +297,27 @@ class Readiness(_Shape):
 
 class ReadinessResponse(_Shape):
     info: Readiness
+
+
+class ProviderConnection(_Shape):
+    provider: Literal["google", "microsoft"]
+    domain: str
+    admin_subject: str | None = None
+    client_email: str | None = None
+    private_key_id: str | None = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    license_sku: str | None = None
+    license_sku_id: str | None = None
+    license_sku_part_number: str | None = None
+    usage_location: str | None = None
+    verified_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProviderConnectionResponse(_Shape):
+    info: ProviderConnection
 
 
 def ok(

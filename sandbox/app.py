@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sandbox import controls, google, senders, twilio
+from sandbox import controls, google, graph, identity, senders, twilio
 from sandbox.errors import method_not_allowed, not_found, provider_for_path
 from sandbox.faults import DropLogFilter, FaultMiddleware, Faults
 from sandbox.state import SandboxState
@@ -26,7 +26,10 @@ DEFAULT_INVENTORY = 10_000
 def create_app(inventory_per_country: int = DEFAULT_INVENTORY) -> FastAPI:
     app = FastAPI(
         title="Provider sandbox",
-        description="Twilio, Twilio Senders and Google Directory emulators for tests and dev.",
+        description=(
+            "Twilio, Twilio Senders, Google Directory and Microsoft Graph emulators, and "
+            "the token endpoints, for tests and dev."
+        ),
         docs_url="/_sandbox/docs",
         redoc_url=None,
         openapi_url="/_sandbox/openapi.json",
@@ -34,9 +37,13 @@ def create_app(inventory_per_country: int = DEFAULT_INVENTORY) -> FastAPI:
     app.state.default_inventory = inventory_per_country
     app.state.sandbox = SandboxState(inventory_per_country)
     app.state.faults = Faults()
+    app.state.identity = identity.Identity()
+    app.state.graph = graph.GraphState()
     app.include_router(twilio.router)
     app.include_router(senders.router)
     app.include_router(google.router)
+    app.include_router(graph.router)
+    app.include_router(identity.router)  # last: its Microsoft paths start with a {tenant}
     app.include_router(controls.router)
     app.add_middleware(FaultMiddleware, faults=app.state.faults)
 

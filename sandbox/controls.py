@@ -81,6 +81,8 @@ async def reset(request: Request) -> dict[str, Any]:
     if inventory is None:
         inventory = request.app.state.default_inventory
     sandbox_state(request).reset(inventory)
+    request.app.state.identity.reset()
+    request.app.state.graph.reset()
     faults(request).reset()
     return {"ok": True, "inventory_per_country": inventory}
 
@@ -111,9 +113,23 @@ async def resources(request: Request) -> dict[str, Any]:
                 "address": u.primary_email,
                 "tag": u.tag,
                 "name": f"{u.given_name} {u.family_name}",
+                "provider": "google",
                 "created_at": _iso(u.creation_time),
             }
             for u in users
+        ]
+        + [
+            {
+                "id": u.id,
+                "address": u.upn,
+                "tag": u.attribute("onPremisesExtensionAttributes/extensionAttribute15"),
+                "name": u.fields.get("displayName"),
+                "provider": "microsoft",
+                "tenant": u.tenant,
+                "licenses": list(u.licences),
+                "created_at": _iso(u.created_at),
+            }
+            for u in request.app.state.graph.snapshot()
         ],
         "senders": [
             {

@@ -3,19 +3,25 @@
 Twilio (both the 2010 REST API and the v2 Senders API) answers
 `{"code", "message", "more_info", "status"}`; Google answers
 `{"error": {"code", "message", "errors": [{"message", "domain", "reason"}], "status"}}`.
+Microsoft Graph answers `{"error": {"code", "message", "innerError"}}`; the OAuth token
+endpoints (Google's and Microsoft's) answer RFC 6749's `{"error", "error_description"}`.
 Which format a path gets is decided by `provider_for_path`.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi.responses import JSONResponse
 
-Provider = Literal["twilio", "google"]
+Provider = Literal["twilio", "google", "graph", "oauth"]
 
 TWILIO_PREFIXES = ("/2010-04-01/", "/v2/Channels/")
 GOOGLE_PREFIXES = ("/admin/directory/",)
+GRAPH_PREFIXES = ("/v1.0/",)
+OAUTH_PATHS = ("/token",)  # Google's; Microsoft's are /{tenant}/oauth2/... and /{tenant}/v2.0/...
+OAUTH_MARKERS = ("/oauth2/", "/v2.0/.well-known/")
 CONTROL_PREFIX = "/_sandbox"
 
 # Twilio error codes used by the sandbox (https://www.twilio.com/docs/errors/<code>).
@@ -49,6 +55,10 @@ def provider_for_path(path: str) -> Provider | None:
         return "twilio"
     if path.startswith(GOOGLE_PREFIXES):
         return "google"
+    if path.startswith(GRAPH_PREFIXES):
+        return "graph"
+    if path in OAUTH_PATHS or any(m in path for m in OAUTH_MARKERS):
+        return "oauth"
     return None
 
 
@@ -100,8 +110,34 @@ def google_error(
     )
 
 
+def graph_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "innerError": {"date": _now()}}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def oauth_error(
+    status: int, error: str, description: str, codes: list[int] | None = None
+) -> JSONResponse:
+    body: dict[str, object] = {"error": error, "error_description": description}
+    if codes:
+        body["error_codes"] = codes
+    return JSONResponse(body, status_code=status)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def server_error(provider: Provider | None, status: int) -> JSONResponse:
     """A provider-style 500 or 503 (the `error_rate` and drop-after-commit faults)."""
+    if provider == "graph":
+        if status == 503:
+            return graph_error(503, "serviceNotAvailable", "Service unavailable.")
+        return graph_error(500, "generalException", "An internal server error occurred.")
+    if provider == "oauth":
+        return oauth_error(status, "temporarily_unavailable", "The service is unavailable.")
     if provider == "google":
         if status == 503:
             return google_error(503, "backendError", "The service is currently unavailable.")
@@ -114,6 +150,10 @@ def server_error(provider: Provider | None, status: int) -> JSONResponse:
 def rate_limited(provider: Provider | None, retry_after: int) -> JSONResponse:
     """Twilio: 429 code 20429. Google Directory: 403 `userRateLimitExceeded` (its limits page)."""
     headers = {"Retry-After": str(retry_after)}
+    if provider in ("graph", "oauth"):
+        return graph_error(
+            429, "TooManyRequests", "Too many requests; retry after a while.", headers=headers
+        )
     if provider == "google":
         return google_error(
             403,
@@ -126,12 +166,20 @@ def rate_limited(provider: Provider | None, retry_after: int) -> JSONResponse:
 
 
 def not_found(provider: Provider | None, path: str) -> JSONResponse:
+    if provider == "graph":
+        return graph_error(400, "BadRequest", f"Resource not found for the segment '{path}'.")
+    if provider == "oauth":
+        return oauth_error(404, "invalid_request", "Not found")
     if provider == "google":
         return google_error(404, "notFound", "Not Found")
     return twilio_error(404, TW_NOT_FOUND, f"The requested resource {path} was not found")
 
 
 def method_not_allowed(provider: Provider | None) -> JSONResponse:
+    if provider == "graph":
+        return graph_error(405, "Request_BadRequest", "Method not allowed.")
+    if provider == "oauth":
+        return oauth_error(405, "invalid_request", "Method not allowed")
     if provider == "google":
         return google_error(405, "httpMethodNotAllowed", "Method Not Allowed")
     return twilio_error(405, 20004, "Method not allowed")

@@ -1,7 +1,8 @@
 """Google Admin SDK Directory API emulation: users.insert, users.get, users.delete.
 
-Real base URL: https://admin.googleapis.com. `Authorization: Bearer <token>` (any
-non-empty token), JSON bodies, Google's error envelope. Passwords are kept only as a
+Real base URL: https://admin.googleapis.com. `Authorization: Bearer <token>` (a token
+from the sandbox's token endpoint while live, or any other non-empty token), JSON bodies,
+Google's error envelope. Passwords are kept only as a
 salted hash and never returned.
 """
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from sandbox.errors import google_error
 from sandbox.http import bearer_token, sandbox_state
+from sandbox.identity import identity
 from sandbox.state import AlreadyExists, NotFound, UserRecord, hash_password, utcnow
 
 router = APIRouter()
@@ -42,6 +44,16 @@ def _unauthenticated() -> JSONResponse:
         location="Authorization",
         locationType="header",
     )
+
+
+def _refused(request: Request) -> bool:
+    """No token, or one the token endpoint issued that has expired or was revoked (any
+    other non-empty token is accepted: a static token in tests)."""
+    token = bearer_token(request)
+    if token is None:
+        return True
+    state, issued = identity(request).state(token)
+    return state in ("expired", "revoked") or (issued is not None and issued.kind != "google")
 
 
 def _invalid(message: str) -> JSONResponse:
@@ -135,7 +147,7 @@ def _parse_user(body: dict[str, Any]) -> UserRecord | JSONResponse:
 
 @router.post(BASE)
 async def insert_user(request: Request) -> Response:
-    if bearer_token(request) is None:
+    if _refused(request):
         return _unauthenticated()
     try:
         body = json.loads(await request.body() or b"null")
@@ -155,7 +167,7 @@ async def insert_user(request: Request) -> Response:
 
 @router.get(BASE + "/{user_key}")
 async def get_user(request: Request, user_key: str) -> Response:
-    if bearer_token(request) is None:
+    if _refused(request):
         return _unauthenticated()
     try:
         record = sandbox_state(request).get_user(user_key)
@@ -166,7 +178,7 @@ async def get_user(request: Request, user_key: str) -> Response:
 
 @router.delete(BASE + "/{user_key}")
 async def delete_user(request: Request, user_key: str) -> Response:
-    if bearer_token(request) is None:
+    if _refused(request):
         return _unauthenticated()
     try:
         sandbox_state(request).delete_user(user_key)

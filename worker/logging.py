@@ -14,7 +14,10 @@ from typing import Any
 
 import structlog
 
-SECRET_KEYS = re.compile(r"(api_?key|secret|token|password|authorization|auth)", re.I)
+SECRET_KEYS = re.compile(
+    r"(api_?key|secret|token|password|authorization|auth|private_key|service_account|assertion)",
+    re.I,
+)
 PHONE_KEYS = {"user_phone", "user_whatsapp_number", "phone", "phone_number", "address"}
 NAME_KEYS = {"first_name", "last_name", "given_name", "family_name", "name"}
 

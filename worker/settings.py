@@ -34,6 +34,19 @@ class Settings(BaseSettings):
     twilio_api_key_sid: str = ""
     whatsapp_profile_name: str = "Assistant"
     google_access_token: SecretStr = SecretStr("")  # static bearer token; see docs/providers.md
+    # A service account key (a file, or its JSON) with domain-wide delegation, and the admin it
+    # acts as; when set, these replace the static token (docs/providers.md).
+    google_service_account_file: Path | None = None
+    google_service_account_json: SecretStr = SecretStr("")
+    google_admin_subject: str = ""
+    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
+    microsoft_graph_url: str = "https://graph.microsoft.com"
+    microsoft_login_url: str = "https://login.microsoftonline.com"
+    # Fernet keys (comma-separated, newest first) that encrypt provider connection secrets;
+    # empty: a key kept in var_dir/secret.key (made on first use; the dev stack's way).
+    secret_keys: SecretStr = SecretStr("")
+    # Provider connections whose clients (and token caches) one worker process keeps.
+    connection_cache_size: int = 256
     provider_connect_timeout_s: float = 5.0
     provider_read_timeout_s: float = 20.0
     provider_max_connections: int = 100
@@ -67,9 +80,11 @@ class Settings(BaseSettings):
     max_batch_body_bytes: int = 1024 * 1024
 
     # Provider rate budgets, shared by every worker through Redis (worker/runtime/budgets.py):
-    # `;`-separated NAME=RATE, NAME a provider (`twilio`, `google`) or `provider.operation`
-    # (number_search, number_buy, number_read, number_delete, sender_create, sender_fetch,
-    # sender_delete, user_insert, user_get, user_delete), RATE e.g. 50/second or 600/minute.
+    # `;`-separated NAME=RATE, NAME a provider (`twilio`, `google`, `microsoft`) or
+    # `provider.operation` (number_search, number_buy, number_read, number_delete,
+    # sender_create, sender_fetch, sender_delete, user_insert, user_get, user_delete,
+    # license_assign, sku_read), RATE e.g. 50/second or 600/minute. A budget is shared by every
+    # account's connection to that provider.
     # Empty: no budget (the providers' own 429s still pause every worker).
     provider_rate_limits: str = ""
     # The part of each budget that batch (bulk) work may use; the rest stays for interactive.
@@ -148,6 +163,22 @@ class Settings(BaseSettings):
         parse_budgets(value)  # ValueError names what is wrong
         return value
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _check_secret_keys(cls, value: SecretStr) -> SecretStr:
+        from cryptography.fernet import Fernet
+
+        for key in (k.strip() for k in value.get_secret_value().split(",") if k.strip()):
+            try:
+                Fernet(key.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                # Never echo the value: it is a key.
+                raise ValueError(
+                    "each key must be 32 url-safe base64-encoded bytes "
+                    "(`provisioner secrets new-key` makes one)"
+                ) from None
+        return value
+
     @field_validator("provider_bulk_share")
     @classmethod
     def _check_share(cls, value: float) -> float:
@@ -184,6 +215,13 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", f"sqlite:///{path}")
         if self.sandbox_url:
             base = self.sandbox_url.rstrip("/")
-            for name in ("twilio_api_url", "twilio_messaging_url", "google_directory_url"):
+            for name in (
+                "twilio_api_url",
+                "twilio_messaging_url",
+                "google_directory_url",
+                "microsoft_graph_url",
+                "microsoft_login_url",
+            ):
                 object.__setattr__(self, name, base)
+            object.__setattr__(self, "google_token_url", f"{base}/token")
         return self

@@ -2,7 +2,8 @@
 SIGKILLed three times, Redis is killed and restarted and the database fails (every backend
 terminated three times on PostgreSQL, a writer lock held 5 s on SQLite) while the API keeps
 taking contacts; then every contract invariant, and the recovery time: from the last fault to
-the last terminal contact (docs/recovery.md says what bounds it).
+the last terminal contact (docs/recovery.md says what bounds it). A third account
+provisions Microsoft 365 mailboxes in its own tenant (msal tokens, Graph) meanwhile.
 
 CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make chaos` runs 500.
 """
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
+from support.credentials import register_app
 from support.invariants import check_invariants
 from support.pipeline import all_terminal, statuses, wait_for
 from support.services import serve_in_thread
@@ -33,6 +35,7 @@ from worker.store.models import Contact
 pytestmark = pytest.mark.chaos
 
 CONTACTS = int(os.environ.get("PROVISIONER_TEST_CHAOS_CONTACTS", "150"))
+M365 = max(6, CONTACTS // 10)  # Microsoft 365 email contacts of the third account
 CHUNK = 100
 TAKEN_EVERY = 7  # of the email items: a permanent failure (email_taken), compensated
 FOREIGN = "someone-else"
@@ -79,6 +82,8 @@ def test_contract_invariants_hold_under_chaos(
     # Two accounts: the second one's contacts and events must stay out of the first one's view.
     main = make_tenant(credits_cents=CONTACTS * 300, assistants=CONTACTS)
     other = make_tenant(credits_cents=10_000, assistants=3, name="other")
+    m365 = make_tenant(credits_cents=M365 * 100, assistants=M365, name="m365")
+    app = register_app(sandbox.url)
 
     # Some addresses are someone else's: those contacts must fail cleanly (email_taken),
     # leaving the other owner's account alone.
@@ -100,12 +105,20 @@ def test_contract_invariants_hold_under_chaos(
                               json={"url": f"{sandbox.url}/_sandbox/sink/{sink}"})
             assert answer.status_code == 200, answer.text
             secrets[sink] = answer.json()["info"]["secret"]
+        answer = http.put("/v0/providers/microsoft", headers=m365.headers, json={
+            "domain": "contoso.example", "tenant_id": app.tenant_id,
+            "client_id": app.client_id, "client_secret": app.client_secret,
+            "license_sku": "SPE_E3"})
+        assert answer.status_code == 200, answer.text
+        m365_items = [{"assistant_id": a, "contact_type": "email", "email_local": f"m365.{a}",
+                       "first_name": "Grace", "last_name": "Hopper"} for a in m365.assistant_ids]
 
         sandbox.set_faults(**FAULTS)
         started = time.monotonic()
         batches = []
         for tenant, items in ((main, items_for(main.assistant_ids)),
-                              (other, items_for(other.assistant_ids))):
+                              (other, items_for(other.assistant_ids)),
+                              (m365, m365_items)):
             for i in range(0, len(items), CHUNK):
                 answer = http.post("/v0/contact/batch", headers=tenant.headers,
                                    json={"items": items[i : i + CHUNK]})
@@ -113,7 +126,7 @@ def test_contract_invariants_hold_under_chaos(
                 info = answer.json()["info"]
                 assert info["rejected"] == []
                 batches.append((tenant, info["batch_id"]))
-        total = CONTACTS + 3 + len(probe.assistant_ids)
+        total = CONTACTS + 3 + M365 + len(probe.assistant_ids)
         probes = iter(probe.assistant_ids)
         answers: Counter[int] = Counter()
 
@@ -168,6 +181,12 @@ def test_contract_invariants_hold_under_chaos(
                 select(Contact.error_code).where(Contact.status == "failed")).scalars())
             takeovers = session.execute(select(func.sum(Contact.takeovers))).scalar_one() or 0
         assert codes["email_taken"] == len(taken), codes
+        graph_users = [u for u in sandbox.resources()["users"] if u["provider"] == "microsoft"]
+        every = statuses(db)
+        m365_active = {cid for cid in statuses_of(http, m365) if every[cid] == "active"}
+        # One licensed user per active Microsoft contact, none for a failed one, no doubles.
+        assert sorted(u["tag"] for u in graph_users) == sorted(m365_active)
+        assert all(u["licenses"] for u in graph_users)
         assert takeovers >= 1, "the kills interrupted no contact: the test proved nothing"
         stats = sandbox.stats()["by_status"]
 

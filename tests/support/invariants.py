@@ -45,7 +45,12 @@ def check_invariants(
         users = tags[("users", c.id)]
         senders = tags[("senders", c.id)]
         months = fee_months.get(c.id, [])
-        if c.status in ("active", "grace_period"):
+        if c.status == "active" and (c.request or {}).get("provisioned_by") == "user":
+            # An address the customer brought: nothing at the providers, nothing charged.
+            assert (numbers, users, senders) == (0, 0, 0), (c.id, "brought address")
+            assert captures[c.id] == 0 and c.setup_cost_cents == 0, c.id
+            assert c.address, c.id
+        elif c.status in ("active", "grace_period"):
             expected = {"phone": (1, 0, 0), "email": (0, 1, 0), "whatsapp": (1, 0, 1)}
             assert (numbers, users, senders) == expected[c.contact_type], (c.id, c.contact_type)
             assert captures[c.id] == 1 and c.charged, c.id

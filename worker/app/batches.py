@@ -52,6 +52,7 @@ class BatchService:
     def _submit(self, account_id: int, raw_body: bytes, path: str, key: str | None) -> Reply:
         raw_items = items_of(parse_json(raw_body), self.settings.batch_max_items)
         items = [parse_item(index, raw) for index, raw in enumerate(raw_items)]
+        items, routes = self.contacts.route_items(account_id, items)
         assistants = [item.assistant_id for item in items if item.assistant_id is not None]
         prices, monthly = self.contacts.prices, self.contacts.monthly
         for attempt in range(1, _ATTEMPTS + 1):
@@ -81,6 +82,8 @@ class BatchService:
                         )
                         for index, assistant_id, request, cost in verdicts.accepted
                     ]
+                    for index, contact in accepted:
+                        contact.connection_id = routes.get(index)  # None: the platform's
                     store.insert_batch(session, batch_id, account_id, [c for _, c in accepted], now)
                     body = {
                         "info": {

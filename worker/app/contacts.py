@@ -14,9 +14,12 @@ import orjson
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from worker.app.connections import ConnectionService
 from worker.domain import idempotency as idem
-from worker.domain.contacts import ContactType
+from worker.domain.batch import Item
+from worker.domain.contacts import ContactStatus, ContactType
 from worker.domain.errors import (
+    AddressInUse,
     ContactExists,
     DomainError,
     InsufficientCredits,
@@ -26,11 +29,12 @@ from worker.domain.errors import (
 from worker.domain.ids import is_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import cost_cents
-from worker.domain.validation import validate_contact_request
+from worker.domain.validation import ContactRequest, is_brought, validate_contact_request
 from worker.domain.views import contact_view
 from worker.settings import Settings
 from worker.store import accounts, contacts, credits
 from worker.store import idempotency as idem_store
+from worker.store import pipeline as pipeline_store
 from worker.store.db import Database
 from worker.store.models import Contact
 
@@ -83,11 +87,13 @@ class ContactService:
         settings: Settings,
         publisher: Publisher,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        connections: ConnectionService | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.publisher = publisher
         self.clock = clock
+        self.connections = connections or ConnectionService(db, settings, clock=clock)
         self.prices = _prices(settings)
         self.monthly = monthly_prices(settings)
         # PostgreSQL: concurrent acceptances of one account commit together (group commit),
@@ -210,16 +216,23 @@ class ContactService:
             raise NotFound(f"no assistant {assistant_id}")
         try:
             request = validate_contact_request(parse_json(raw_body))
+            request, connection_id, address = self.route(account_id, request)
         except DomainError:
             # An unknown assistant outranks a bad body (404 before 422). The ownership check
             # of an accepted request is part of the statement that accepts it, below.
             with self.db.read() as session:
                 self._require_assistant(session, account_id, assistant_id)
             raise
-        cost = cost_cents(request.contact_type, self.prices)
-        monthly = cost_cents(request.contact_type, self.monthly)
+        brought = is_brought(request.fields)
+        # An address the customer brings costs nothing: no setup cost and no monthly fee.
+        cost = 0 if brought else cost_cents(request.contact_type, self.prices)
+        monthly = 0 if brought else cost_cents(request.contact_type, self.monthly)
         now = self.clock()
         contact = contacts.pending_contact(account_id, assistant_id, request, cost, now, monthly)
+        contact.connection_id = connection_id
+        if brought:
+            contact.status = ContactStatus.ACTIVE.value
+            contact.address = address
         reply = Reply(
             202, {"info": contact_view(contact, [])}, {"Location": f"{path}/{contact.id}"}
         )
@@ -231,11 +244,18 @@ class ContactService:
             )
         conflict: IntegrityError | None = None
         try:
-            outcome = self._accept(contact, completion)
+            if brought:
+                outcome = self._accept_brought(contact, completion)
+            else:
+                outcome = self._accept(contact, completion)
         except IntegrityError as exc:
             outcome, conflict = None, exc
         if outcome is contacts.Acceptance.NO_ASSISTANT:
             raise NotFound(f"no assistant {assistant_id}")
+        if outcome is contacts.Acceptance.ADDRESS_IN_USE:
+            raise AddressInUse(
+                f"{address} is live on another contact", {"address": "is live on another contact"}
+            )
         if outcome is not contacts.Acceptance.ACCEPTED:
             # A live contact of the type outranks a lack of credits (409 before 402).
             with self.db.read() as session:
@@ -249,9 +269,69 @@ class ContactService:
             raise InsufficientCredits(
                 f"available credits are below the setup cost of {format_amount(cost)}"
             )
+        if brought:
+            return reply  # active already: nothing for a worker to do
         if self.acceptor is None:  # else published by the acceptor, with its batch
             self.publish([contact])
         return reply
+
+    def route(
+        self, account_id: int, request: ContactRequest
+    ) -> tuple[ContactRequest, int | None, str | None]:
+        """The request with its email provider resolved, the connection it goes through
+        (None: the platform's settings) and its address when known now (an address brought
+        by the customer). An email address already live on a contact is refused here."""
+        if is_brought(request.fields):
+            return request, None, request.fields["address"]
+        if request.contact_type is not ContactType.EMAIL:
+            return request, None, None
+        route = self.connections.route_email(account_id, request.fields.get("email_provider"))
+        address = f"{request.fields['email_local']}@{route.domain}"
+        with self.db.read() as session:
+            if contacts.address_live(session, address):
+                raise AddressInUse(
+                    f"{address} is live on another contact",
+                    {"email_local": f"{address} is live on another contact"},
+                )
+        fields = {**request.fields, "email_provider": route.provider}
+        return ContactRequest(request.contact_type, fields), route.connection_id, None
+
+    def route_items(
+        self, account_id: int, items: list[Item]
+    ) -> tuple[list[Item], dict[int, int | None]]:
+        """`route` for a batch's items: routed items, refused ones as errors, and the
+        connection of each routed index. Brought addresses go through the single route."""
+        routed: list[Item] = []
+        connections: dict[int, int | None] = {}
+        for item in items:
+            if item.request is None:
+                routed.append(item)
+                continue
+            try:
+                if is_brought(item.request.fields):
+                    raise InvalidRequest(
+                        "an existing address is recorded through the single route",
+                        {"provisioned_by": "user is not taken in batches"},
+                    )
+                request, connection_id, _ = self.route(account_id, item.request)
+            except DomainError as exc:
+                routed.append(Item(item.index, item.assistant_id, error=exc))
+                continue
+            routed.append(Item(item.index, item.assistant_id, request))
+            connections[item.index] = connection_id
+        return routed, connections
+
+    def _accept_brought(
+        self, contact: Contact, completion: tuple[str, idem_store.StoredResponse] | None
+    ) -> contacts.Acceptance:
+        now = self.clock()
+        with self.db.write() as session:
+            return contacts.accept_brought(
+                session,
+                contact,
+                completion,
+                lambda s, c: pipeline_store.record_event(s, c, now),
+            )
 
     def publish(self, accepted: list[Contact], queue: str = "interactive") -> None:
         """Send the provisioning tasks of committed contacts; never raises.

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from worker.app.accounts import Authenticator
 from worker.app.batches import BatchService
+from worker.app.connections import ConnectionService
 from worker.app.contacts import ContactService, Publisher
 from worker.app.events import EventFeed
 from worker.app.lifecycle import LifecycleService
@@ -27,6 +28,7 @@ class Services:
     lifecycle: LifecycleService
     events: EventFeed
     publisher: Publisher
+    connections: ConnectionService
 
     @classmethod
     def build(
@@ -37,7 +39,8 @@ class Services:
         notifier: Notifier | NoNotifier | None = None,
     ) -> Services:
         db = db or Database(settings.database_url)
-        contacts = ContactService(db, settings, publisher)
+        connections = ConnectionService(db, settings)
+        contacts = ContactService(db, settings, publisher, connections=connections)
         return cls(
             db=db,
             contacts=contacts,
@@ -47,6 +50,7 @@ class Services:
             lifecycle=LifecycleService(db, settings, publisher, notifier=notifier),
             events=EventFeed(db),
             publisher=publisher,
+            connections=connections,
         )
 
     def database_status(self) -> str:

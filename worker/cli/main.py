@@ -11,6 +11,7 @@ import typer
 
 from worker.cli.billing import app as billing_app
 from worker.cli.common import JsonFlag, database, emit, load_settings, parse_amount
+from worker.cli.secrets import app as secrets_app
 from worker.cli.webhooks import app as webhooks_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -24,6 +25,7 @@ app.add_typer(credits_app, name="credits")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(billing_app, name="billing")
+app.add_typer(secrets_app, name="secrets")
 
 Host = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int | None, typer.Option(help="Port to listen on.")]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from worker.domain.errors import InvalidTransition
 
@@ -133,7 +135,21 @@ DEPROVISION_POSITION = 100
 READ_ONLY_STEPS = frozenset({"find_number"})
 
 
-def step_plan(contact_type: ContactType) -> tuple[str, ...]:
+# A Microsoft 365 account needs a licence (and so a mailbox) after it exists.
+MICROSOFT_EMAIL_PLAN = ("create_user", "assign_license", "confirm_user")
+
+
+def step_plan(
+    contact_type: ContactType, request: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
+    """The steps of a contact of `contact_type` with the normalised `request`: none for an
+    address the customer brought (`provisioned_by: "user"`), Microsoft's for a Microsoft 365
+    email contact."""
+    if request is not None:
+        if request.get("provisioned_by") == "user":
+            return ()
+        if contact_type is ContactType.EMAIL and request.get("email_provider") == "microsoft":
+            return MICROSOFT_EMAIL_PLAN
     return STEP_PLANS[contact_type]
 
 

@@ -54,3 +54,21 @@ class InvalidTransition(DomainError):
     """A contact status change that the state machine forbids."""
 
     code = "invalid_transition"
+
+
+class ConnectionInUse(DomainError):
+    """A live contact was made through this provider connection."""
+
+    code = "connection_in_use"
+
+
+class AddressInUse(DomainError):
+    """The address is live on another contact."""
+
+    code = "address_in_use"
+
+
+class ProviderUnavailable(DomainError):
+    """The provider could not be reached to check the credentials; try again."""
+
+    code = "provider_unavailable"

@@ -74,6 +74,10 @@ _OPERATIONS: tuple[tuple[str, dict[str, str]], ...] = (
         "/admin/directory/v1/users",
         {"GET": "user_get", "POST": "user_insert", "PUT": "user_update", "DELETE": "user_delete"},
     ),
+    # Microsoft Graph: the licence first (its path is under a user's).
+    ("/assignLicense", {"POST": "license_assign"}),
+    ("/v1.0/subscribedSkus", {"GET": "sku_read"}),
+    ("/v1.0/users", {"GET": "user_get", "POST": "user_insert", "DELETE": "user_delete"}),
 )
 
 

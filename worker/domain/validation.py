@@ -29,6 +29,16 @@ BODY_FIELDS = (
     "first_name",
     "last_name",
     "user_whatsapp_number",
+    "email_provider",
+    "provisioned_by",
+    "address",
+)
+EMAIL_PROVIDERS = ("google", "microsoft")
+# `provisioned_by: "user"`: the customer brings an address it already has (no provider step).
+PROVISIONED_BY = ("platform", "user")
+ADDRESS_MAX = 320
+_ADDRESS = re.compile(
+    r"^[A-Za-z0-9._'+-]{1,64}@(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 )
 
 
@@ -67,6 +77,10 @@ def validate_contact_request(body: Any) -> ContactRequest:
         raise _invalid({"contact_type": "must be one of phone, email, whatsapp"}) from None
 
     fields: dict[str, str | None] = {}
+    if raw["provisioned_by"] not in (None, *PROVISIONED_BY):
+        raise _invalid({"provisioned_by": "must be platform or user"})
+    if raw["provisioned_by"] == "user":
+        return ContactRequest(contact_type, _brought(contact_type, raw["address"]))
     if contact_type in (ContactType.PHONE, ContactType.WHATSAPP):
         fields["phone_country"] = _country(raw["phone_country"], errors)
     if contact_type is ContactType.PHONE:
@@ -79,9 +93,36 @@ def validate_contact_request(body: Any) -> ContactRequest:
         fields["email_local"] = _email_local(raw["email_local"], errors)
         fields["first_name"] = _name(raw["first_name"], "first_name", errors)
         fields["last_name"] = _name(raw["last_name"], "last_name", errors)
+        provider = raw["email_provider"]
+        if provider is not None and provider not in EMAIL_PROVIDERS:
+            errors["email_provider"] = "must be google or microsoft"
+        fields["email_provider"] = provider
     if errors:
         raise _invalid(errors)
     return ContactRequest(contact_type, fields)
+
+
+def is_brought(request: dict[str, object]) -> bool:
+    """Whether a normalised request records an address the customer already has."""
+    return request.get("provisioned_by") == "user"
+
+
+def _brought(contact_type: ContactType, address: str | None) -> dict[str, str | None]:
+    """The fields of an existing address brought by the customer: only the address."""
+    errors: dict[str, str] = {}
+    if contact_type is ContactType.WHATSAPP:
+        raise _invalid({"provisioned_by": "only phone and email addresses can be brought"})
+    if contact_type is ContactType.PHONE:
+        value = _e164(address, "address", errors, required=True)
+    else:
+        text = (address or "").strip()
+        # Compared case-insensitively everywhere (as Google and Microsoft do): kept lower.
+        value = text.lower()
+        if not text or len(text) > ADDRESS_MAX or not _ADDRESS.match(value):
+            errors["address"] = "is required: the email address, e.g. ada@example.com"
+    if errors:
+        raise _invalid(errors)
+    return {"provisioned_by": "user", "address": value}
 
 
 def _invalid(errors: dict[str, str]) -> InvalidRequest:

@@ -64,7 +64,7 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
     # steps once the contact is being deleted (a contact deleted before it ever ran has none
     # of either journaled, and shows none of the release steps it never needed).
     by_name = {s.name: s for s in steps}
-    plan = step_plan(ContactType(contact.contact_type))
+    plan = step_plan(ContactType(contact.contact_type), contact.request)
     if contact.status in _RELEASING:
         releases = deprovision_plan(ContactType(contact.contact_type))
         if contact.status == ContactStatus.DELETING.value or any(n in by_name for n in releases):

@@ -30,6 +30,7 @@ from worker.providers.errors import (
     RateLimited,
     Retryable,
 )
+from worker.providers.google_auth import platform_google_source
 from worker.providers.http import (
     ProviderClient,
     json_object,
@@ -165,16 +166,22 @@ class GoogleDirectory(ProviderClient):
             raise_for_status=raise_for_google,
             transport=transport,
         )
+        self.token_source = token_source
 
     @classmethod
     def from_settings(
         cls, settings: Settings, token_source: TokenSource | None = None
     ) -> GoogleDirectory:
         """A client for the base URL `settings` name, authorised by `token_source` (default:
-        the static `google_access_token`)."""
+        the platform's service account when configured, else the static
+        `google_access_token`)."""
+        if token_source is None:
+            token_source = platform_google_source(settings) or StaticTokenSource(
+                settings.google_access_token
+            )
         return cls(
             base_url=settings.google_directory_url,
-            token_source=token_source or StaticTokenSource(settings.google_access_token),
+            token_source=token_source,
             timeout=timeout_from_settings(settings),
             max_connections=settings.provider_max_connections,
         )

@@ -27,6 +27,7 @@ from limits.strategies import MovingWindowRateLimiter
 from worker.domain.ratelimit import Rate, come_back_in, draws_for, operation_of, parse_budgets
 from worker.embedded_redis import redis_url
 from worker.providers import Providers
+from worker.providers.http import ProviderClient
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -97,11 +98,15 @@ class ProviderLimiter:
     def install(self, providers: Providers) -> None:
         """Gate every request of the worker's provider clients."""
         for client in (providers.numbers, providers.senders, providers.directory):
+            self.install_client(client)
 
-            def hook(request: httpx.Request, provider: str = client.provider) -> None:
-                self.gate(provider, request.method, request.url.path)
+    def install_client(self, client: ProviderClient) -> None:
+        """Gate every request of one client (e.g. of an account's provider connection)."""
 
-            client.on_request(hook)
+        def hook(request: httpx.Request, provider: str = client.provider) -> None:
+            self.gate(provider, request.method, request.url.path)
+
+        client.on_request(hook)
 
     def gate(self, provider: str, method: str, path: str) -> None:
         """Take the request's tokens, or raise Throttled (the request must not be sent)."""

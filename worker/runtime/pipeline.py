@@ -22,6 +22,7 @@ from worker.live import NoNotifier, Notifier
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
+from worker.runtime.connections import EmailTargets
 from worker.runtime.release import Releaser
 from worker.runtime.steps import (
     STEPS,
@@ -88,6 +89,9 @@ class Pipeline:
         self.limiter.install(providers)
         # Wakes the API's long polls and event streams after each status change commits.
         self.notifier = notifier or Notifier.from_settings(settings)
+        self.email_targets = EmailTargets(
+            db, settings, providers, on_new_client=self.limiter.install_client
+        )
         self.policy, self.compensation_policy = _policies(settings)
         self.rng = random.Random()
         self.grace = timedelta(days=settings.grace_period_days)
@@ -433,7 +437,9 @@ class Pipeline:
         return at + timedelta(seconds=self.settings.reconcile_grace_s)
 
     def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
-        return StepContext(contact, steps, self.providers, self.settings, self.clock())
+        return StepContext(
+            contact, steps, self.providers, self.settings, self.clock(), self.email_targets
+        )
 
 
 __all__ = ["Outcome", "Pipeline"]

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.domain.contacts import ContactType, deprovision_plan
+from worker.domain.contacts import ContactType, StepStatus, deprovision_plan
+from worker.domain.validation import is_brought
 from worker.providers import (
+    AUTH_FAILED,
     SENDER_REJECTED,
     NotFound,
     Permanent,
@@ -23,6 +25,8 @@ from worker.providers import (
     is_failed,
     is_online,
 )
+from worker.providers.microsoft_graph import GraphUser, MicrosoftGraph
+from worker.runtime.connections import EmailTarget, EmailTargets
 from worker.settings import Settings
 from worker.store.models import Contact, ContactStep
 
@@ -52,6 +56,20 @@ class StepContext:
     providers: Providers
     settings: Settings
     now: datetime
+    # Email contacts: their account's connection (or the platform's Google).
+    targets: EmailTargets | None = None
+    _target: EmailTarget | None = field(default=None, repr=False)
+
+    def target(self) -> EmailTarget:
+        """The email client, domain and settings this contact is provisioned with."""
+        if self._target is None:
+            if self.targets is None:
+                self._target = EmailTarget(
+                    "google", self.settings.email_domain, self.providers.directory
+                )
+            else:
+                self._target = self.targets.for_contact(self.contact)
+        return self._target
 
     @property
     def tag(self) -> str:
@@ -65,7 +83,7 @@ class StepContext:
         return self.steps[step].detail or {}
 
     def email(self) -> str:
-        return f"{self.request['email_local']}@{self.settings.email_domain}"
+        return f"{self.request['email_local']}@{self.target().domain}"
 
 
 Step = Callable[[StepContext, bool], StepResult | Wait]
@@ -118,7 +136,18 @@ def await_sender_online(ctx: StepContext, first: bool) -> StepResult | Wait:
 
 
 def create_user(ctx: StepContext, first: bool) -> StepResult:
-    user = ctx.providers.directory.ensure_user(
+    target = ctx.target()
+    if isinstance(target.client, MicrosoftGraph):
+        made = target.client.ensure_user(
+            ctx.email(),
+            ctx.request["first_name"],
+            ctx.request["last_name"],
+            ctx.tag,
+            usage_location=str(target.config.get("usage_location") or "US"),
+            look_up=not first,
+        )
+        return StepResult(made.id, {"email": made.user_principal_name})
+    user = target.client.ensure_user(
         ctx.email(),
         ctx.request["first_name"],
         ctx.request["last_name"],
@@ -128,15 +157,30 @@ def create_user(ctx: StepContext, first: bool) -> StepResult:
     return StepResult(user.id, {"email": user.primary_email})
 
 
+def assign_license(ctx: StepContext, first: bool) -> StepResult:
+    """Microsoft 365: the connection's licence on the user (its mailbox comes with it)."""
+    target = ctx.target()
+    assert isinstance(target.client, MicrosoftGraph), "a Microsoft step"
+    user_id = ctx.steps["create_user"].provider_id
+    assert user_id is not None, "create_user is done before this step runs"
+    sku = str(target.config.get("license_sku_id") or target.config.get("license_sku"))
+    target.client.ensure_license(user_id, sku)
+    return StepResult(user_id, {"sku_id": sku})
+
+
 def confirm_user(ctx: StepContext, first: bool) -> StepResult:
+    target = ctx.target()
     try:
-        user = ctx.providers.directory.get_user(ctx.email())
+        user = target.client.get_user(ctx.email())
     except NotFound as exc:
-        # The Directory API's reads lag its writes; not readable yet is worth a retry.
-        raise Retryable("google", "not_readable_yet", "created user is not readable yet") from exc
+        # Directory and Graph reads lag their writes; not readable yet is worth a retry.
+        raise Retryable(
+            target.provider, "not_readable_yet", "created user is not readable yet"
+        ) from exc
     if user.tag != ctx.tag:
-        raise Permanent("google", "email_taken", "the address belongs to another account")
-    return StepResult(user.id, {"email": user.primary_email})
+        raise Permanent(target.provider, "email_taken", "the address belongs to another account")
+    address = user.user_principal_name if isinstance(user, GraphUser) else user.primary_email
+    return StepResult(user.id, {"email": address})
 
 
 STEPS: dict[str, Step] = {
@@ -145,6 +189,7 @@ STEPS: dict[str, Step] = {
     "create_sender": create_sender,
     "await_sender_online": await_sender_online,
     "create_user": create_user,
+    "assign_license": assign_license,
     "confirm_user": confirm_user,
 }
 
@@ -162,7 +207,19 @@ def address_of(ctx: StepContext) -> str:
 
 
 def delete_user(ctx: StepContext) -> None:
-    ctx.providers.directory.delete_tagged(ctx.contact.address or ctx.email(), ctx.tag)
+    if is_brought(ctx.request):
+        return  # the customer's own address: nothing of ours to delete
+    address = ctx.contact.address or ctx.email()
+    try:
+        target = ctx.target()
+        if isinstance(target.client, MicrosoftGraph):
+            target.client.delete_tagged(ctx.tag, address)
+        else:
+            target.client.delete_tagged(address, ctx.tag)
+    except Permanent as exc:
+        if exc.code == AUTH_FAILED and _refused_before_creating(ctx):
+            return
+        raise
 
 
 def delete_sender(ctx: StepContext) -> None:
@@ -188,6 +245,17 @@ def compensate(ctx: StepContext) -> None:
     Idempotent; raises ProviderError to retry."""
     for name in deprovision_plan(ContactType(ctx.contact.contact_type)):
         RELEASES[name](ctx)
+
+
+def _refused_before_creating(ctx: StepContext) -> bool:
+    """The provider refused our credentials on the one and only attempt to create the user
+    (the contact failed with that refusal): nothing can exist to delete. A create attempted
+    more than once may have made the user before the credentials stopped working; that
+    compensation is retried until they work again."""
+    step = ctx.steps.get("create_user")
+    return ctx.contact.error_code == AUTH_FAILED and (
+        step is None or (step.status != StepStatus.DONE.value and step.attempts <= 1)
+    )
 
 
 def utcnow() -> datetime:

@@ -85,6 +85,7 @@ class Runtime:
             self._deliverer = None
         if self._pipeline is not None:
             self._pipeline.providers.close()
+            self._pipeline.email_targets.close()
             self._pipeline.limiter.close()
             self._pipeline.notifier.close()
             self._pipeline.db.dispose()

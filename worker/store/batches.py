@@ -99,6 +99,7 @@ def insert_batch(
                 "deliveries": 0,
                 "takeovers": 0,
                 "batch_id": batch_id,
+                "connection_id": c.connection_id,
                 "created_at": now,
                 "updated_at": now,
             }

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnDefault, ColumnElement, Connection, Table, select
+from sqlalchemy import ColumnDefault, ColumnElement, Connection, Table, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -119,6 +119,48 @@ class Acceptance(StrEnum):
     ACCEPTED = "accepted"
     NO_ASSISTANT = "no_assistant"  # the assistant does not exist or is another account's
     NO_CREDITS = "no_credits"  # available credits are below the contact's setup cost
+    ADDRESS_IN_USE = "address_in_use"  # the address is live on another contact
+
+
+def address_live(session: Session, address: str) -> bool:
+    """Whether `address` (a number or email address) is live on a contact."""
+    return (
+        session.execute(
+            select(Contact.id)
+            .where(
+                Contact.address == address,
+                Contact.status.in_([s.value for s in LIVE_STATUSES]),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def accept_brought(
+    session: Session,
+    contact: Contact,
+    completion: tuple[str, StoredResponse] | None,
+    write_event: Callable[[Session, Contact], None],
+) -> Acceptance:
+    """Record an address the customer already has: the contact `active` at once, no cost,
+    no reservation, its `contact.active` outbox event written by `write_event` in the same
+    transaction. Refused (nothing written) when the address is live on another contact;
+    the live-contact index raises IntegrityError as in `accept`."""
+    if not accounts.assistant_owned(session, contact.account_id, contact.assistant_id):
+        return Acceptance.NO_ASSISTANT
+    assert contact.address is not None
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialise the check and insert of one address (SQLite's BEGIN IMMEDIATE does).
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:a))"), {"a": contact.address})
+    if address_live(session, contact.address):
+        return Acceptance.ADDRESS_IN_USE
+    session.add(contact)
+    session.flush()
+    write_event(session, contact)
+    if completion is not None:
+        idempotency.complete(session, contact.account_id, *completion)
+    return Acceptance.ACCEPTED
 
 
 def accept(

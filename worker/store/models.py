@@ -164,6 +164,12 @@ class Contact(Base):
     stuck_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stuck_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
+    # The account's provider connection an email contact is made through; None: the
+    # platform's own settings (or no provider at all).
+    connection_id: Mapped[int | None] = mapped_column(
+        BigInteger, nullable=True, index=True, default=None
+    )
+
 
 Index(
     "ix_contacts_stuck",
@@ -181,6 +187,28 @@ class WorkerHeartbeat(Base):
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProviderConnection(Base):
+    """An account's own Google Workspace or Microsoft 365: its domain, the non-secret settings
+    (`config`) and the credentials, sealed by `worker.secrets.SecretBox` (never stored
+    readable). `version` changes with the credentials (workers key their clients on it)."""
+
+    __tablename__ = "provider_connections"
+    __table_args__ = (
+        UniqueConstraint("account_id", "provider", name="uq_provider_connections_account_provider"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    provider: Mapped[str] = mapped_column(String(16))
+    domain: Mapped[str] = mapped_column(String(253))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    secrets_sealed: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(String(40))
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ContactStep(Base):

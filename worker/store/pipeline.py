@@ -269,7 +269,7 @@ def take_lease(
         return Lease(contact, steps)
     values: list[dict[str, Any]] = []
     started: str | None = None
-    for position, name in enumerate(step_plan(ContactType(contact.contact_type))):
+    for position, name in enumerate(step_plan(ContactType(contact.contact_type), contact.request)):
         value: dict[str, Any] = {
             "contact_id": contact_id,
             "position": position,
@@ -544,3 +544,11 @@ def fail(
     outbox(session, contact, steps, now, events)
     credits.release(session, contact)  # last: the account row is the hot spot
     return True
+
+
+def record_event(
+    session: Session, contact: Contact, now: datetime, events: list[str] | None = None
+) -> None:
+    """Write the outbox event of a contact that reached its status outside the pipeline (an
+    address brought by the customer: `contact.active` when it is recorded)."""
+    outbox(session, contact, [], now, events)
