@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from api_stub import batch, console, events, live, schemas, webhooks
+from api_stub import batch, console, events, live, providers, schemas, webhooks
 from api_stub.auth import Unauthenticated, bearer_token
 from api_stub.errors import (
     AUTHENTICATED,
@@ -96,7 +96,7 @@ def create_app(
     services = Services.build(settings, publisher, db, notifier=Notifier(url))
     service, keys = services.contacts, services.accounts
     limiter = RateLimiter(url, settings.rate_limit)
-    providers = ProviderReadiness(settings)
+    readiness = ProviderReadiness(settings)
     redis_client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     waiters = live.Waiters(url)  # one status subscription for the process's long polls
     reads = live.SingleFlight()
@@ -206,7 +206,7 @@ def create_app(
             except Exception as exc:
                 status["redis"] = type(exc).__name__
             # The providers' last answers (cached; an unreachable one is reported, not failed).
-            status.update(providers.read())
+            status.update(readiness.read())
             return status
 
         status = await run_in_threadpool(check)

@@ -25,7 +25,7 @@ from worker.domain.contacts import (
 )
 from worker.store import credits
 from worker.store.models import Contact, ContactStep
-from worker.store.pipeline import outbox, record_step, step_of
+from worker.store.pipeline import close_journal, outbox, step_of
 from worker.store.sql import insert_if_absent
 
 _contacts: Table = Contact.__table__  # type: ignore[assignment]
@@ -156,16 +156,9 @@ def finish_deleted(
     contact.deleted_at = contact.updated_at = now
     contact.grace_ends_at = None
     contact.lease_owner = None
-    for step in steps:
-        if step.position >= DEPROVISION_POSITION:
-            continue
-        if step.status == StepStatus.DONE.value and not contact.charged:
-            new = StepStatus.COMPENSATED  # a cancellation undid what provisioning made
-        elif step.status in (StepStatus.PENDING.value, StepStatus.RUNNING.value):
-            new = StepStatus.SKIPPED if step.attempts == 0 else StepStatus.FAILED
-        else:
-            continue
-        record_step(session, step, new, now, error=step.last_error)
+    # A cancellation (never charged) undid what provisioning made.
+    provisioning = [s for s in steps if s.position < DEPROVISION_POSITION]
+    close_journal(session, provisioning, now, undone=not contact.charged)
     outbox(session, contact, steps, now, events)
     credits.release(session, contact)  # last: the account row is the hot spot
     return True

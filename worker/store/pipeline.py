@@ -533,17 +533,25 @@ def fail(
     event's id appended to `events`)."""
     if not _finish(session, contact, owner, ContactStatus.FAILED, now, {}):
         return False
+    close_journal(session, steps, now, undone=True)
+    outbox(session, contact, steps, now, events)
+    credits.release(session, contact)  # last: the account row is the hot spot
+    return True
+
+
+def close_journal(
+    session: Session, steps: Sequence[ContactStep], now: datetime, *, undone: bool
+) -> None:
+    """Close the provisioning steps of a contact that ends: a step done is `compensated` when
+    `undone` (its resource removed), one never finished is `skipped` or `failed`."""
     for step in steps:
-        if step.status == StepStatus.DONE.value:
+        if step.status == StepStatus.DONE.value and undone:
             new = StepStatus.COMPENSATED
         elif step.status in (StepStatus.PENDING.value, StepStatus.RUNNING.value):
             new = StepStatus.SKIPPED if step.attempts == 0 else StepStatus.FAILED
         else:
             continue
         record_step(session, step, new, now, error=step.last_error)
-    outbox(session, contact, steps, now, events)
-    credits.release(session, contact)  # last: the account row is the hot spot
-    return True
 
 
 def record_event(
