@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import fmt, summarise_worker_profile, table
+from measure import fmt, record_profile, summarise_functions, summarise_worker_profile, table
 from stack import OUT, ROOT, Databases, Sandbox, claim_redis, py_spy
 from versus_runs import (
     Api,
@@ -107,7 +107,16 @@ def api_rounds(args: argparse.Namespace, dbs: Databases, redis: Any, stamp: str)
                 )
             for side in order:
                 redis.flushdb()  # the queued tasks of the closed loop: nobody runs them here
+                spy = None
+                if args.profile and r == 0:
+                    raw = OUT / f"profile-{stamp}-{side}-api.txt"
+                    duration = ["--duration", str(max(1, round(args.seconds)))]
+                    spy = record_profile(apis[side].proc.pid, raw, 100, "--gil", *duration)
+                    out[side]["profile"] = raw
+                    time.sleep(0.5)  # let py-spy attach before the load starts
                 res, gen_cpu, cpu = fixed_rate(apis[side], args.rate, args.seconds)
+                if spy is not None:
+                    spy.communicate(timeout=60)
                 out[side]["open"].append((res, gen_cpu, cpu))
                 print(
                     f"  round {r + 1} {side}: {args.rate:g}/s open loop: "
@@ -280,6 +289,11 @@ def main() -> int:
             work = worker_rounds(args, dbs, sandbox, redis, stamp)
         lines = report(args, api, work)
         lines.append(f"\nload average before / after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}")
+        for side in SIDES if api and args.profile else ():
+            raw = api[side].get("profile")
+            if raw is not None and raw.exists():
+                lines += ["", f"profile of {side}'s API at {args.rate:g}/s, py-spy --gil ({raw}):"]
+                lines.append(summarise_functions(raw, args.top))
         if work and args.profile:
             for side in SIDES:
                 for runs in work[side].values():
