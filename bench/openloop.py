@@ -4,8 +4,9 @@ in the server shows up, as wrk2 counts it; a closed loop such as wrk's waits and
 
 Plain asyncio streams and HTTP/1.1 keep-alive, no HTTP library: a request due finds an idle
 connection or opens a new one (up to `max_connections`; past that it waits, and the wait is
-counted in its latency). Each request's path comes from `path_for(i)`, so every POST can name an
-assistant of its own.
+counted in its latency); one not answered within `timeout` is given up, counted as a
+timeout and in the latencies at the time it was given up. Each request's path comes from
+`path_for(i)`, so every POST can name an assistant of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class OpenLoopResult:
     latencies_ms: list[float] = field(default_factory=list)  # of the answered requests
     statuses: Counter[int] = field(default_factory=Counter)
     errors: int = 0
+    timeouts: int = 0  # no answer within the timeout: counted in the latencies at the timeout
     connections: int = 0
     late_sends: int = 0  # requests that left more than 5 ms after they were due
 
@@ -75,6 +77,7 @@ async def _run(
     body: bytes,
     headers: dict[str, str],
     max_connections: int,
+    timeout: float,
 ) -> OpenLoopResult:
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -96,7 +99,12 @@ async def _run(
                 conn = _Conn(reader, writer)
                 result.connections += 1
             try:
-                status = await conn.exchange(request)
+                status = await asyncio.wait_for(conn.exchange(request), timeout)
+            except TimeoutError:
+                result.timeouts += 1
+                result.latencies_ms.append(1000 * (loop.time() - due))
+                conn.writer.close()
+                return
             except (OSError, ValueError, asyncio.IncompleteReadError):
                 result.errors += 1
                 conn.writer.close()
@@ -132,8 +140,11 @@ def open_loop(
     body: bytes,
     headers: dict[str, str],
     max_connections: int = 512,
+    timeout: float = 10.0,
 ) -> tuple[OpenLoopResult, float]:
     """Sends `rate` x `seconds` POSTs on schedule; the result and the generator's CPU seconds."""
     cpu0 = time.process_time()
-    result = asyncio.run(_run(base_url, rate, seconds, path_for, body, headers, max_connections))
+    result = asyncio.run(
+        _run(base_url, rate, seconds, path_for, body, headers, max_connections, timeout)
+    )
     return result, time.process_time() - cpu0

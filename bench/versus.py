@@ -122,7 +122,8 @@ def api_rounds(args: argparse.Namespace, dbs: Databases, redis: Any, stamp: str)
                     f"  round {r + 1} {side}: {args.rate:g}/s open loop: "
                     f"{res.statuses[202]} of {res.sent} accepted, p50 {res.percentile(50):.1f} "
                     f"ms, p99 {res.percentile(99):.1f} ms, max {max(res.latencies_ms or [0]):.0f}"
-                    f" ms, errors {res.errors}, connections {res.connections}, late sends "
+                    f" ms, errors {res.errors}, timeouts (10 s) {res.timeouts}, connections "
+                    f"{res.connections}, late sends "
                     f"{res.late_sends}; generator CPU {gen_cpu:.1f} s; api {cpu['api']:.0f} %, "
                     f"idle {cpu['idle']:.0f} %",
                     flush=True,
