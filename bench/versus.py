@@ -111,7 +111,9 @@ def api_rounds(args: argparse.Namespace, dbs: Databases, redis: Any, stamp: str)
                 if args.profile and r == 0:
                     raw = OUT / f"profile-{stamp}-{side}-api.txt"
                     duration = ["--duration", str(max(1, round(args.seconds)))]
-                    spy = record_profile(apis[side].proc.pid, raw, 100, "--gil", *duration)
+                    spy = record_profile(
+                        apis[side].proc.pid, raw, 100, "--gil", "--nonblocking", *duration
+                    )
                     out[side]["profile"] = raw
                     time.sleep(0.5)  # let py-spy attach before the load starts
                 res, gen_cpu, cpu = fixed_rate(apis[side], args.rate, args.seconds)
