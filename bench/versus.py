@@ -39,6 +39,7 @@ from versus_runs import (
     Api,
     closed_loop,
     fixed_rate,
+    restart_peer_api,
     run_peer_worker,
     start_our_api,
     start_peer_api,
@@ -119,6 +120,8 @@ def api_rounds(args: argparse.Namespace, dbs: Databases, redis: Any, stamp: str)
                 res, gen_cpu, cpu = fixed_rate(apis[side], args.rate, args.seconds)
                 if spy is not None:
                     spy.communicate(timeout=60)
+                if side == "peer":
+                    apis["peer"] = restart_peer_api(apis["peer"], dbs, args.redis_url, stamp)
                 out[side]["open"].append((res, gen_cpu, cpu))
                 print(
                     f"  round {r + 1} {side}: {args.rate:g}/s open loop: "

@@ -55,6 +55,7 @@ class Api:
     last_id: int
     log: IO[Any]
     meter: ServerCpu = field(init=False)
+    db_url: str = ""
 
     def __post_init__(self) -> None:
         self.meter = ServerCpu(self.proc.pid)
@@ -91,13 +92,17 @@ def start_our_api(dbs: Databases, redis_url: str, assistants: int, tmp: str, sta
     return Api("ours", proc, url, seeded.api_key, ids[0], ids[-1], log)
 
 
-def start_peer_api(dbs: Databases, redis_url: str, assistants: int, stamp: str) -> Api:
+def start_peer_api(
+    dbs: Databases, redis_url: str, assistants: int, stamp: str, url: str | None = None
+) -> Api:
+    """The peer's API on a new database, or (`url`) again on the one it had."""
     from peer.models import create_schema
 
-    _, url = dbs.create("peer_api")
-    create_schema(url, assistants=assistants, api_key=PEER_KEY)
+    if url is None:
+        _, url = dbs.create("peer_api")
+        create_schema(url, assistants=assistants, api_key=PEER_KEY)
     port = free_port()
-    log = open(OUT / f"versus-{stamp}-peer-api.log", "w")  # noqa: SIM115 - closed in stop()
+    log = open(OUT / f"versus-{stamp}-peer-api.log", "a")  # noqa: SIM115 - closed in stop()
     cmd = [sys.executable, "-m", "uvicorn", "peer.app:app", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
     proc = subprocess.Popen(
@@ -105,7 +110,23 @@ def start_peer_api(dbs: Databases, redis_url: str, assistants: int, stamp: str) 
     )
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz", proc, "the peer's API", log.name)
-    return Api("peer", proc, base, PEER_KEY, 1, assistants, log)
+    api = Api("peer", proc, base, PEER_KEY, 1, assistants, log)
+    api.db_url = url
+    return api
+
+
+def restart_peer_api(api: Api, dbs: Databases, redis_url: str, stamp: str) -> Api:
+    """A new peer API process on the same database, carrying on with the next assistant.
+
+    Overloaded (an offered rate above what it accepts), the peer's API does not recover by
+    itself: its sync routes' session dependency holds a pooled connection while the request
+    waits for a thread-pool slot, so requests queue behind a 30 s pool timeout each
+    (FastAPI's documented pattern; tiangolo/fastapi#3205). The next run gets a fresh one."""
+    stop_process(api.proc, signal.SIGKILL, 5)
+    api.log.close()
+    fresh = start_peer_api(dbs, redis_url, api.last_id, stamp, url=api.db_url)
+    fresh.next_id = api.next_id
+    return fresh
 
 
 def closed_loop(api: Api, seconds: float, clients: int, scripts: Path, log: Path) -> WrkResult:
