@@ -94,21 +94,27 @@ async def _run(
         ).encode() + body
         async with slots:
             conn = idle.pop() if idle else None
-            if conn is None:
-                reader, writer = await asyncio.open_connection(host, port)
-                conn = _Conn(reader, writer)
-                result.connections += 1
-            try:
-                status = await asyncio.wait_for(conn.exchange(request), timeout)
-            except TimeoutError:
-                result.timeouts += 1
-                result.latencies_ms.append(1000 * (loop.time() - due))
-                conn.writer.close()
-                return
-            except (OSError, ValueError, asyncio.IncompleteReadError):
-                result.errors += 1
-                conn.writer.close()
-                return
+            while True:
+                reused = conn is not None
+                if conn is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                    conn = _Conn(reader, writer)
+                    result.connections += 1
+                try:
+                    status = await asyncio.wait_for(conn.exchange(request), timeout)
+                except TimeoutError:
+                    result.timeouts += 1
+                    result.latencies_ms.append(1000 * (loop.time() - due))
+                    conn.writer.close()
+                    return
+                except (OSError, ValueError, asyncio.IncompleteReadError):
+                    conn.writer.close()
+                    conn = None
+                    if reused:  # an idle connection the server had closed (keep-alive timeout)
+                        continue
+                    result.errors += 1
+                    return
+                break
             result.latencies_ms.append(1000 * (loop.time() - due))
             result.statuses[status] += 1
             idle.append(conn)
