@@ -58,7 +58,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--rate", type=float, default=300.0, help="open-loop POSTs/s")
+    parser.add_argument(
+        "--rate",
+        default="300,100",
+        help="open-loop POSTs/s, comma-separated (300: the target's; 100: one the peer sustains)",
+    )
     parser.add_argument("--assistants", type=int, default=80_000, help="per side's API database")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--concurrency", default="32,64")
@@ -87,7 +91,8 @@ def api_rounds(args: argparse.Namespace, dbs: Databases, redis: Any, stamp: str)
     scripts = write_scripts(Path(tmp))
     log = OUT / f"versus-{stamp}-wrk.log"
     apis: dict[str, Api] = {}
-    out: dict[str, dict[str, list[Any]]] = {s: {"closed": [], "open": []} for s in SIDES}
+    out: dict[str, dict[str, Any]] = {s: {"closed": []} for s in SIDES}
+    rates = [float(x) for x in args.rate.split(",") if x.strip()]
     try:
         apis["ours"] = start_our_api(dbs, args.redis_url, args.assistants, tmp, stamp)
         apis["peer"] = start_peer_api(dbs, args.redis_url, args.assistants, stamp)
@@ -106,33 +111,32 @@ def api_rounds(args: argparse.Namespace, dbs: Databases, redis: Any, stamp: str)
                     f"{wrk.cpu.get('postgres', 0):.0f} %, idle {wrk.cpu.get('idle', 0):.0f} %",
                     flush=True,
                 )
-            for side in order:
-                redis.flushdb()  # the queued tasks of the closed loop: nobody runs them here
-                spy = None
-                if args.profile and r == 0:
-                    raw = OUT / f"profile-{stamp}-{side}-api.txt"
-                    duration = ["--duration", str(max(1, round(args.seconds)))]
-                    spy = record_profile(
-                        apis[side].proc.pid, raw, 100, "--gil", "--nonblocking", *duration
+            for rate in rates:
+                for side in order:
+                    redis.flushdb()  # the queued tasks of earlier runs: nobody runs them here
+                    spy = None
+                    if args.profile and r == 0 and rate == rates[0]:
+                        raw = OUT / f"profile-{stamp}-{side}-api.txt"
+                        options = ["--gil", "--nonblocking", "--duration", str(round(args.seconds))]
+                        spy = record_profile(apis[side].proc.pid, raw, 100, *options)
+                        out[side]["profile"] = raw
+                        time.sleep(0.5)  # let py-spy attach before the load starts
+                    res, gen_cpu, cpu = fixed_rate(apis[side], rate, args.seconds)
+                    if spy is not None:
+                        spy.communicate(timeout=60)
+                    if side == "peer":
+                        apis["peer"] = restart_peer_api(apis["peer"], dbs, args.redis_url, stamp)
+                    out[side].setdefault(f"open{rate:g}", []).append((res, gen_cpu, cpu))
+                    print(
+                        f"  round {r + 1} {side}: {rate:g}/s open loop: "
+                        f"{res.statuses[202]} of {res.sent} accepted, p50 "
+                        f"{res.percentile(50):.1f} ms, p99 {res.percentile(99):.1f} ms, max "
+                        f"{max(res.latencies_ms or [0]):.0f} ms, errors {res.errors}, timeouts "
+                        f"(10 s) {res.timeouts}, connections {res.connections}, late sends "
+                        f"{res.late_sends}; generator CPU {gen_cpu:.1f} s; api "
+                        f"{cpu['api']:.0f} %, idle {cpu['idle']:.0f} %",
+                        flush=True,
                     )
-                    out[side]["profile"] = raw
-                    time.sleep(0.5)  # let py-spy attach before the load starts
-                res, gen_cpu, cpu = fixed_rate(apis[side], args.rate, args.seconds)
-                if spy is not None:
-                    spy.communicate(timeout=60)
-                if side == "peer":
-                    apis["peer"] = restart_peer_api(apis["peer"], dbs, args.redis_url, stamp)
-                out[side]["open"].append((res, gen_cpu, cpu))
-                print(
-                    f"  round {r + 1} {side}: {args.rate:g}/s open loop: "
-                    f"{res.statuses[202]} of {res.sent} accepted, p50 {res.percentile(50):.1f} "
-                    f"ms, p99 {res.percentile(99):.1f} ms, max {max(res.latencies_ms or [0]):.0f}"
-                    f" ms, errors {res.errors}, timeouts (10 s) {res.timeouts}, connections "
-                    f"{res.connections}, late sends "
-                    f"{res.late_sends}; generator CPU {gen_cpu:.1f} s; api {cpu['api']:.0f} %, "
-                    f"idle {cpu['idle']:.0f} %",
-                    flush=True,
-                )
     finally:
         for api in apis.values():
             api.stop()
@@ -186,15 +190,27 @@ def report(args: argparse.Namespace, api: dict | None, work: dict | None) -> lis
                 ">= 4x",
             )
         )
-        for p in (50, 99):
-            lat = {s: median([o[0].percentile(p) for o in api[s]["open"]]) for s in SIDES}
+        for rate in [float(x) for x in args.rate.split(",") if x.strip()]:
+            runs = {s: api[s].get(f"open{rate:g}", []) for s in SIDES}
+            for p in (50, 99):
+                lat = {s: median([o[0].percentile(p) for o in runs[s]]) for s in SIDES}
+                rows.append(
+                    (
+                        f"p{p} ms at {rate:g} POSTs/s (open loop)",
+                        fmt(lat["ours"], 1),
+                        fmt(lat["peer"], 1),
+                        ratio(lat["ours"], lat["peer"]),
+                        "< 25 ms" if p == 99 and rate == 300 else "",
+                    )
+                )
+            late = {s: median([o[0].timeouts for o in runs[s]]) for s in SIDES}
             rows.append(
                 (
-                    f"p{p} ms at {args.rate:g} POSTs/s (open loop)",
-                    fmt(lat["ours"], 1),
-                    fmt(lat["peer"], 1),
-                    ratio(lat["ours"], lat["peer"]),
-                    "< 25 ms" if p == 99 else "",
+                    f"  unanswered in 10 s at {rate:g}/s (of {rate * args.seconds:.0f})",
+                    fmt(late["ours"], 0),
+                    fmt(late["peer"], 0),
+                    "",
+                    "",
                 )
             )
         cpu = {
@@ -298,7 +314,7 @@ def main() -> int:
         for side in SIDES if api and args.profile else ():
             raw = api[side].get("profile")
             if raw is not None and raw.exists():
-                lines += ["", f"profile of {side}'s API at {args.rate:g}/s, py-spy --gil ({raw}):"]
+                lines += ["", f"profile of {side}'s API, open loop, py-spy --gil ({raw}):"]
                 lines.append(summarise_functions(raw, args.top))
         if work and args.profile:
             for side in SIDES:
