@@ -277,11 +277,17 @@ def report(args: argparse.Namespace, api: dict | None, work: dict | None) -> lis
             for runs in work[side].values():
                 for r in runs:
                     busy = (r.cpu.get("machine_busy") or 0) / (r.cpu.get("seconds") or 1)
+                    polls = max(r.db_polls, 1)
+                    waits = ", ".join(
+                        f"{k} {v / polls:.1f}"
+                        for k, v in sorted(r.db_waits.items(), key=lambda kv: -kv[1])[:3]
+                    )
                     lines.append(
                         f"  {r.label}: {r.jobs_per_s:.1f} jobs/s, {r.cpu_total_ms:.2f} ms/job "
                         f"(worker {fmt(r.cpu_ms('worker'))}, db {fmt(r.cpu_ms('db'))}, redis "
                         f"{fmt(r.cpu_ms('redis'))}), calls/job {r.calls_per_job:.2f}, "
-                        f"machine busy {busy:.2f}, statuses {r.statuses}"
+                        f"machine busy {busy:.2f}, statuses {r.statuses}; PostgreSQL "
+                        f"backends by wait (mean over polls): {waits or '-'}"
                     )
     return lines
 

@@ -241,6 +241,9 @@ def run_peer_worker(
         while True:
             time.sleep(0.2)
             counts = poller.counts()
+            result.db_polls += 1
+            for wait, n in poller.waits().items():
+                result.db_waits[wait] = result.db_waits.get(wait, 0) + n
             meter.sample()
             done = sum(counts[s] for s in TERMINAL)
             now = time.monotonic()
