@@ -78,8 +78,9 @@ class Recorder:
 
 
 def open_work(services: Any, seeded: Any, db: Any) -> dict[str, Any]:
-    """The same open work in either database: a batch of 1,000 pending contacts, 50 events
-    never dispatched, 50 pending deliveries due."""
+    """The same open work in either database: a batch of 1,000 pending contacts accepted ten
+    minutes ago and never leased (so the reconciler claims 500 of them), 50 events never
+    dispatched, 50 pending deliveries due."""
     from sqlalchemy import text
 
     items = [
@@ -93,6 +94,14 @@ def open_work(services: Any, seeded: Any, db: Any) -> dict[str, Any]:
         raise RuntimeError(f"batch answered {reply.status}: {str(reply.body)[:300]}")
     batch_id = reply.body["info"]["batch_id"]
     with db.write() as session:
+        # Accepted ten minutes ago and never leased: the reconciler's to claim, in either
+        # database, however long the other one took to fill.
+        session.execute(
+            text(
+                "UPDATE contacts SET created_at = now() - interval '10 minutes' WHERE batch_id = :b"
+            ),
+            {"b": batch_id},
+        )
         ids = [
             r[0]
             for r in session.execute(
