@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test chaos lint format typecheck bench bench-enqueue bench-throughput bench-bulk clean
+.PHONY: run test chaos lint format typecheck bench bench-enqueue bench-throughput bench-bulk bench-peer bench-history clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 
 # Every benchmark, one after the other, each printing its ratios against its ceiling
 # (see bench/README.md and docs/benchmarks.md). Needs PostgreSQL and Redis on 127.0.0.1, and wrk.
-bench: bench-enqueue bench-throughput bench-bulk
+bench: bench-enqueue bench-throughput bench-bulk bench-peer bench-history
 
 bench-enqueue: $(STAMP)
 	$(PY) bench/enqueue.py
@@ -48,6 +48,14 @@ bench-throughput: $(STAMP)
 
 bench-bulk: $(STAMP)
 	$(PY) bench/bulk.py
+
+# Ours beside the peer (bench/peer/: FastAPI + Celery, none of our guarantees), one table.
+bench-peer: $(STAMP)
+	$(PY) bench/versus.py
+
+# The periodic passes and reads on an empty database and on 1,000,000 terminal contacts.
+bench-history: $(STAMP)
+	$(PY) bench/history.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -66,6 +66,14 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13", help="FLUSHED")
     parser.add_argument("--countries", default="US", help="phone_country of the contacts")
+    parser.add_argument(
+        "--queue", default="interactive", help="where the tasks are published (bulk: a batch's)"
+    )
+    parser.add_argument(
+        "--queues",
+        default="interactive",
+        help="the workers' --queues (interactive,bulk,webhooks: what `provisioner worker` runs)",
+    )
     parser.add_argument("--rss-jobs", type=int, default=10_000)
     parser.add_argument("--rss-concurrency", type=int, default=32)
     parser.add_argument("--rss-latency-ms", type=float, default=10.0)

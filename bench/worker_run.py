@@ -192,8 +192,10 @@ def prepare(dbs: Databases, label: str, n: int, countries: list[str], redis_url:
     return Prepared(seeded.name, seeded.url, contact_ids)
 
 
-def publish(redis_url: str, task: str, arg_lists: list[list[Any]]) -> float:
-    """Sends one `task` per argument list to `interactive`; returns the seconds it took."""
+def publish(
+    redis_url: str, task: str, arg_lists: list[list[Any]], queue: str = "interactive"
+) -> float:
+    """Sends one `task` per argument list to `queue`; returns the seconds it took."""
     from worker.runtime.celery_app import create_celery
     from worker.settings import Settings
 
@@ -201,7 +203,7 @@ def publish(redis_url: str, task: str, arg_lists: list[list[Any]]) -> float:
     started = time.monotonic()
     with app.producer_or_acquire() as producer:
         for args in arg_lists:
-            app.send_task(task, args=args, queue="interactive", producer=producer)
+            app.send_task(task, args=args, queue=queue, producer=producer)
     elapsed = time.monotonic() - started
     app.close()
     return elapsed
@@ -234,9 +236,10 @@ def run_worker(
     sandbox.ready(inventory_for(jobs, countries), latency_ms, countries)
     from worker.runtime.celery_app import PROVISION_TASK
 
-    took = publish(args.redis_url, PROVISION_TASK, [[cid] for cid in prepared.contact_ids])
-    queued = redis.llen("interactive")
-    print(f"  published {jobs} tasks in {took:.1f} s; 'interactive' holds {queued}", flush=True)
+    queue = getattr(args, "queue", "interactive")
+    took = publish(args.redis_url, PROVISION_TASK, [[cid] for cid in prepared.contact_ids], queue)
+    queued = redis.llen(queue)
+    print(f"  published {jobs} tasks in {took:.1f} s; '{queue}' holds {queued}", flush=True)
 
     poller = Poller(prepared.url)
     xacts0 = dbs.xacts(prepared.name)
@@ -252,7 +255,7 @@ def run_worker(
             log,
             processes=processes,
             concurrency=concurrency,
-            queues="interactive",
+            queues=getattr(args, "queues", "interactive"),
             phases=phases_prefix if args.phases else None,
         )
     worker = workers[0]

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     webhook_relay_grace_s: float = 30.0
     webhook_secret_grace_s: int = 24 * 3600  # a rotated-out secret keeps signing this long
 
+    # Retention (beat's hourly job, worker/app/retention.py): webhook delivery attempts older
+    # than this many days are deleted (their delivery, the event and the ledger are kept), and
+    # idempotency keys once expired; `retention_chunk` rows per transaction.
+    webhook_attempt_retention_days: int = 30
+    retention_chunk: int = 5000
+
     # Metrics: a worker serves its Prometheus metrics on this port (0: off; the API serves
     # them at /metrics).
     worker_metrics_port: int = 0
@@ -198,6 +204,13 @@ class Settings(BaseSettings):
     def _non_negative_cents(cls, value: Decimal) -> Decimal:
         if value < 0 or value != value.quantize(Decimal("0.01")):
             raise ValueError("must be a non-negative amount with at most 2 decimal places")
+        return value
+
+    @field_validator("webhook_attempt_retention_days", "retention_chunk")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
         return value
 
     @field_validator("grace_period_days")

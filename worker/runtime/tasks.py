@@ -15,6 +15,7 @@ from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
 
 from worker.app.lifecycle import LifecycleService
+from worker.app.retention import RetentionService
 from worker.providers import Providers
 from worker.runtime.celery_app import (
     BILLING_TASK,
@@ -32,7 +33,6 @@ from worker.runtime.delivery import Deliverer, WebhookSender
 from worker.runtime.liveness import Heartbeat, let_go, take_over_dead_runners, worker_id
 from worker.runtime.pipeline import Outcome, Pipeline
 from worker.settings import Settings
-from worker.store import idempotency as idem_store
 from worker.store import recovery
 from worker.store.db import Database
 
@@ -205,6 +205,10 @@ def register(app: Celery, runtime: Runtime) -> None:
         return len(taken)
 
     @app.task(name=PURGE_TASK, ignore_result=True)
-    def purge_idempotency_keys() -> int:
-        with runtime.pipeline.db.write() as session:
-            return idem_store.purge_expired(session, datetime.now(UTC))
+    def purge_idempotency_keys() -> dict[str, int]:
+        """The retention job (the task keeps its first name): expired idempotency keys and
+        webhook attempts past their window."""
+        purged = RetentionService(runtime.pipeline.db, runtime.settings).run()
+        if purged.webhook_attempts or purged.idempotency_keys:
+            log.info("retention_purged", **purged.as_dict())
+        return purged.as_dict()

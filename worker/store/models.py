@@ -334,6 +334,8 @@ class WebhookDelivery(Base):
 
 class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
+    # The retention job deletes the oldest first.
+    __table_args__ = (Index("ix_webhook_attempts_attempted_at", "attempted_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(
