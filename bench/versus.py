@@ -63,7 +63,7 @@ def parse_args() -> argparse.Namespace:
         default="300,100",
         help="open-loop POSTs/s, comma-separated (300: the target's; 100: one the peer sustains)",
     )
-    parser.add_argument("--assistants", type=int, default=80_000, help="per side's API database")
+    parser.add_argument("--assistants", type=int, default=100_000, help="per side's API database")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--concurrency", default="32,64")
     parser.add_argument("--processes", type=int, default=2)

@@ -132,7 +132,7 @@ def restart_peer_api(api: Api, dbs: Databases, redis_url: str, stamp: str) -> Ap
 def closed_loop(api: Api, seconds: float, clients: int, scripts: Path, log: Path) -> WrkResult:
     """wrk at `clients` connections on POST contact, a fresh assistant per request."""
     wrk_args = SimpleNamespace(threads=2, clients=clients)
-    first = api.take(int(seconds * 3000))  # more than either side accepts in that time
+    first = api.take(int(seconds * 1500))  # more than either side accepts in that time
     script_args = [str(first), str(api.last_id), "2", api.key, PHONE_BODY]
     return run_wrk(
         f"{api.side} closed loop",
