@@ -8,15 +8,17 @@ inserts nothing and changes nothing. Capture and release of one reservation shar
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from worker.domain.billing import fee_key
 from worker.store.models import Account, Contact, LedgerEntry
 
 # The worker's statements, built once (see worker/store/pipeline.py): Core statements with
@@ -54,27 +56,26 @@ _RELEASE = (
 )
 
 
-# A fee is charged only from available credits (balance - reserved): never into the red.
-_CHARGE_IF_AVAILABLE = (
+# The capture of an activation, and the month's fee with it if the available credits
+# (balance - reserved, which the capture leaves as it is) cover the fee: one UPDATE, so the
+# account row (every activation of the account waits for its lock) is locked for one statement
+# and the commit. No row when the credits cannot pay the fee: nothing changed.
+_CAPTURE_AND_FEE = (
     update(_accounts)
     .where(
         _accounts.c.id == bindparam("p_id"),
         _accounts.c.balance_cents - _accounts.c.reserved_cents
-        >= bindparam("p_cents", type_=_accounts.c.balance_cents.type),
+        >= bindparam("p_fee", type_=_accounts.c.balance_cents.type),
     )
     .values(
         balance_cents=_accounts.c.balance_cents
         - bindparam("p_cents", type_=_accounts.c.balance_cents.type)
+        - bindparam("p_fee", type_=_accounts.c.balance_cents.type),
+        reserved_cents=_accounts.c.reserved_cents
+        - bindparam("p_cents", type_=_accounts.c.reserved_cents.type),
     )
 )
-_CREDIT = (
-    update(_accounts)
-    .where(_accounts.c.id == bindparam("p_id"))
-    .values(
-        balance_cents=_accounts.c.balance_cents
-        + bindparam("p_cents", type_=_accounts.c.balance_cents.type)
-    )
-)
+_UNRECORD = delete(_ledger).where(_ledger.c.key == bindparam("p_key"))
 
 
 @dataclass(frozen=True)
@@ -131,21 +132,6 @@ def record(
     return connection.execute(stmt, params).first() is not None
 
 
-def charge_fee(session: Session, contact: Contact, month: str, key: str) -> bool:
-    """Charge the contact's monthly fee for `month` if the available credits cover it; True if
-    it is paid (by this call). The balance moves only if the fee's ledger row is new."""
-    cents = contact.monthly_cost_cents
-    paid = session.connection().execute(
-        _CHARGE_IF_AVAILABLE, {"p_id": contact.account_id, "p_cents": cents}
-    )
-    if paid.rowcount != 1:
-        return False
-    if not record(session, contact.account_id, contact.id, "monthly_fee", cents, key, month):
-        # Paid before (a fee row is written with its charge): give this charge back.
-        session.connection().execute(_CREDIT, {"p_id": contact.account_id, "p_cents": cents})
-    return True
-
-
 def reservation_key(contact_id: str, seq: int) -> str:
     return f"reserve:{contact_id}:{seq}"
 
@@ -154,40 +140,74 @@ def settlement_key(contact_id: str, seq: int) -> str:
     return f"settle:{contact_id}:{seq}"
 
 
-def claim_capture(session: Session, contact: Contact, *, mark_charged: bool = True) -> bool:
-    """The ledger half of a capture: True if this call is the one that charges the contact.
-
-    Split from `apply_capture` so a caller can write everything else of its transaction
-    between the two, and update the account row (every job of the account contends for its
-    lock) last, just before the commit. `mark_charged=False`: the caller sets the contact's
-    `charged` in an UPDATE of its own in this transaction (the activation does, one
-    statement fewer) and rolls back if this returns False.
-    """
+def capture(session: Session, contact: Contact) -> bool:
+    """Turn the contact's reservation into a charge, exactly once; True if this call did it."""
     key = settlement_key(contact.id, contact.reservation_seq)
     if not record(
         session, contact.account_id, contact.id, "capture", contact.setup_cost_cents, key
     ):
         return False
-    if mark_charged:
-        session.connection().execute(_CHARGED, {"p_id": contact.id})
+    connection = session.connection()
+    connection.execute(_CHARGED, {"p_id": contact.id})
     # As loaded, not a change: a contact attached to the session has nothing left to flush.
     set_committed_value(contact, "charged", True)
+    connection.execute(_CAPTURE, {"p_id": contact.account_id, "p_cents": contact.setup_cost_cents})
     return True
 
 
-def apply_capture(session: Session, contact: Contact) -> None:
-    """The balance half of a capture claimed by `claim_capture` in the same transaction."""
-    session.connection().execute(
-        _CAPTURE, {"p_id": contact.account_id, "p_cents": contact.setup_cost_cents}
-    )
+class Activation(enum.Enum):
+    """What `capture_activation` did: captured (and the fee paid, if one was due), captured
+    with the fee unpaid (the credits left could not cover it), or nothing (already settled)."""
+
+    PAID = "paid"
+    FEE_UNPAID = "fee_unpaid"
+    ALREADY_SETTLED = "already_settled"
 
 
-def capture(session: Session, contact: Contact) -> bool:
-    """Turn the contact's reservation into a charge, exactly once; True if this call did it."""
-    if not claim_capture(session, contact):
-        return False
-    apply_capture(session, contact)
-    return True
+def capture_activation(session: Session, contact: Contact, fee_month: str | None) -> Activation:
+    """The money of an activation: capture the contact's reservation exactly once and charge
+    the fee of `fee_month` (none when None or the contact has no monthly cost) if the
+    available credits cover it. The caller has set `charged` on the contact itself.
+
+    Both ledger rows are written first, in one INSERT; then one UPDATE moves the balance. Call
+    it last before the commit: the account row is locked from that UPDATE until the commit,
+    and every activation of the account waits for it. A fee the credits cannot cover is taken
+    back out of the ledger (its row, written by this transaction, is deleted before anyone
+    can see it) and the capture alone is applied.
+    """
+    cents = contact.setup_cost_cents
+    rows = [
+        {
+            "account_id": contact.account_id,
+            "contact_id": contact.id,
+            "kind": "capture",
+            "amount_cents": cents,
+            "key": settlement_key(contact.id, contact.reservation_seq),
+            "month": None,
+        }
+    ]
+    fee = contact.monthly_cost_cents if fee_month is not None else 0
+    key = fee_key(contact.id, fee_month) if fee_month is not None else ""
+    if fee:
+        rows.append({**rows[0], "kind": "monthly_fee", "amount_cents": fee, "key": key})
+        rows[-1]["month"] = fee_month
+    connection = session.connection()
+    stmt = _RECORD["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
+    written = set(connection.execute(stmt, rows).scalars())
+    if rows[0]["key"] not in written:
+        return Activation.ALREADY_SETTLED
+    set_committed_value(contact, "charged", True)
+    if fee and key not in written:
+        fee = 0  # paid before (a fee row is written with its charge): not twice
+    params = {"p_id": contact.account_id, "p_cents": cents}
+    if fee:
+        if connection.execute(_CAPTURE_AND_FEE, {**params, "p_fee": fee}).rowcount == 1:
+            return Activation.PAID
+        connection.execute(_UNRECORD, {"p_key": key})
+        connection.execute(_CAPTURE, params)
+        return Activation.FEE_UNPAID
+    connection.execute(_CAPTURE, params)
+    return Activation.PAID
 
 
 def release(session: Session, contact: Contact) -> bool:

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
-from worker.domain.billing import fee_key, month_of, previous_month
+from worker.domain.billing import month_of, previous_month
 from worker.domain.contacts import (
     RUNNABLE_STATUSES,
     ContactStatus,
@@ -484,21 +484,21 @@ def activate(
     values = {"address": address, "charged": True, "billed_through": month}
     if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
         return False
-    if not credits.claim_capture(session, contact, mark_charged=False):
+    outbox(session, contact, steps, now, events)
+    # Last (but for a fee the credits cannot cover): the account row is every activation's
+    # hot spot, locked from its UPDATE until the commit.
+    fee_month = month if contact.monthly_cost_cents else None
+    settled = credits.capture_activation(session, contact, fee_month)
+    if settled is credits.Activation.ALREADY_SETTLED:
         # The contact was provisioning until the UPDATE above, so its reservation was open:
         # a settlement of it already in the ledger is a broken invariant. Roll back.
         raise SettlementConflict(
             f"contact {contact.id}: reservation {contact.reservation_seq} is already settled"
         )
-    outbox(session, contact, steps, now, events)
-    if contact.monthly_cost_cents and not credits.charge_fee(
-        session, contact, month, fee_key(contact.id, month)
-    ):
+    if settled is credits.Activation.FEE_UNPAID:
         # Active, and already owing its first month: the grace period starts now.
         enter_grace(session, contact, previous_month(month), now + grace, now)
         outbox(session, contact, steps, now, events)
-    # Last: the account row is every job's hot spot; its lock is held until the commit.
-    credits.apply_capture(session, contact)
     return True
 
 
