@@ -1,10 +1,11 @@
-"""What the three provider clients share: one pooled `httpx.Client` each, Retry-After parsing,
-and the single place where httpx's transport errors become `Retryable`."""
+"""What the three provider clients share: pooled `httpx.Client`s (one per worker thread),
+Retry-After parsing, and the single place where httpx's transport errors become `Retryable`."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -155,18 +156,48 @@ class ProviderClient(Closing):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._raise_for_status = raise_for_status
-        self._http = build_client(
-            base_url=base_url,
-            timeout=timeout,
-            max_connections=max_connections,
-            auth=auth,
-            transport=transport,
+        self._options: dict[str, Any] = {
+            "base_url": base_url,
+            "timeout": timeout,
+            "max_connections": max_connections,
+            "auth": auth,
+        }
+        self._hooks: list[Callable[[httpx.Request], None]] = []
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        # A transport given (the tests' fault injectors) is one object: one client shares it.
+        self._shared = (
+            build_client(**self._options, transport=transport) if transport is not None else None
         )
+        if self._shared is not None:
+            self._clients.append(self._shared)
+
+    @property
+    def _http(self) -> httpx.Client:
+        """This thread's client. A worker thread sends one request at a time, so a pool of
+        its own holds one or two connections; one pool shared by all threads would make
+        httpcore look over every idle connection of every thread (a poll() each) at each
+        request, a cost that grows with the concurrency."""
+        if self._shared is not None:
+            return self._shared
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            options = {**self._options, "max_connections": min(2, self._options["max_connections"])}
+            client = build_client(**options)
+            with self._lock:
+                client.event_hooks["request"] = list(self._hooks)
+                self._clients.append(client)
+            self._local.client = client
+        return client
 
     def on_request(self, hook: Callable[[httpx.Request], None]) -> None:
         """Call `hook` before each request is sent; an exception it raises stops the request
         and reaches the caller as it is (the shared rate budgets use this)."""
-        self._http.event_hooks["request"] = [*self._http.event_hooks["request"], hook]
+        with self._lock:
+            self._hooks.append(hook)
+            for client in self._clients:
+                client.event_hooks["request"] = [*client.event_hooks["request"], hook]
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -218,5 +249,8 @@ class ProviderClient(Closing):
             page_params = None
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection pools (every thread's)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()

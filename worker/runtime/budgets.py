@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 PAUSE_KEY = "provisioner:provider-pause:{provider}"
 # A provider that throttled us without saying for how long is left alone this long.
 DEFAULT_PAUSE_S = 1.0
+# A process that found a provider not paused believes it this long before asking Redis again:
+# one round trip per provider per interval rather than per request. A pause set by another
+# process is seen within it; one set by this process, and any pause found, at once.
+PAUSE_RECHECK_S = 0.25
 
 # Whether the work in this context is a batch's (drawing only on the bulk share of budgets).
 _bulk: contextvars.ContextVar[bool] = contextvars.ContextVar("provider_bulk", default=False)
@@ -86,6 +90,8 @@ class ProviderLimiter:
             storage_from_string(_storage_uri(url), socket_timeout=0.5)
         )
         self._items: dict[Rate, RateLimitItem] = {}
+        # provider -> (monotonic time until which it is known not paused, pause end or 0.0)
+        self._pauses: dict[str, tuple[float, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderLimiter:
@@ -125,9 +131,9 @@ class ProviderLimiter:
     def admit(self, provider: str, operation: str, *, bulk: bool = False) -> float | None:
         """None if the request may go now, else the seconds after which to try again."""
         try:
-            paused_ms = self._redis.pttl(PAUSE_KEY.format(provider=provider))
-            if paused_ms > 0:
-                return come_back_in(paused_ms / 1000, None, self.rng)
+            paused_s = self._paused_for(provider)
+            if paused_s > 0:
+                return come_back_in(paused_s, None, self.rng)
             draws = draws_for(
                 provider, operation, bulk=bulk, budgets=self.budgets, bulk_share=self.bulk_share
             )
@@ -141,6 +147,21 @@ class ProviderLimiter:
             log.warning("provider_limiter_unavailable", error=type(exc).__name__)
         return None
 
+    def _paused_for(self, provider: str) -> float:
+        """Seconds left of the provider's pause (0.0: not paused)."""
+        now = time.monotonic()
+        known_until, ends = self._pauses.get(provider, (0.0, 0.0))
+        if ends > now:
+            return ends - now
+        if known_until > now:
+            return 0.0
+        paused_ms = self._redis.pttl(PAUSE_KEY.format(provider=provider))
+        if paused_ms > 0:
+            self._pauses[provider] = (0.0, now + paused_ms / 1000)
+            return paused_ms / 1000
+        self._pauses[provider] = (now + PAUSE_RECHECK_S, 0.0)
+        return 0.0
+
     def pause(self, provider: str, seconds: float | None) -> None:
         """Hold every worker's requests to `provider` for `seconds` (it answered 429)."""
         ms = max(1, round((seconds if seconds and seconds > 0 else DEFAULT_PAUSE_S) * 1000))
@@ -149,6 +170,7 @@ class ProviderLimiter:
             # Never shorten a longer pause set by another worker.
             if self._redis.pttl(key) < ms:
                 self._redis.set(key, "1", px=ms)
+            self._pauses.pop(provider, None)  # ask Redis next time: the longest pause wins
         except redis.RedisError as exc:
             log.warning("provider_limiter_unavailable", error=type(exc).__name__)
             return

@@ -174,3 +174,19 @@ def test_concurrent_ensure_number_never_hands_out_one_number_twice(
     phone_numbers = sandbox.resources()["phone_numbers"]
     for t, n in zip(tags, got, strict=True):
         assert [r["address"] for r in with_tag(phone_numbers, t)] == [n.phone_number]
+
+
+def test_each_thread_has_its_own_pool_and_every_request_passes_the_hooks(
+    numbers: TwilioNumbers,
+) -> None:
+    seen: list[str] = []
+    numbers.on_request(lambda request: seen.append(request.url.path))
+    with ThreadPoolExecutor(max_workers=4) as threads:
+        found = list(threads.map(lambda _: numbers.search_available("US", limit=1), range(8)))
+    assert all(len(f) == 1 for f in found)
+    assert len(seen) == 8  # hooked, whichever thread's client sent it
+    pools = numbers._clients  # one per thread that sent a request
+    assert 1 <= len(pools) <= 4
+    assert len({id(p) for p in pools}) == len(pools)
+    numbers.close()
+    assert all(p.is_closed for p in pools)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from worker.domain.ratelimit import parse_budgets
-from worker.runtime.budgets import ProviderLimiter
+from worker.runtime.budgets import PAUSE_RECHECK_S, ProviderLimiter
 
 
 def limiter(redis_url, spec, share=1.0):
@@ -47,6 +47,16 @@ def test_a_pause_holds_every_worker_until_it_ends(redis_url):
     assert two.admit("twilio", "number_buy") is not None
     time.sleep(0.6)
     assert two.admit("twilio", "number_buy") is None
+
+
+def test_a_pause_set_elsewhere_is_seen_within_the_recheck_interval(redis_url):
+    one, two = limiter(redis_url, ""), limiter(redis_url, "")
+    assert two.admit("twilio", "number_buy") is None  # found not paused: believed a while
+    one.pause("twilio", 2)
+    assert one.admit("twilio", "number_buy") is not None  # the process that paused: at once
+    time.sleep(PAUSE_RECHECK_S + 0.05)
+    wait = two.admit("twilio", "number_buy")
+    assert wait is not None and 0 < wait <= 2 + 1
 
 
 def test_without_redis_the_limiter_fails_open(tmp_path):
