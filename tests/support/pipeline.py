@@ -15,7 +15,7 @@ import pytest
 
 from support.services import settings_env
 from worker.app.contacts import ContactService
-from worker.runtime.pipeline import Pipeline
+from worker.runtime.pipeline import Outcome, Pipeline
 from worker.settings import Settings
 
 FAST = {
@@ -114,9 +114,16 @@ def all_terminal(db, count: int | None = None) -> bool:
 
 def drive(pipeline: Pipeline, contact_id: str, owner: str = "test-runner", limit: int = 200) -> str:
     """Run the pipeline in-process the way the task does, sleeping out each delay."""
+    return drive_outcome(pipeline, contact_id, owner, limit).state
+
+
+def drive_outcome(
+    pipeline: Pipeline, contact_id: str, owner: str = "test-runner", limit: int = 200
+) -> Outcome:
+    """`drive`, answering the last run's whole outcome (its events to publish among it)."""
     for _ in range(limit):
         outcome = pipeline.run(contact_id, owner)
         if outcome.again_in_s is None:
-            return outcome.state
+            return outcome
         time.sleep(outcome.again_in_s)
     raise AssertionError("contact did not finish")

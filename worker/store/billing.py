@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from worker.domain.billing import Billable, Plan, fee_key, month_of, plan_account
 from worker.domain.contacts import BILLED_STATUSES, ContactStatus, DeletedReason
 from worker.store.models import Account, Contact, ContactStep, LedgerEntry
-from worker.store.pipeline import outbox, step_of
+from worker.store.outbox import outbox
+from worker.store.pipeline import step_of
 
 _contacts: Table = Contact.__table__  # type: ignore[assignment]
 _ledger: Table = LedgerEntry.__table__  # type: ignore[assignment]

@@ -25,7 +25,8 @@ from worker.domain.contacts import (
 )
 from worker.store import credits
 from worker.store.models import Contact, ContactStep
-from worker.store.pipeline import close_journal, outbox, step_of
+from worker.store.outbox import outbox
+from worker.store.pipeline import close_journal, step_of
 from worker.store.sql import insert_if_absent
 
 _contacts: Table = Contact.__table__  # type: ignore[assignment]

@@ -31,10 +31,9 @@ from worker.domain.contacts import (
     StepStatus,
     step_plan,
 )
-from worker.domain.ids import new_id
-from worker.domain.views import contact_view
 from worker.store import credits
-from worker.store.models import Contact, ContactStep, Event
+from worker.store.models import Contact, ContactStep
+from worker.store.outbox import outbox
 
 OPEN = (ContactStatus.PENDING.value, ContactStatus.PROVISIONING.value)
 # A runner takes the lease of a contact to provision it, or (`deleting`) to release it.
@@ -47,7 +46,6 @@ _DELETING = ContactStatus.DELETING.value
 # (session-less) Contact and ContactStep objects for the runner.
 _contacts: Table = Contact.__table__  # type: ignore[assignment]
 _steps: Table = ContactStep.__table__  # type: ignore[assignment]
-_events: Table = Event.__table__  # type: ignore[assignment]
 _c = _contacts.c
 _s = _steps.c
 
@@ -131,7 +129,6 @@ _MARK_FAILING = (
         updated_at=_param(_c.updated_at, "p_now"),
     )
 )
-_INSERT_EVENT = insert(_events)
 _HOLD_BACK = (
     update(_contacts)
     .where(_c.id == bindparam("p_id"))
@@ -432,36 +429,6 @@ def _finish(
     for name, value in values.items():
         setattr(contact, name, value)
     return True
-
-
-def outbox(
-    session: Session,
-    contact: Contact,
-    steps: Sequence[ContactStep],
-    now: datetime,
-    events: list[str] | None,
-) -> None:
-    """Write the contact's event; its id is appended to `events` (if given), so the caller can
-    publish its delivery after the commit without reading the outbox back."""
-    view = contact_view(contact, steps)
-    event_id = new_id("evt")
-    _connection(session).execute(
-        _INSERT_EVENT,
-        {
-            "id": event_id,
-            "account_id": contact.account_id,
-            "contact_id": contact.id,
-            "type": f"contact.{contact.status}",
-            "payload": {
-                "type": f"contact.{contact.status}",
-                "timestamp": view["updated_at"],
-                "data": view,
-            },
-            "created_at": now,
-        },
-    )
-    if events is not None:
-        events.append(event_id)
 
 
 def activate(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from support.invariants import check_invariants
-from support.pipeline import drive, submit
+from support.pipeline import drive, drive_outcome, submit
+from support.webhooks import set_endpoint_unchecked
 
 from worker.providers import GoogleDirectory
-from worker.store.models import Contact, ContactStep, Event
+from worker.store.models import Contact, ContactStep, Event, WebhookDelivery
 
 PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
 EMAIL = {"contact_type": "email", "email_local": "ada", "first_name": "Ada", "last_name": "L"}
@@ -262,3 +263,31 @@ def test_worker_lost_too_often_fails_the_contact(service, pipeline, tenant, sand
     row, _ = contact(db, cid)
     assert row.error_code == "worker_lost"
     check_invariants(db, sandbox)
+
+
+def test_an_event_with_no_endpoint_to_go_to_is_kept_at_once_without_a_delivery_task(
+    service, pipeline, tenant, sandbox, db
+):
+    cid = submit(service, tenant, PHONE)
+    outcome = drive_outcome(pipeline, cid)
+    assert (outcome.state, outcome.events) == ("active", ())  # nothing to publish
+    with db.read() as session:
+        event = session.execute(select(Event).where(Event.contact_id == cid)).scalar_one()
+        delivery = session.execute(
+            select(WebhookDelivery).where(WebhookDelivery.event_id == event.id)
+        ).scalar_one()
+    assert event.dispatched_at is not None  # the relay will not pick it up either
+    assert (delivery.status, delivery.attempts) == ("no_endpoint", 0)
+
+
+def test_an_event_for_an_account_with_an_endpoint_is_left_to_its_delivery_task(
+    service, pipeline, tenant, sandbox, db
+):
+    set_endpoint_unchecked(db, tenant.account_id, "https://hooks.example.com/x")
+    cid = submit(service, tenant, PHONE)
+    outcome = drive_outcome(pipeline, cid)
+    assert outcome.state == "active" and len(outcome.events) == 1
+    with db.read() as session:
+        event = session.get(Event, outcome.events[0])
+        assert event.contact_id == cid and event.dispatched_at is None
+        assert session.execute(select(WebhookDelivery)).first() is None

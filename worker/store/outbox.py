@@ -1,0 +1,87 @@
+"""The outbox: one event per status a contact reaches, written in the transaction that moves
+it, and the event's webhook delivery when it has nowhere to go.
+
+An event is for the account's endpoint as it is when the event is written. When the account
+has no enabled endpoint then, the event is written already dispatched, with its delivery row
+`no_endpoint` (listed, never sent), in the same transaction: no delivery task, no second
+transaction. Otherwise the event waits for its delivery task (the caller publishes it after
+the commit) or for the relay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, bindparam, case, exists, insert, null
+from sqlalchemy.orm import Session
+
+from worker.domain.ids import new_id
+from worker.domain.views import contact_view
+from worker.domain.webhooks import DeliveryStatus
+from worker.store.models import Contact, ContactStep, Event, WebhookDelivery, WebhookEndpoint
+
+_events: Table = Event.__table__  # type: ignore[assignment]
+_endpoints: Table = WebhookEndpoint.__table__  # type: ignore[assignment]
+_deliveries: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+
+_NOW = bindparam("p_now", type_=_events.c.created_at.type)
+_HAS_ENDPOINT = exists().where(
+    _endpoints.c.account_id == bindparam("p_account", type_=_endpoints.c.account_id.type),
+    _endpoints.c.disabled_at.is_(None),
+)
+# Dispatched at once (now) when the account has no enabled endpoint: the same statement
+# looks, so the decision and the row are one snapshot.
+_INSERT_EVENT = (
+    insert(_events)
+    .values(dispatched_at=case((_HAS_ENDPOINT, null()), else_=_NOW))
+    .returning(_events.c.dispatched_at)
+)
+_INSERT_KEPT = insert(_deliveries)
+
+
+def outbox(
+    session: Session,
+    contact: Contact,
+    steps: Sequence[ContactStep],
+    now: datetime,
+    events: list[str] | None,
+) -> None:
+    """Write the contact's event. If it is to be delivered, its id is appended to `events`
+    (if given), so the caller can publish its delivery after the commit."""
+    view = contact_view(contact, steps)
+    event_id = new_id("evt")
+    kind = f"contact.{contact.status}"
+    connection: Connection = session.connection()
+    dispatched = connection.execute(
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "account_id": contact.account_id,
+            "contact_id": contact.id,
+            "type": kind,
+            "payload": {"type": kind, "timestamp": view["updated_at"], "data": view},
+            "created_at": now,
+            "p_account": contact.account_id,
+            "p_now": now,
+        },
+    ).scalar_one()
+    if dispatched is None:
+        if events is not None:
+            events.append(event_id)
+        return
+    connection.execute(
+        _INSERT_KEPT,
+        {
+            "id": new_id("whd"),
+            "event_id": event_id,
+            "account_id": contact.account_id,
+            "contact_id": contact.id,
+            "type": kind,
+            "status": DeliveryStatus.NO_ENDPOINT.value,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
