@@ -12,10 +12,19 @@ in the Procfile). Each run gets a database of its own and a fresh stack. Three r
 jobs/s = N / (first POST to the last contact seen terminal, polled every 0.1 s); CPU ms per job
 as worker_run counts it (the worker processes and beat + the run database's PostgreSQL backends
 and shared processes + Redis; the sandbox apart), here including the API's statements, since
-the contacts are accepted during the run. Each run's timeline (counts by status, queue lengths,
-unacked messages) is saved as JSON beside the report, to see where a run waits.
+the contacts are accepted during the run. Also jobs/s over the database's window (first
+contact started to last terminal update), which leaves out the API's part and the poll.
+
+Before each measured run, `--user-warmup` (64) contacts of other assistants are POSTed and run to
+the end, webhook deliveries included: a worker process builds its runtime (database pool,
+provider clients) on its first task, which costs a fresh stack about a second, and a running
+worker has paid that long before. Each run's timeline (counts by status, queue lengths, unacked
+messages, every 0.1 s) is saved as JSON beside the report, to see where a run waits; with
+versus.py's `--profile`, py-spy (GIL holder) records the first worker process of each run.
 
     .venv/bin/python bench/versus.py --skip-api --skip-workers --user-contacts 200
+    .venv/bin/python bench/versus.py --skip-api --skip-workers --processes 1 \
+        --user-runs ours-single,ours-batch --rounds 3 --profile
 """
 
 from __future__ import annotations
@@ -68,8 +77,10 @@ class UserRun:
     answers: dict[int, int] = field(default_factory=dict)  # HTTP status: count
     cpu: dict[str, float | None] = field(default_factory=dict)
     requests: int = 0  # provider requests the sandbox served
-    peak_running: int = 0  # most contacts seen provisioning at once
-    mean_running: float = 0.0  # mean over the polls between the first start and the end
+    # Messages the workers hold unacked, from the first start on: ours ack late (running or
+    # prefetched), the peer acks early (prefetched only), so only ours reads as tasks running.
+    peak_in_flight: int = 0
+    mean_in_flight: float = 0.0
     queue_peak: dict[str, int] = field(default_factory=dict)
     timeline: str = ""
     profile: str | None = None
@@ -78,6 +89,10 @@ class UserRun:
     @property
     def jobs_per_s(self) -> float:
         return self.accepted / self.seconds if self.seconds else 0.0
+
+    @property
+    def window_jobs_per_s(self) -> float:
+        return self.accepted / self.window_s if self.window_s else 0.0
 
     def cpu_ms(self, key: str) -> float | None:
         value = self.cpu.get(key)
@@ -101,8 +116,8 @@ class UserRun:
             f"{self.label}: {self.accepted} accepted (answers {self.answers}), all terminal in "
             f"{self.seconds:.2f} s = {self.jobs_per_s:.1f} jobs/s (posted in "
             f"{self.posted_s:.2f} s, first start after {fmt(self.first_start_s)} s, database "
-            f"window {self.window_s:.2f} s); provisioning at once: peak {self.peak_running}, "
-            f"mean {self.mean_running:.1f}; queue peaks {self.queue_peak}; calls/job "
+            f"window {self.window_s:.2f} s); tasks in flight: peak {self.peak_in_flight}, "
+            f"mean {self.mean_in_flight:.1f}; queue peaks {self.queue_peak}; calls/job "
             f"{self.requests / max(self.accepted, 1):.2f}; CPU {self.cpu_total_ms:.2f} ms/job "
             f"(workers {fmt(self.cpu_ms('worker'))}, db {fmt(self.cpu_ms('db'))}, redis "
             f"{fmt(self.cpu_ms('redis'))}); sandbox {fmt(self.cpu_ms('sandbox'))} ms/job, "
@@ -237,7 +252,7 @@ def drive(
     offset = warm_up(poller, redis, queues, Sender(base, key, warm, False, clients))
     meter = Meter(pids, sandbox.proc.pid, name, {poller.backend_pid}, redis)
     samples: list[dict[str, Any]] = []
-    running: list[int] = []
+    in_flight: list[int] = []
     sender = Sender(base, key, assistants, batch, clients)
     requests0 = int(sandbox.control.stats()["requests"])
     spy = None
@@ -265,7 +280,7 @@ def drive(
             if run.first_start_s is None and any(s != "pending" for s in counts):
                 run.first_start_s = t
             if run.first_start_s is not None:
-                running.append(counts["provisioning"])
+                in_flight.append(unacked)
             done = sum(counts[s] for s in TERMINAL)
             if sender.finished_at is not None and done >= sender.accepted:
                 break
@@ -295,8 +310,8 @@ def drive(
     run.answers = dict(sorted(sender.answers.items()))
     run.statuses = dict(sorted(counts.items()))
     run.cpu = meter.result()
-    run.peak_running = max(running, default=0)
-    run.mean_running = sum(running) / len(running) if running else 0.0
+    run.peak_in_flight = max(in_flight, default=0)
+    run.mean_in_flight = sum(in_flight) / len(in_flight) if in_flight else 0.0
     run.requests = int(sandbox.control.stats()["requests"]) - requests0
     path = OUT / f"{run.timeline}.json"
     path.write_text(json.dumps({"run": run.label, "samples": samples}))
@@ -503,9 +518,12 @@ def rows(args: argparse.Namespace, user: dict[str, list[UserRun]]) -> list[tuple
         return f"{a / b:.2f}x" if a and b else "-"
 
     jobs = {k: _median([r.jobs_per_s for r in runs if not r.error]) for k, runs in user.items()}
+    win = {
+        k: _median([r.window_jobs_per_s for r in runs if not r.error]) for k, runs in user.items()
+    }
     cpu = {k: _median([r.cpu_total_ms for r in runs if not r.error]) for k, runs in user.items()}
     n, c, p = args.user_contacts, args.user_concurrency, args.processes
-    peer, peer_cpu = jobs["peer-single"], cpu["peer-single"]
+    peer, peer_cpu, peer_win = jobs["peer-single"], cpu["peer-single"], win["peer-single"]
     out = []
     for kind, what in (("ours-single", f"{n} POSTs"), ("ours-batch", f"{n} as one batch")):
         out.append(
@@ -514,6 +532,15 @@ def rows(args: argparse.Namespace, user: dict[str, list[UserRun]]) -> list[tuple
                 fmt(jobs[kind], 1),
                 fmt(peer, 1),
                 ratio(jobs[kind], peer),
+                "",
+            )
+        )
+        out.append(
+            (
+                "  the same over the database's window (first start to last update)",
+                fmt(win[kind], 1),
+                fmt(peer_win, 1),
+                ratio(win[kind], peer_win),
                 "",
             )
         )
