@@ -13,7 +13,11 @@ For each of `--rounds` rounds, ours then the peer's (the peer first in odd round
    requests leave on schedule, latency counted from when each was due: bench/openloop.py);
 3. phone jobs/s and CPU ms per job (workers + PostgreSQL + Redis; the sandbox apart) with
    `--processes` (2) worker processes at each `--concurrency` (32, 64), sandbox at
-   `--latency-ms` (100), `--jobs` (1,000) queued before the workers start.
+   `--latency-ms` (100), `--jobs` (1,000) queued before the workers start;
+4. the scenario a user runs (bench/versus_user.py; `--skip-user` leaves it out): the workers
+   up and idle first (ours: `provisioner worker` on its default queues, and `provisioner
+   beat`), then `--user-contacts` (400) contacts through the API, one POST each and (ours
+   only) as one batch, timed from the first POST until all are terminal.
 
 Needs PostgreSQL (`--database-url`: databases of the bench's own are created and dropped),
 Redis (`--redis-url`, default db 15, FLUSHED; refused if another client uses it) and wrk.
@@ -33,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import versus_user
 from measure import fmt, record_profile, summarise_functions, summarise_worker_profile, table
 from stack import OUT, ROOT, Databases, Sandbox, claim_redis, py_spy
 from versus_runs import (
@@ -74,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile-rate", type=int, default=200)
     parser.add_argument("--stall-s", type=float, default=60.0)
     parser.add_argument("--top", type=int, default=12)
+    versus_user.add_arguments(parser)
     args = parser.parse_args()
     # What worker_run.run_worker reads from its caller's arguments.
     args.phases, args.keep_db, args.profile_all_threads = False, False, False
@@ -177,7 +183,9 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
-def report(args: argparse.Namespace, api: dict | None, work: dict | None) -> list[str]:
+def report(
+    args: argparse.Namespace, api: dict | None, work: dict | None, user: dict | None = None
+) -> list[str]:
     rows: list[tuple[str, ...]] = [("figure", "ours", "peer", "ours / peer", "target")]
     if api:
         acc = {s: median([w.rate(202) for w in api[s]["closed"]]) for s in SIDES}
@@ -269,6 +277,8 @@ def report(args: argparse.Namespace, api: dict | None, work: dict | None) -> lis
                     "",
                 )
             )
+    if user:
+        rows += versus_user.rows(args, user)
     lines = [f"ours vs the peer, medians of {args.rounds} round(s):", table(rows)]
     if work:
         lines.append("")
@@ -289,6 +299,8 @@ def report(args: argparse.Namespace, api: dict | None, work: dict | None) -> lis
                         f"machine busy {busy:.2f}, statuses {r.statuses}; PostgreSQL "
                         f"backends by wait (mean over polls): {waits or '-'}"
                     )
+    if user:
+        lines += ["", *versus_user.lines(user, args.top)]
     return lines
 
 
@@ -311,11 +323,14 @@ def main() -> int:
     load0 = os.getloadavg()
     try:
         api = None if args.skip_api else api_rounds(args, dbs, redis, stamp)
-        work = None
-        if not args.skip_workers:
+        work = user = None
+        if not (args.skip_workers and args.skip_user):
             sandbox = Sandbox(OUT / f"versus-{stamp}-sandbox.log")
+        if not args.skip_workers and sandbox is not None:
             work = worker_rounds(args, dbs, sandbox, redis, stamp)
-        lines = report(args, api, work)
+        if not args.skip_user and sandbox is not None:
+            user = versus_user.user_rounds(args, dbs, sandbox, redis, stamp)
+        lines = report(args, api, work, user)
         lines.append(f"\nload average before / after: {load0[0]:.2f} / {os.getloadavg()[0]:.2f}")
         for side in SIDES if api and args.profile else ():
             raw = api[side].get("profile")
