@@ -57,9 +57,14 @@ def browser():
 
 
 def _until(browser, predicate, timeout=30):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(lambda _: predicate())
+    # An element found just before the page navigates or re-renders goes stale before its text
+    # is read: look again, as for one not there yet.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    wait = WebDriverWait(browser, timeout, poll_frequency=0.2, ignored_exceptions=ignored)
+    return wait.until(lambda _: predicate())
 
 
 def _text(browser, element_id):
