@@ -282,6 +282,7 @@ def worker(
     celery = create_celery(settings)
     runtime = Runtime(settings)
     register(celery, runtime)
+    runtime.warm_on_start(pool)
     # Metrics of this process: with the threads pool, its tasks run here too (a prefork
     # pool's children count in registries of their own, which this does not serve).
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)

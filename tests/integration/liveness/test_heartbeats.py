@@ -136,3 +136,15 @@ def test_contacts_of_a_sigkilled_worker_run_again_long_before_its_leases_expire(
     assert check_invariants(db, sandbox) == {"active": 6}
     with db.read() as session:
         assert sum(session.execute(select(Contact.takeovers)).scalars()) >= 1
+
+
+def test_a_new_worker_is_ready_and_beating_before_its_first_task(spawn, psettings, db):
+    # The pools, the provider clients and the heartbeat are built at start, not by the first
+    # task: a worker with nothing to do is already in the table.
+    spawn("worker", psettings, "--concurrency", "2")
+
+    def beating():
+        with db.read() as session:
+            return session.execute(select(WorkerHeartbeat.id)).scalars().all()
+
+    assert len(wait_for(beating, timeout=20)) == 1
