@@ -56,6 +56,16 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _detached(element) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
 def _until(browser, predicate, timeout=30):
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
@@ -130,7 +140,11 @@ def test_console_in_a_real_browser(live_url, pipeline, make_tenant, db, sandbox,
 
     # Retry the failed contact, and watch it go active.
     browser.get(f"{live_url}/console/failed")
-    browser.find_element(By.CSS_SELECTOR, f"#failed-{first} button.retry").click()
+    retry = browser.find_element(By.CSS_SELECTOR, f"#failed-{first} button.retry")
+    retry.click()
+    # The form posts, then comes back to this same URL: wait for the page the click left (its
+    # button detached), or the next navigation could be overtaken by the post's redirect.
+    _until(browser, lambda: _detached(retry))
     _until(browser, lambda: browser.current_url.endswith("/console/failed"))
     browser.get(f"{live_url}/console/batches/{batch_id}")
     assert "active" not in _text(browser, f"contact-{first}")
