@@ -96,3 +96,51 @@ def test_top_up_with_the_same_key_applies_once(db, tenant):
     with db.write() as session:
         assert not credits.top_up(session, tenant.account_id, 500, "topup:invoice-7")
     assert account(db, tenant) == (10_500, 0)
+
+
+FEE = 150
+
+
+def with_fee(db, contact_id):
+    with db.write() as session:
+        session.get(Contact, contact_id).monthly_cost_cents = FEE
+
+
+def kinds_of(db, contact_id):
+    with db.read() as session:
+        return session.execute(select(LedgerEntry.kind, LedgerEntry.month)
+                               .where(LedgerEntry.contact_id == contact_id)
+                               .order_by(LedgerEntry.id)).all()
+
+
+def test_an_activation_captures_and_charges_the_month_in_one_move(db, tenant):
+    cid = accept(db, tenant)
+    with_fee(db, cid)
+    activate = lambda s, c: credits.capture_activation(s, c, "2026-12")  # noqa: E731
+    assert settle(db, cid, activate) is credits.Activation.PAID
+    assert account(db, tenant) == (10_000 - COST - FEE, 0)
+    assert settle(db, cid, activate) is credits.Activation.ALREADY_SETTLED  # once only
+    assert account(db, tenant) == (10_000 - COST - FEE, 0)
+    assert [tuple(k) for k in kinds_of(db, cid)] == [
+        ("reserve", None), ("capture", None), ("monthly_fee", "2026-12")]
+
+
+def test_an_activation_whose_month_is_already_paid_charges_only_the_setup(db, tenant):
+    cid = accept(db, tenant)
+    with_fee(db, cid)
+    with db.write() as session:  # the month's fee row, written (and paid) before
+        credits.record(session, tenant.account_id, cid, "monthly_fee", FEE,
+                       f"fee:{cid}:2026-12", "2026-12")
+    assert settle(db, cid, lambda s, c: credits.capture_activation(s, c, "2026-12")) is (
+        credits.Activation.PAID)
+    assert account(db, tenant) == (10_000 - COST, 0)  # the fee is not taken a second time
+
+
+def test_an_activation_without_credits_for_the_month_captures_and_leaves_no_fee(db, make_tenant):
+    tenant = make_tenant(credits_cents=COST + FEE - 1)
+    cid = accept(db, tenant)
+    with_fee(db, cid)
+    assert settle(db, cid, lambda s, c: credits.capture_activation(s, c, "2026-12")) is (
+        credits.Activation.FEE_UNPAID)
+    assert account(db, tenant) == (FEE - 1, 0)
+    assert [k.kind for k in kinds_of(db, cid)] == ["reserve", "capture"]  # no unpaid fee row
