@@ -109,6 +109,23 @@ def try_reserve(session: Session, account_id: int, cents: int) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def _ledger_row(
+    account_id: int, contact_id: str | None, kind: str, cents: int, key: str, month: str | None
+) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "contact_id": contact_id,
+        "kind": kind,
+        "amount_cents": cents,
+        "key": key,
+        "month": month,
+    }
+
+
+def _record_stmt(connection: Any) -> Any:
+    return _RECORD["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
+
+
 def record(
     session: Session,
     account_id: int,
@@ -119,17 +136,8 @@ def record(
     month: str | None = None,
 ) -> bool:
     connection = session.connection()
-    stmt = _RECORD["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
-    params = {
-        "account_id": account_id,
-        "contact_id": contact_id,
-        "kind": kind,
-        "amount_cents": cents,
-        "key": key,
-    }
-    if month is not None:
-        params["month"] = month
-    return connection.execute(stmt, params).first() is not None
+    row = _ledger_row(account_id, contact_id, kind, cents, key, month)
+    return connection.execute(_record_stmt(connection), row).first() is not None
 
 
 def reservation_key(contact_id: str, seq: int) -> str:
@@ -176,25 +184,15 @@ def capture_activation(session: Session, contact: Contact, fee_month: str | None
     can see it) and the capture alone is applied.
     """
     cents = contact.setup_cost_cents
-    rows = [
-        {
-            "account_id": contact.account_id,
-            "contact_id": contact.id,
-            "kind": "capture",
-            "amount_cents": cents,
-            "key": settlement_key(contact.id, contact.reservation_seq),
-            "month": None,
-        }
-    ]
+    capture = settlement_key(contact.id, contact.reservation_seq)
+    rows = [_ledger_row(contact.account_id, contact.id, "capture", cents, capture, None)]
     fee = contact.monthly_cost_cents if fee_month is not None else 0
     key = fee_key(contact.id, fee_month) if fee_month is not None else ""
     if fee:
-        rows.append({**rows[0], "kind": "monthly_fee", "amount_cents": fee, "key": key})
-        rows[-1]["month"] = fee_month
+        rows.append(_ledger_row(contact.account_id, contact.id, "monthly_fee", fee, key, fee_month))
     connection = session.connection()
-    stmt = _RECORD["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
-    written = set(connection.execute(stmt, rows).scalars())
-    if rows[0]["key"] not in written:
+    written = set(connection.execute(_record_stmt(connection), rows).scalars())
+    if capture not in written:
         return Activation.ALREADY_SETTLED
     set_committed_value(contact, "charged", True)
     if fee and key not in written:
