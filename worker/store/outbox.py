@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from worker.domain.ids import new_id
 from worker.domain.views import contact_view
-from worker.domain.webhooks import DeliveryStatus
 from worker.store.models import Contact, ContactStep, Event, WebhookDelivery, WebhookEndpoint
+from worker.store.webhooks import delivery_row
 
 _events: Table = Event.__table__  # type: ignore[assignment]
 _endpoints: Table = WebhookEndpoint.__table__  # type: ignore[assignment]
@@ -70,18 +70,5 @@ def outbox(
         if events is not None:
             events.append(event_id)
         return
-    connection.execute(
-        _INSERT_KEPT,
-        {
-            "id": new_id("whd"),
-            "event_id": event_id,
-            "account_id": contact.account_id,
-            "contact_id": contact.id,
-            "type": kind,
-            "status": DeliveryStatus.NO_ENDPOINT.value,
-            "attempts": 0,
-            "next_attempt_at": None,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    kept = delivery_row(event_id, contact.account_id, contact.id, kind, now, pending=False)
+    connection.execute(_INSERT_KEPT, kept)

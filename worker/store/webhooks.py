@@ -81,6 +81,25 @@ def _enabled(endpoint: WebhookEndpoint | None) -> bool:
 # --- deliveries ----------------------------------------------------------------------------
 
 
+def delivery_row(
+    event_id: str, account_id: int, contact_id: str, kind: str, now: datetime, *, pending: bool
+) -> dict[str, Any]:
+    """A new delivery of an event: `pending` and due now, or `no_endpoint` (kept, not sent)."""
+    status = DeliveryStatus.PENDING if pending else DeliveryStatus.NO_ENDPOINT
+    return {
+        "id": new_id("whd"),
+        "event_id": event_id,
+        "account_id": account_id,
+        "contact_id": contact_id,
+        "type": kind,
+        "status": status.value,
+        "attempts": 0,
+        "next_attempt_at": now if pending else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def ensure_delivery(session: Session, event_id: str, now: datetime) -> bool:
     """Make the event's delivery row if it has none: `pending` and due now if the account has
     an enabled endpoint, else `no_endpoint`. False if there is no such event."""
@@ -90,24 +109,10 @@ def ensure_delivery(session: Session, event_id: str, now: datetime) -> bool:
     if event.dispatched_at is not None:
         return True
     has_endpoint = _enabled(session.get(WebhookEndpoint, event.account_id))
-    status = DeliveryStatus.PENDING if has_endpoint else DeliveryStatus.NO_ENDPOINT
-    insert_if_absent(
-        session,
-        _deliveries,
-        {
-            "id": new_id("whd"),
-            "event_id": event.id,
-            "account_id": event.account_id,
-            "contact_id": event.contact_id,
-            "type": event.type,
-            "status": status.value,
-            "attempts": 0,
-            "next_attempt_at": now if has_endpoint else None,
-            "created_at": now,
-            "updated_at": now,
-        },
-        ["event_id"],
+    row = delivery_row(
+        event.id, event.account_id, event.contact_id, event.type, now, pending=has_endpoint
     )
+    insert_if_absent(session, _deliveries, row, ["event_id"])
     event.dispatched_at = now
     return True
 
