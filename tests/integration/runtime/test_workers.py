@@ -202,9 +202,13 @@ def test_worker_serves_interactive_before_bulk(spawn, psettings, make_tenant, db
 def _children(parent, count):
     import psutil
 
+    own = psutil.Process(parent.pid).cmdline()
+
     def found():
         children = psutil.Process(parent.pid).children()
-        return children if len(children) == count else None
+        # A child forked but not yet exec'd still shows the parent's command line.
+        started = [c for c in children if c.cmdline() != own]
+        return started if len(started) == count == len(children) else None
 
     return wait_for(found, timeout=30)
 
