@@ -28,13 +28,38 @@ class RateLimiter:
 
     def check(self, identity: str) -> int | None:
         """None if the request may go on, else the seconds to wait (Retry-After)."""
+        return self.check_many(identity, 1)[0]
+
+    def check_many(self, identity: str, count: int) -> list[int | None]:
+        """`check` for `count` requests of one identity at once, in order: what each would
+        have got alone, with one Redis round trip per limit while all of them fit.
+
+        Each limit is hit once with the cost of the requests still going; when that does not
+        fit, one at a time until one is refused, so exactly as many pass as would have one by
+        one. As one by one, a request refused by a later limit still counts against the
+        earlier ones.
+        """
+        going = count
+        retry_after: int | None = None
         try:
             for item in self.items:
-                if not self.limiter.hit(item, "api", identity):
+                if not going or self.limiter.hit(item, "api", identity, cost=going):
+                    continue
+                passed = 0
+                while passed < going and self.limiter.hit(item, "api", identity):
+                    passed += 1
+                if passed < going:
                     reset = self.limiter.get_window_stats(item, "api", identity).reset_time
-                    return max(1, math.ceil(reset - time.time()))
+                    retry_after = max(1, math.ceil(reset - time.time()))
+                going = passed
         except Exception as exc:
             # Fail open: a Redis outage must not take the API down with it; the database
             # still guards credits and uniqueness.
             log.warning("rate_limit_unavailable", error=type(exc).__name__)
-        return None
+            return [None] * count
+        return [None] * going + [retry_after] * (count - going)
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after

@@ -30,13 +30,22 @@ class Authenticator:
         with self.db.read() as session:
             return accounts.account_for_key(session, api_key)
 
+    def cached(self, api_key: str) -> int | None:
+        """The key's account if a look-up found it within CACHE_TTL_S, else None (then ask
+        `account_for`, which reads the database). Never blocks on I/O."""
+        return self._cached(hash_key(api_key), time.monotonic())
+
+    def _cached(self, digest: str, now: float) -> int | None:
+        with self._lock:
+            hit = self._cache.get(digest)
+        return hit[0] if hit is not None and hit[1] > now else None
+
     def account_for(self, api_key: str) -> int:
         digest = hash_key(api_key)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        cached = self._cached(digest, now)
+        if cached is not None:
+            return cached
         account_id = self.lookup(api_key)
         if account_id is None:
             raise Unauthenticated("invalid API key")

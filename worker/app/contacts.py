@@ -41,6 +41,7 @@ from worker.store.models import Contact
 log = structlog.get_logger(__name__)
 
 MAX_ID = 2**63 - 1
+Acceptance = contacts.Acceptance  # what `accept_prepared` tells of each contact
 LIST_LIMIT_MAX = 1000
 
 
@@ -53,6 +54,18 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """A contact built for acceptance, with the reply that accepting it gives."""
+
+    contact: Contact
+    reply: Reply
+    completion: tuple[str, idem_store.StoredResponse] | None
+    brought: bool
+    address: str | None
+    cost: int
 
 
 def _prices(settings: Settings) -> dict[ContactType, Any]:
@@ -223,12 +236,107 @@ class ContactService:
             with self.db.read() as session:
                 self._require_assistant(session, account_id, assistant_id)
             raise
+        prepared = self._prepare(
+            account_id, assistant_id, request, path, connection_id, address, idempotency_key
+        )
+        outcome: contacts.Acceptance | BaseException
+        try:
+            if prepared.brought:
+                outcome = self._accept_brought(prepared.contact, prepared.completion)
+            else:
+                outcome = self._accept(prepared.contact, prepared.completion)
+        except IntegrityError as exc:
+            outcome = exc
+        reply = self.settle(prepared, outcome)
+        if not prepared.brought and self.acceptor is None:
+            # else published by the acceptor, with its batch; a brought address is active
+            # already: nothing for a worker to do
+            self.publish([prepared.contact])
+        return reply
+
+    def prepare(
+        self, account_id: int, assistant_id: int, raw_body: bytes, path: str
+    ) -> Prepared | None:
+        """The contact a plain request (a valid phone or WhatsApp body, no Idempotency-Key)
+        would record, built without the database; None for any other request, which
+        `submit` handles whole. Accept it with `accept_prepared`, answer with `settle`."""
+        if not 0 < assistant_id <= MAX_ID:
+            return None
+        try:
+            request = validate_contact_request(parse_json(raw_body))
+        except DomainError:
+            return None  # `submit` answers it, 404 before 422
+        if request.contact_type is ContactType.EMAIL or is_brought(request.fields):
+            return None  # routed through the database first
+        return self._prepare(account_id, assistant_id, request, path, None, None, None)
+
+    def accept_prepared(self, batch: list[Prepared]) -> list[contacts.Acceptance | BaseException]:
+        """Accept prepared contacts of one account, together where the database can, and
+        publish the accepted ones; each one's outcome, or the error it met. Never raises."""
+        if self.db.is_sqlite:
+            results: list[contacts.Acceptance | BaseException] = []
+            for p in batch:
+                try:
+                    results.append(self._accept(p.contact, p.completion))
+                except BaseException as exc:
+                    results.append(exc)
+        else:
+            pending = [contacts.Pending(p.contact, p.completion) for p in batch]
+            results = contacts.accept_batch(self.db.autocommit, pending)
+        accepted = [
+            p.contact
+            for p, outcome in zip(batch, results, strict=True)
+            if outcome is contacts.Acceptance.ACCEPTED
+        ]
+        if accepted:
+            self.publish(accepted)
+        return results
+
+    def settle(self, prepared: Prepared, outcome: contacts.Acceptance | BaseException) -> Reply:
+        """The reply to an accepted contact, or the DomainError of a refused one (an error
+        other than the live-contact index's is raised as it is)."""
+        if outcome is contacts.Acceptance.ACCEPTED:
+            return prepared.reply
+        contact = prepared.contact
+        if outcome is contacts.Acceptance.NO_ASSISTANT:
+            raise NotFound(f"no assistant {contact.assistant_id}")
+        if outcome is contacts.Acceptance.ADDRESS_IN_USE:
+            raise AddressInUse(
+                f"{prepared.address} is live on another contact",
+                {"address": "is live on another contact"},
+            )
+        if isinstance(outcome, BaseException) and not isinstance(outcome, IntegrityError):
+            raise outcome
+        # A live contact of the type outranks a lack of credits (409 before 402).
+        with self.db.read() as session:
+            if contacts.live_contact_exists(session, contact.assistant_id, contact.contact_type):
+                raise ContactExists(
+                    f"assistant {contact.assistant_id} already has a live "
+                    f"{contact.contact_type} contact"
+                ) from None
+        if isinstance(outcome, IntegrityError):
+            raise outcome  # an IntegrityError that is not the live-contact index
+        raise InsufficientCredits(
+            f"available credits are below the setup cost of {format_amount(prepared.cost)}"
+        )
+
+    def _prepare(
+        self,
+        account_id: int,
+        assistant_id: int,
+        request: ContactRequest,
+        path: str,
+        connection_id: int | None,
+        address: str | None,
+        idempotency_key: str | None,
+    ) -> Prepared:
         brought = is_brought(request.fields)
         # An address the customer brings costs nothing: no setup cost and no monthly fee.
         cost = 0 if brought else cost_cents(request.contact_type, self.prices)
         monthly = 0 if brought else cost_cents(request.contact_type, self.monthly)
-        now = self.clock()
-        contact = contacts.pending_contact(account_id, assistant_id, request, cost, now, monthly)
+        contact = contacts.pending_contact(
+            account_id, assistant_id, request, cost, self.clock(), monthly
+        )
         contact.connection_id = connection_id
         if brought:
             contact.status = ContactStatus.ACTIVE.value
@@ -242,38 +350,7 @@ class ContactService:
                 idempotency_key,
                 idem_store.StoredResponse(reply.status, reply.body, reply.headers),
             )
-        conflict: IntegrityError | None = None
-        try:
-            if brought:
-                outcome = self._accept_brought(contact, completion)
-            else:
-                outcome = self._accept(contact, completion)
-        except IntegrityError as exc:
-            outcome, conflict = None, exc
-        if outcome is contacts.Acceptance.NO_ASSISTANT:
-            raise NotFound(f"no assistant {assistant_id}")
-        if outcome is contacts.Acceptance.ADDRESS_IN_USE:
-            raise AddressInUse(
-                f"{address} is live on another contact", {"address": "is live on another contact"}
-            )
-        if outcome is not contacts.Acceptance.ACCEPTED:
-            # A live contact of the type outranks a lack of credits (409 before 402).
-            with self.db.read() as session:
-                if contacts.live_contact_exists(session, assistant_id, request.contact_type):
-                    raise ContactExists(
-                        f"assistant {assistant_id} already has a live {request.contact_type} "
-                        "contact"
-                    ) from None
-            if conflict is not None:
-                raise conflict  # an IntegrityError that is not the live-contact index
-            raise InsufficientCredits(
-                f"available credits are below the setup cost of {format_amount(cost)}"
-            )
-        if brought:
-            return reply  # active already: nothing for a worker to do
-        if self.acceptor is None:  # else published by the acceptor, with its batch
-            self.publish([contact])
-        return reply
+        return Prepared(contact, reply, completion, brought, address, cost)
 
     def route(
         self, account_id: int, request: ContactRequest
@@ -368,4 +445,4 @@ class ContactService:
             raise NotFound(f"no assistant {assistant_id}")
 
 
-__all__ = ["ContactService", "DomainError", "Publisher", "Reply"]
+__all__ = ["Acceptance", "ContactService", "DomainError", "Prepared", "Publisher", "Reply"]

@@ -137,9 +137,10 @@ def api(
     """Serve the HTTP API (uvicorn)."""
     import uvicorn
 
-    from api_stub.app import create_app
+    from api_stub.app import create_app, serve_threads_promptly
     from worker.logging import configure
 
+    serve_threads_promptly()
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
     options: dict[str, Any] = {

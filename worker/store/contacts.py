@@ -360,10 +360,7 @@ class GroupAcceptor:
     accepted, before their requests are let go (the service publishes them there, together);
     it must not raise.
 
-    A batch is all-or-nothing, so when it is refused (some assistant not the account's, not
-    enough credits for the total, a live contact already there: nothing was written) its
-    contacts are accepted again one by one, each with the exact outcome it would have had
-    alone. Other errors (the database gone) are every member's error, as they would have been.
+    Each batch is run by `accept_batch`.
     """
 
     def __init__(
@@ -422,26 +419,43 @@ class GroupAcceptor:
         return me.result()
 
     def _run(self, batch: list[_Waiter]) -> None:
-        if len(batch) > 1:
-            try:
-                with self._connect() as connection:
-                    outcome = accept_together(connection, [w.item for w in batch])
-            except IntegrityError:
-                outcome = None  # statement aborted: nothing written
-            except BaseException as exc:
-                for waiter in batch:
-                    waiter.error = exc
-                return
-            if outcome is Acceptance.ACCEPTED:
-                for waiter in batch:
-                    waiter.outcome = outcome
-                return
-        for waiter in batch:
-            try:
-                with self._connect() as connection:
-                    waiter.outcome = accept_together(connection, [waiter.item])
-            except BaseException as exc:
-                waiter.error = exc
+        results = accept_batch(self._connect, [w.item for w in batch])
+        for waiter, result in zip(batch, results, strict=True):
+            if isinstance(result, Acceptance):
+                waiter.outcome = result
+            else:
+                waiter.error = result
+
+
+def accept_batch(
+    connect: Callable[[], AbstractContextManager[Connection]], batch: Sequence[Pending]
+) -> list[Acceptance | BaseException]:
+    """Accept contacts of one account together: each one's outcome, or the error it met.
+
+    One statement for all of them when they can all be accepted. A batch is all-or-nothing,
+    so when it is refused (some assistant not the account's, not enough credits for the
+    total, a live contact already there: nothing was written) its contacts are accepted again
+    one by one, each with the exact outcome it would have had alone. Other errors (the
+    database gone) are every member's error, as they would have been.
+    """
+    if len(batch) > 1:
+        try:
+            with connect() as connection:
+                outcome = accept_together(connection, batch)
+        except IntegrityError:
+            outcome = None  # statement aborted: nothing written
+        except BaseException as exc:
+            return [exc] * len(batch)
+        if outcome is Acceptance.ACCEPTED:
+            return [outcome] * len(batch)
+    results: list[Acceptance | BaseException] = []
+    for item in batch:
+        try:
+            with connect() as connection:
+                results.append(accept_together(connection, [item]))
+        except BaseException as exc:
+            results.append(exc)
+    return results
 
 
 def _row_values(table: Table, row: object) -> dict[str, Any]:
