@@ -16,6 +16,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -50,6 +51,12 @@ _c = _contacts.c
 _s = _steps.c
 
 
+def _one_of(column: Any, values: tuple[str, ...]) -> Any:
+    """`column IN ('a', 'b')` with the constants written into the SQL: a plain `in_` is an
+    expanding parameter, rendered again on every execution."""
+    return column.in_([literal_column(f"'{value}'") for value in values])
+
+
 def _param(column: Any, name: str) -> BindParameter[Any]:
     """A bind parameter typed as `column` (its name must differ from any SET column's)."""
     return bindparam(name, type_=column.type)
@@ -59,7 +66,7 @@ _TAKE_LEASE = (
     update(_contacts)
     .where(
         _c.id == bindparam("p_id"),
-        _c.status.in_(RUNNABLE),
+        _one_of(_c.status, RUNNABLE),
         or_(_c.lease_owner.is_(None), _c.lease_expires_at < _param(_c.lease_expires_at, "p_now")),
     )
     .values(
@@ -105,7 +112,7 @@ _RENEW_LEASE = (
 )
 # A provisioning step starts only while the contact is still being provisioned: a DELETE
 # (`deleting`) stops the runner at this boundary, and it turns to releasing the contact.
-_RENEW_LEASE_OPEN = _RENEW_LEASE.where(_c.status.in_(OPEN))
+_RENEW_LEASE_OPEN = _RENEW_LEASE.where(_one_of(_c.status, OPEN))
 _START_STEP = (
     update(_steps)
     .where(_s.id == bindparam("p_id"))
