@@ -34,6 +34,7 @@ from worker.runtime.steps import (
     utcnow,
 )
 from worker.settings import Settings
+from worker.store import journal
 from worker.store import pipeline as store
 from worker.store import stuck as stuck_store
 from worker.store.db import Database
@@ -242,24 +243,22 @@ class Pipeline:
         """Journal `step` done and, in the same transaction, start the next one or activate."""
         now = self.clock()
         events: list[str] = []
+        done = None
+        if step is not None and result is not None:
+            done = journal.mark_done(
+                step, now, provider_id=result.provider_id, detail=result.detail
+            )
         with self.db.write() as session:
-            if step is not None and result is not None:
-                store.record_step(
-                    session,
-                    step,
-                    StepStatus.DONE,
-                    now,
-                    provider_id=result.provider_id,
-                    detail=result.detail,
-                )
             following = self._next(steps)
             if following is not None:
+                if done is not None:
+                    journal.write_journal(session, done)
                 started = store.start_step(session, following, owner, now, self.settings.lease_s)
             else:
                 ordered = sorted(steps.values(), key=lambda s: s.position)
                 address = address_of(self._context(contact, steps))
                 started = store.activate(
-                    session, contact, ordered, owner, address, now, events, self.grace
+                    session, contact, ordered, owner, address, now, events, self.grace, last=done
                 )
         if step is not None and result is not None:
             log.info("step_done", provider_id=result.provider_id)

@@ -183,6 +183,27 @@ def capture_activation(session: Session, contact: Contact, fee_month: str | None
     back out of the ledger (its row, written by this transaction, is deleted before anyone
     can see it) and the capture alone is applied.
     """
+    rows, charge = activation_rows(contact, fee_month)
+    connection = session.connection()
+    written = set(connection.execute(_record_stmt(connection), rows).scalars())
+    return settle_activation(session, contact, charge, written)
+
+
+@dataclass(frozen=True)
+class ActivationCharge:
+    """What an activation takes: the capture of the reservation and the month's fee (0: none)."""
+
+    cents: int
+    capture_key: str
+    fee: int
+    fee_key: str
+
+
+def activation_rows(
+    contact: Contact, fee_month: str | None
+) -> tuple[list[dict[str, Any]], ActivationCharge]:
+    """The ledger rows of an activation (the capture, and the fee when one is due) and what
+    they charge; `settle_activation` moves the balance once they are written."""
     cents = contact.setup_cost_cents
     capture = settlement_key(contact.id, contact.reservation_seq)
     rows = [_ledger_row(contact.account_id, contact.id, "capture", cents, capture, None)]
@@ -190,18 +211,26 @@ def capture_activation(session: Session, contact: Contact, fee_month: str | None
     key = fee_key(contact.id, fee_month) if fee_month is not None else ""
     if fee:
         rows.append(_ledger_row(contact.account_id, contact.id, "monthly_fee", fee, key, fee_month))
-    connection = session.connection()
-    written = set(connection.execute(_record_stmt(connection), rows).scalars())
-    if capture not in written:
+    return rows, ActivationCharge(cents, capture, fee, key)
+
+
+def settle_activation(
+    session: Session, contact: Contact, charge: ActivationCharge, written: set[str]
+) -> Activation:
+    """The balance of an activation whose ledger rows were inserted (`written`: the keys the
+    insert wrote; a key already there was not written again)."""
+    if charge.capture_key not in written:
         return Activation.ALREADY_SETTLED
     set_committed_value(contact, "charged", True)
-    if fee and key not in written:
+    fee = charge.fee
+    if fee and charge.fee_key not in written:
         fee = 0  # paid before (a fee row is written with its charge): not twice
-    params = {"p_id": contact.account_id, "p_cents": cents}
+    connection = session.connection()
+    params = {"p_id": contact.account_id, "p_cents": charge.cents}
     if fee:
         if connection.execute(_CAPTURE_AND_FEE, {**params, "p_fee": fee}).rowcount == 1:
             return Activation.PAID
-        connection.execute(_UNRECORD, {"p_key": key})
+        connection.execute(_UNRECORD, {"p_key": charge.fee_key})
         connection.execute(_CAPTURE, params)
         return Activation.FEE_UNPAID
     connection.execute(_CAPTURE, params)

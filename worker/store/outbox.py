@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, case, exists, insert, null, select
 from sqlalchemy.orm import Session
@@ -25,39 +26,75 @@ _events: Table = Event.__table__  # type: ignore[assignment]
 _endpoints: Table = WebhookEndpoint.__table__  # type: ignore[assignment]
 _deliveries: Table = WebhookDelivery.__table__  # type: ignore[assignment]
 
-_NOW = bindparam("p_now", type_=_events.c.created_at.type)
-_HAS_ENDPOINT = exists().where(
-    _endpoints.c.account_id == bindparam("p_account", type_=_endpoints.c.account_id.type),
-    _endpoints.c.disabled_at.is_(None),
-)
 _EVENT_COLUMNS = ("id", "account_id", "contact_id", "type", "payload", "created_at")
-# Dispatched at once (now) when the account has no enabled endpoint: the same statement
-# looks, so the decision and the row are one snapshot.
-_INSERT_EVENT = (
+_DELIVERY_COLUMNS = tuple(delivery_row("", 0, "", "", datetime.now(UTC), pending=False))
+
+
+def _e(column: str) -> Any:
+    return bindparam(f"e_{column}", type_=_events.c[column].type)
+
+
+# Dispatched at once (at its created_at) when the account has no enabled endpoint: the same
+# statement looks, so the decision and the row are one snapshot.
+_DISPATCHED_AT = case(
+    (
+        exists().where(
+            _endpoints.c.account_id == _e("account_id"), _endpoints.c.disabled_at.is_(None)
+        ),
+        null(),
+    ),
+    else_=_e("created_at"),
+)
+_INSERT_EVENT = (  # SQLite: the event, then (below) its kept delivery if it was dispatched
     insert(_events)
-    .values(
-        {
-            **{name: bindparam(name, type_=_events.c[name].type) for name in _EVENT_COLUMNS},
-            "dispatched_at": case((_HAS_ENDPOINT, null()), else_=_NOW),
-        }
-    )
+    .values({**{name: _e(name) for name in _EVENT_COLUMNS}, "dispatched_at": _DISPATCHED_AT})
     .returning(_events.c.dispatched_at)
 )
 _INSERT_KEPT = insert(_deliveries)
-# PostgreSQL: the event and, if it was dispatched at once, its kept delivery in one statement
-# (the delivery's values bound as `d_<column>`); a row back means the delivery was written.
-_EVENT = _INSERT_EVENT.cte("event")
-_DELIVERY_COLUMNS = tuple(delivery_row("", 0, "", "", datetime.now(UTC), pending=False))
-_INSERT_EVENT_AND_KEPT = (
-    insert(_deliveries)
-    .from_select(
-        _DELIVERY_COLUMNS,
-        select(*(bindparam(f"d_{n}", type_=_deliveries.c[n].type) for n in _DELIVERY_COLUMNS))
-        .select_from(_EVENT)
-        .where(_EVENT.c.dispatched_at.is_not(None)),
+
+
+def event_ctes(gate: Any = None) -> Any:
+    """PostgreSQL: the event's INSERT (values bound as `e_<column>`) and, if the event was
+    dispatched at once, its kept delivery's (`d_<column>`), as data-modifying CTEs; the
+    second, `kept` (returning the delivery's `id`, so a row means the event was kept), is
+    returned and brings the first with it. With `gate`, a CTE, they write only if the gate
+    returns a row."""
+    values = select(*(_e(name) for name in _EVENT_COLUMNS), _DISPATCHED_AT)
+    if gate is not None:
+        values = values.select_from(gate)
+    event = (
+        insert(_events)
+        .from_select([*_EVENT_COLUMNS, "dispatched_at"], values)
+        .returning(_events.c.dispatched_at)
+        .cte("event")
     )
-    .returning(_deliveries.c.id)
-)
+    kept = (
+        insert(_deliveries)
+        .from_select(
+            _DELIVERY_COLUMNS,
+            select(*(bindparam(f"d_{n}", type_=_deliveries.c[n].type) for n in _DELIVERY_COLUMNS))
+            .select_from(event)
+            .where(event.c.dispatched_at.is_not(None)),
+        )
+        .returning(_deliveries.c.id)
+        .cte("kept")
+    )
+    return kept
+
+
+def event_params(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The parameters of `event_ctes` for the event `row` (`event_row`) and its kept delivery."""
+    kept = delivery_row(
+        row["id"], row["account_id"], row["contact_id"], row["type"], now, pending=False
+    )
+    return {
+        **{f"e_{name}": row[name] for name in _EVENT_COLUMNS},
+        **{f"d_{name}": value for name, value in kept.items()},
+    }
+
+
+_KEPT = event_ctes()
+_INSERT_EVENT_AND_KEPT = select(exists(select(_KEPT.c.id)).label("kept"))
 
 
 def outbox(
@@ -69,27 +106,29 @@ def outbox(
 ) -> None:
     """Write the contact's event. If it is to be delivered, its id is appended to `events`
     (if given), so the caller can publish its delivery after the commit."""
-    view = contact_view(contact, steps)
-    event_id = new_id("evt")
-    kind = f"contact.{contact.status}"
+    row = event_row(contact, steps, now)
     connection: Connection = session.connection()
-    params = {
-        "id": event_id,
+    params = event_params(row, now)
+    if connection.dialect.name == "postgresql":
+        delivered_now = connection.execute(_INSERT_EVENT_AND_KEPT, params).scalar_one()
+    else:
+        delivered_now = connection.execute(_INSERT_EVENT, params).scalar_one() is not None
+        if delivered_now:
+            kept = {name[2:]: value for name, value in params.items() if name.startswith("d_")}
+            connection.execute(_INSERT_KEPT, kept)
+    if not delivered_now and events is not None:
+        events.append(row["id"])
+
+
+def event_row(contact: Contact, steps: Sequence[ContactStep], now: datetime) -> dict[str, Any]:
+    """The column values of the event of the status the contact is in now."""
+    view = contact_view(contact, steps)
+    kind = f"contact.{contact.status}"
+    return {
+        "id": new_id("evt"),
         "account_id": contact.account_id,
         "contact_id": contact.id,
         "type": kind,
         "payload": {"type": kind, "timestamp": view["updated_at"], "data": view},
         "created_at": now,
-        "p_account": contact.account_id,
-        "p_now": now,
     }
-    kept = delivery_row(event_id, contact.account_id, contact.id, kind, now, pending=False)
-    if connection.dialect.name == "postgresql":
-        params.update({f"d_{name}": value for name, value in kept.items()})
-        delivered_now = connection.execute(_INSERT_EVENT_AND_KEPT, params).first() is not None
-    else:
-        delivered_now = connection.execute(_INSERT_EVENT, params).scalar_one() is not None
-        if delivered_now:
-            connection.execute(_INSERT_KEPT, kept)
-    if not delivered_now and events is not None:
-        events.append(event_id)

@@ -32,9 +32,10 @@ from worker.domain.contacts import (
     StepStatus,
     step_plan,
 )
-from worker.store import credits
+from worker.store import activation, credits
+from worker.store.journal import JournalWrite, record_step, record_step_stmt, write_journal
 from worker.store.models import Contact, ContactStep
-from worker.store.outbox import outbox
+from worker.store.outbox import event_row, outbox
 
 OPEN = (ContactStatus.PENDING.value, ContactStatus.PROVISIONING.value)
 # A runner takes the lease of a contact to provision it, or (`deleting`) to release it.
@@ -144,17 +145,7 @@ _HOLD_BACK = (
 
 
 @functools.cache
-def _record_step_stmt(columns: tuple[str, ...]) -> Any:
-    """UPDATE of one journal row setting `columns` (each bound as `p_<column>`)."""
-    return (
-        update(_steps)
-        .where(_s.id == bindparam("p_id"))
-        .values({name: _param(_s[name], f"p_{name}") for name in columns})
-    )
-
-
-@functools.cache
-def _finish_stmt(columns: tuple[str, ...]) -> Any:
+def finish_stmt(columns: tuple[str, ...]) -> Any:
     """The terminal UPDATE, also setting the extra `columns` (each bound as `p_<column>`)."""
     return (
         update(_contacts)
@@ -345,7 +336,7 @@ def unstart_step(
     if take_back_attempt:
         step.attempts -= 1
     _connection(session).execute(
-        _record_step_stmt(("status", "attempts", "updated_at")),
+        record_step_stmt(("status", "attempts", "updated_at")),
         {
             "p_id": step.id,
             "p_status": StepStatus.PENDING.value,
@@ -362,40 +353,6 @@ def hold_back(session: Session, contact: Contact, seconds: float, now: datetime)
     start = (contact.started_at or now) + timedelta(seconds=seconds)
     _connection(session).execute(_HOLD_BACK, {"p_id": contact.id, "p_started": start})
     contact.started_at = start
-
-
-def record_step(
-    session: Session,
-    step: ContactStep,
-    status: StepStatus,
-    now: datetime,
-    *,
-    provider_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-    error: str | None = None,
-    attempts: int | None = None,
-) -> None:
-    params: dict[str, Any] = {
-        "p_id": step.id,
-        "p_status": status.value,
-        "p_updated_at": now,
-        "p_last_error": error,
-    }
-    columns: tuple[str, ...] = ("status", "updated_at", "last_error")
-    if provider_id is not None:
-        columns += ("provider_id",)
-        params["p_provider_id"] = provider_id
-        step.provider_id = provider_id
-    if detail is not None:
-        columns += ("detail",)
-        params["p_detail"] = detail
-        step.detail = detail
-    if attempts is not None:  # an attempt taken back (see worker.domain.compensation)
-        columns += ("attempts",)
-        params["p_attempts"] = step.attempts = attempts
-    _connection(session).execute(_record_step_stmt(columns), params)
-    step.status = status.value
-    step.last_error = error
 
 
 def release_lease(session: Session, contact_id: str, owner: str, due_at: datetime) -> None:
@@ -425,17 +382,30 @@ def _finish(
     now: datetime,
     values: dict[str, Any],
 ) -> bool:
-    params = {f"p_{name}": value for name, value in values.items()}
-    params.update({"p_id": contact.id, "p_owner": owner, "p_status": status.value, "p_now": now})
-    done = _connection(session).execute(_finish_stmt(tuple(values)), params)
+    params = _finish_params(contact, owner, status, now, values)
+    done = _connection(session).execute(finish_stmt(tuple(values)), params)
     if done.rowcount != 1:
         return False
+    _set_finished(contact, status, now, values)
+    return True
+
+
+def _finish_params(
+    contact: Contact, owner: str, status: ContactStatus, now: datetime, values: dict[str, Any]
+) -> dict[str, Any]:
+    params = {f"p_{name}": value for name, value in values.items()}
+    params.update({"p_id": contact.id, "p_owner": owner, "p_status": status.value, "p_now": now})
+    return params
+
+
+def _set_finished(
+    contact: Contact, status: ContactStatus, now: datetime, values: dict[str, Any]
+) -> None:
     contact.status = status.value
     contact.updated_at = now
     contact.lease_owner = None
     for name, value in values.items():
         setattr(contact, name, value)
-    return True
 
 
 def activate(
@@ -447,22 +417,38 @@ def activate(
     now: datetime,
     events: list[str] | None = None,
     grace: timedelta = timedelta(days=14),
+    *,
+    last: JournalWrite | None = None,
 ) -> bool:
     """`active`: set the address, capture the cost exactly once, charge the month's fee, write
     the outbox event (its id appended to `events`). If the credits left cannot pay the fee,
-    the contact goes on to `grace_period` (ending after `grace`), with its event too."""
+    the contact goes on to `grace_period` (ending after `grace`), with its event too.
+
+    `last`, the journal write of the step that finished the plan (`mark_done`), is written
+    here: on PostgreSQL in the one statement that also moves the contact, writes its event
+    and its ledger rows (`worker.store.activation`); it is written whether or not the
+    contact moves, as `record_step` would have."""
     # `charged` in the same UPDATE: the capture below is certain to be this one. The month of
     # activation is paid here too, if the credits cover its fee (`billed_through` is put
     # back a month below if they do not).
     month = month_of(now)
     values = {"address": address, "charged": True, "billed_through": month}
-    if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
-        return False
-    outbox(session, contact, steps, now, events)
-    # Last (but for a fee the credits cannot cover): the account row is every activation's
-    # hot spot, locked from its UPDATE until the commit.
     fee_month = month if contact.monthly_cost_cents else None
-    settled = credits.capture_activation(session, contact, fee_month)
+    if last is not None and _connection(session).dialect.name == "postgresql":
+        settled = _activate_in_one(
+            session, contact, steps, owner, now, values, fee_month, last, events
+        )
+        if settled is None:
+            return False
+    else:
+        if last is not None:
+            write_journal(session, last)
+        if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
+            return False
+        outbox(session, contact, steps, now, events)
+        # Last (but for a fee the credits cannot cover): the account row is every
+        # activation's hot spot, locked from its UPDATE until the commit.
+        settled = credits.capture_activation(session, contact, fee_month)
     if settled is credits.Activation.ALREADY_SETTLED:
         # The contact was provisioning until the UPDATE above, so its reservation was open:
         # a settlement of it already in the ledger is a broken invariant. Roll back.
@@ -474,6 +460,43 @@ def activate(
         enter_grace(session, contact, previous_month(month), now + grace, now)
         outbox(session, contact, steps, now, events)
     return True
+
+
+def _activate_in_one(
+    session: Session,
+    contact: Contact,
+    steps: Sequence[ContactStep],
+    owner: str,
+    now: datetime,
+    values: dict[str, Any],
+    fee_month: str | None,
+    last: JournalWrite,
+    events: list[str] | None,
+) -> credits.Activation | None:
+    """`activate` on PostgreSQL; None if the contact did not move (lease lost, cancelled)."""
+    kept_as_was = {
+        name: getattr(contact, name) for name in ("status", "updated_at", "lease_owner", *values)
+    }
+    _set_finished(contact, ContactStatus.ACTIVE, now, values)  # what the event shows
+    event = event_row(contact, steps, now)
+    rows, charge = credits.activation_rows(contact, fee_month)
+    finished, kept, written = activation.activate_in_one(
+        session,
+        step_update=record_step_stmt(last.columns, "s"),
+        step_params={f"s_{name[2:]}": value for name, value in last.params.items()},
+        finish=finish_stmt(tuple(values)),
+        finish_params=_finish_params(contact, owner, ContactStatus.ACTIVE, now, values),
+        event=event,
+        ledger=rows,
+        now=now,
+    )
+    if not finished:
+        for name, value in kept_as_was.items():
+            setattr(contact, name, value)
+        return None
+    if not kept and events is not None:
+        events.append(event["id"])
+    return credits.settle_activation(session, contact, charge, written)
 
 
 def enter_grace(
