@@ -105,18 +105,17 @@ class FastAccept:
 
     def _run(self, batch: list[_Request]) -> list[Outcome]:
         """On a worker thread: the rate limit, then the acceptance of what it lets through."""
-        outcomes: list[Outcome | None] = [None] * len(batch)
         by_key: dict[str, list[int]] = defaultdict(list)
         for index, request in enumerate(batch):
             by_key[request.rate_key].append(index)
+        limited: dict[int, RateLimited] = {}
         for key, indexes in by_key.items():
             for index, retry_after in zip(
                 indexes, self.limiter.check_many(key, len(indexes)), strict=True
             ):
                 if retry_after is not None:
-                    outcomes[index] = RateLimited(retry_after)
-        going = [i for i, outcome in enumerate(outcomes) if outcome is None]
-        accepted = self.service.accept_prepared([batch[i].prepared for i in going])
-        for index, outcome in zip(going, accepted, strict=True):
-            outcomes[index] = outcome
-        return [o for o in outcomes if o is not None]
+                    limited[index] = RateLimited(retry_after)
+        going = [i for i in range(len(batch)) if i not in limited]
+        outcomes = self.service.accept_prepared([batch[i].prepared for i in going])
+        accepted = dict(zip(going, outcomes, strict=True))
+        return [limited[i] if i in limited else accepted[i] for i in range(len(batch))]

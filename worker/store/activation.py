@@ -20,12 +20,13 @@ from sqlalchemy import Table, bindparam, exists, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from worker.store import credits
 from worker.store.models import LedgerEntry
-from worker.store.outbox import event_ctes, event_params
+from worker.store.outbox import event_ctes, event_params, kept_delivery
 
 _ledger: Table = LedgerEntry.__table__  # type: ignore[assignment]
 
-_LEDGER_COLUMNS = ("account_id", "contact_id", "kind", "amount_cents", "key", "month")
+_LEDGER_COLUMNS = credits.LEDGER_COLUMNS
 
 
 def _bind(column: str, prefix: str) -> Any:
@@ -78,7 +79,7 @@ def activate_in_one(
     params: dict[str, Any] = {
         **step_params,
         **finish_params,
-        **event_params(event, now),
+        **event_params(event, kept_delivery(event, now)),
         **{f"c_{c}": capture[c] for c in _LEDGER_COLUMNS},
         **{f"f_{c}": fee_row[c] for c in _LEDGER_COLUMNS},
         "f_due": 1 if rest else 0,

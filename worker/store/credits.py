@@ -109,17 +109,14 @@ def try_reserve(session: Session, account_id: int, cents: int) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+# The columns a ledger row is written with (created_at takes its default).
+LEDGER_COLUMNS = ("account_id", "contact_id", "kind", "amount_cents", "key", "month")
+
+
 def _ledger_row(
     account_id: int, contact_id: str | None, kind: str, cents: int, key: str, month: str | None
 ) -> dict[str, Any]:
-    return {
-        "account_id": account_id,
-        "contact_id": contact_id,
-        "kind": kind,
-        "amount_cents": cents,
-        "key": key,
-        "month": month,
-    }
+    return dict(zip(LEDGER_COLUMNS, (account_id, contact_id, kind, cents, key, month), strict=True))
 
 
 def _record_stmt(connection: Any) -> Any:

@@ -29,48 +29,41 @@ def record_step_stmt(columns: tuple[str, ...], prefix: str = "p") -> Any:
 
 
 def record_step(
-    session: Session,
-    step: ContactStep,
-    status: StepStatus,
-    now: datetime,
-    *,
-    provider_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-    error: str | None = None,
-    attempts: int | None = None,
+    session: Session, step: ContactStep, status: StepStatus, now: datetime, **changes: Any
 ) -> None:
-    columns, params = journal(
-        step, status, now, provider_id=provider_id, detail=detail, error=error, attempts=attempts
-    )
-    session.connection().execute(record_step_stmt(columns), params)
+    """Write the step's new state (`set_state`'s `changes`) in the caller's transaction."""
+    write_journal(session, set_state(step, status, now, **changes))
 
 
 @dataclass(frozen=True)
 class JournalWrite:
     """A journal row's new state, set on the step already, not yet written."""
 
-    columns: tuple[str, ...]
-    params: dict[str, Any]
+    step_id: int
+    values: dict[str, Any]  # column: new value
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+    def params(self, prefix: str = "p") -> dict[str, Any]:
+        """The parameters of `record_step_stmt(self.columns, prefix)`."""
+        return {
+            f"{prefix}_id": self.step_id,
+            **{f"{prefix}_{name}": value for name, value in self.values.items()},
+        }
 
 
-def mark_done(
-    step: ContactStep,
-    now: datetime,
-    *,
-    provider_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> JournalWrite:
+def mark_done(step: ContactStep, now: datetime, **changes: Any) -> JournalWrite:
     """Set `step` done, in memory; write it with `write_journal`, or pass it to `activate`."""
-    return JournalWrite(
-        *journal(step, StepStatus.DONE, now, provider_id=provider_id, detail=detail)
-    )
+    return set_state(step, StepStatus.DONE, now, **changes)
 
 
 def write_journal(session: Session, write: JournalWrite) -> None:
-    session.connection().execute(record_step_stmt(write.columns), write.params)
+    session.connection().execute(record_step_stmt(write.columns), write.params())
 
 
-def journal(
+def set_state(
     step: ContactStep,
     status: StepStatus,
     now: datetime,
@@ -79,28 +72,15 @@ def journal(
     detail: dict[str, Any] | None = None,
     error: str | None = None,
     attempts: int | None = None,
-    prefix: str = "p",
-) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """Set the step's new state on `step` itself; the columns and parameters of the UPDATE
-    that writes it (`record_step_stmt(columns, prefix)`)."""
-    params: dict[str, Any] = {
-        f"{prefix}_id": step.id,
-        f"{prefix}_status": status.value,
-        f"{prefix}_updated_at": now,
-        f"{prefix}_last_error": error,
-    }
-    columns: tuple[str, ...] = ("status", "updated_at", "last_error")
+) -> JournalWrite:
+    """Set the step's new state on `step` itself; the write that records it."""
+    values: dict[str, Any] = {"status": status.value, "updated_at": now, "last_error": error}
     if provider_id is not None:
-        columns += ("provider_id",)
-        params[f"{prefix}_provider_id"] = provider_id
-        step.provider_id = provider_id
+        values["provider_id"] = step.provider_id = provider_id
     if detail is not None:
-        columns += ("detail",)
-        params[f"{prefix}_detail"] = detail
-        step.detail = detail
+        values["detail"] = step.detail = detail
     if attempts is not None:  # an attempt taken back (see worker.domain.compensation)
-        columns += ("attempts",)
-        params[f"{prefix}_attempts"] = step.attempts = attempts
+        values["attempts"] = step.attempts = attempts
     step.status = status.value
     step.last_error = error
-    return columns, params
+    return JournalWrite(step.id, values)

@@ -82,11 +82,16 @@ def event_ctes(gate: Any = None) -> Any:
     return kept
 
 
-def event_params(row: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The parameters of `event_ctes` for the event `row` (`event_row`) and its kept delivery."""
-    kept = delivery_row(
+def kept_delivery(row: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The `no_endpoint` delivery row of the event `row`, should it have nowhere to go."""
+    return delivery_row(
         row["id"], row["account_id"], row["contact_id"], row["type"], now, pending=False
     )
+
+
+def event_params(row: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `event_ctes` for the event `row` (`event_row`) and its `kept`
+    delivery (`kept_delivery`)."""
     return {
         **{f"e_{name}": row[name] for name in _EVENT_COLUMNS},
         **{f"d_{name}": value for name, value in kept.items()},
@@ -108,13 +113,13 @@ def outbox(
     (if given), so the caller can publish its delivery after the commit."""
     row = event_row(contact, steps, now)
     connection: Connection = session.connection()
-    params = event_params(row, now)
+    kept = kept_delivery(row, now)
+    params = event_params(row, kept)
     if connection.dialect.name == "postgresql":
         delivered_now = connection.execute(_INSERT_EVENT_AND_KEPT, params).scalar_one()
     else:
         delivered_now = connection.execute(_INSERT_EVENT, params).scalar_one() is not None
         if delivered_now:
-            kept = {name[2:]: value for name, value in params.items() if name.startswith("d_")}
             connection.execute(_INSERT_KEPT, kept)
     if not delivered_now and events is not None:
         events.append(row["id"])

@@ -483,7 +483,7 @@ def _activate_in_one(
     finished, kept, written = activation.activate_in_one(
         session,
         step_update=record_step_stmt(last.columns, "s"),
-        step_params={f"s_{name[2:]}": value for name, value in last.params.items()},
+        step_params=last.params("s"),
         finish=finish_stmt(tuple(values)),
         finish_params=_finish_params(contact, owner, ContactStatus.ACTIVE, now, values),
         event=event,
