@@ -58,7 +58,7 @@ class NullPublisher:
     def provision(self, contact_id: str, *, queue: str) -> None:
         return None
 
-    def provision_many(self, contact_ids: Any, *, queue: str) -> None:
+    def provision_many(self, contact_ids: Any, *, queue: str, **_: Any) -> None:
         return None
 
 

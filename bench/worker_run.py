@@ -145,13 +145,23 @@ class Prepared:
     name: str
     url: str
     contact_ids: list[str]
+    first_runs: list[Any]  # each contact's hint, as the API would publish it
 
 
-class NullPublisher:
-    """ContactService's publisher for the bench: the tasks are published later, all at once."""
+class HeldPublisher:
+    """ContactService's publisher for the bench: it keeps what the API would publish (each
+    contact's `FirstRun` hint), and `publish_held` sends it later, all at once."""
+
+    def __init__(self) -> None:
+        self.first_runs: dict[str, Any] = {}
 
     def provision(self, contact_id: str, *, queue: str) -> None:
-        return None
+        self.first_runs[contact_id] = None
+
+    def provision_many(self, contact_ids: list[str], *, queue: str, first_runs: Any = None) -> None:
+        hints = first_runs or [None] * len(contact_ids)
+        for contact_id, hint in zip(contact_ids, hints, strict=True):
+            self.first_runs[contact_id] = hint
 
 
 def prepare(dbs: Databases, label: str, n: int, countries: list[str], redis_url: str) -> Prepared:
@@ -165,7 +175,8 @@ def prepare(dbs: Databases, label: str, n: int, countries: list[str], redis_url:
     db = Database(seeded.url, pool_size=8)
     try:
         settings = Settings(database_url=seeded.url, redis_url=redis_url)
-        service = ContactService(db, settings, NullPublisher())
+        held = HeldPublisher()
+        service = ContactService(db, settings, held)
         path = "/v0/assistant/{}/contact"
 
         def submit(i: int) -> str:
@@ -189,7 +200,9 @@ def prepare(dbs: Databases, label: str, n: int, countries: list[str], redis_url:
         f"({time.monotonic() - started:.1f} s)",
         flush=True,
     )
-    return Prepared(seeded.name, seeded.url, contact_ids)
+    return Prepared(
+        seeded.name, seeded.url, contact_ids, [held.first_runs[cid] for cid in contact_ids]
+    )
 
 
 def publish(
@@ -204,6 +217,24 @@ def publish(
     with app.producer_or_acquire() as producer:
         for args in arg_lists:
             app.send_task(task, args=args, queue=queue, producer=producer)
+    elapsed = time.monotonic() - started
+    app.close()
+    return elapsed
+
+
+def publish_held(redis_url: str, prepared: Prepared, queue: str) -> float:
+    """Sends the prepared contacts' tasks as the API sends them (CeleryPublisher, with each
+    contact's hint), 100 per producer batch; returns the seconds it took."""
+    from worker.runtime.celery_app import CeleryPublisher, create_celery
+    from worker.settings import Settings
+
+    app = create_celery(Settings(redis_url=redis_url))
+    publisher = CeleryPublisher(app)
+    started = time.monotonic()
+    ids = prepared.contact_ids
+    for at in range(0, len(ids), 100):
+        chunk = slice(at, at + 100)
+        publisher.provision_many(ids[chunk], queue=queue, first_runs=prepared.first_runs[chunk])
     elapsed = time.monotonic() - started
     app.close()
     return elapsed
@@ -234,10 +265,8 @@ def run_worker(
     prepared = prepare(dbs, label, jobs, countries, args.redis_url)
     redis.flushdb()
     sandbox.ready(inventory_for(jobs, countries), latency_ms, countries)
-    from worker.runtime.celery_app import PROVISION_TASK
-
     queue = getattr(args, "queue", "interactive")
-    took = publish(args.redis_url, PROVISION_TASK, [[cid] for cid in prepared.contact_ids], queue)
+    took = publish_held(args.redis_url, prepared, queue)
     queued = redis.llen(queue)
     print(f"  published {jobs} tasks in {took:.1f} s; '{queue}' holds {queued}", flush=True)
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from worker.app.connections import ConnectionService
 from worker.domain import idempotency as idem
 from worker.domain.batch import Item
-from worker.domain.contacts import ContactStatus, ContactType
+from worker.domain.contacts import ContactStatus, ContactType, FirstRun
 from worker.domain.errors import (
     AddressInUse,
     ContactExists,
@@ -422,7 +422,8 @@ class ContactService:
         for batch in batches:
             try:
                 if provision_many is not None:
-                    provision_many(batch, queue=queue)
+                    first_runs = [_first_run(contact) for contact in accepted]
+                    provision_many(batch, queue=queue, first_runs=first_runs)
                 else:
                     self.publisher.provision(batch[0], queue=queue)
             except Exception as exc:
@@ -446,3 +447,8 @@ class ContactService:
 
 
 __all__ = ["Acceptance", "ContactService", "DomainError", "Prepared", "Publisher", "Reply"]
+
+
+def _first_run(contact: Contact) -> FirstRun | None:
+    """The task message's hint for a contact just accepted (see `FirstRun`)."""
+    return FirstRun.of(contact.contact_type, contact.request, bulk=contact.batch_id is not None)

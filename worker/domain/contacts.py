@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -161,3 +162,54 @@ def read_only_first_step(contact_type: ContactType) -> str | None:
     """The type's first step if it only reads from the provider, else None."""
     first = STEP_PLANS[contact_type][0]
     return first if first in READ_ONLY_STEPS else None
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """What a contact's first run needs before it reads the contact's row: the inputs of its
+    type's read-only first step (a number search reads only the country). The API sends it in
+    the task message, and the worker runs that step ahead of the lease on it alone.
+
+    A hint, never the truth: the lease decides whether this run is the first (a redelivered
+    message carries the same hint, and its search is then not journaled), and a message
+    without one (a retry, the reconciler's, an older API's) is run as before.
+    """
+
+    contact_type: ContactType
+    phone_country: str | None
+    bulk: bool  # a batch's contact: its provider requests draw on the bulk share
+
+    @classmethod
+    def of(
+        cls, contact_type: str, request: Mapping[str, Any] | None, *, bulk: bool
+    ) -> FirstRun | None:
+        """The hint for a new contact, or None when its first step is not read-only."""
+        kind = ContactType(contact_type)
+        if read_only_first_step(kind) is None or step_plan(kind, request) == ():
+            return None
+        country = (request or {}).get("phone_country")
+        return cls(kind, str(country) if country else None, bulk)
+
+    def header(self) -> dict[str, Any]:
+        return {"type": self.contact_type.value, "country": self.phone_country, "bulk": self.bulk}
+
+    @classmethod
+    def from_header(cls, value: object) -> FirstRun | None:
+        """The hint a message carries; None for none, or for one this version cannot read."""
+        if not isinstance(value, Mapping):
+            return None
+        country = value.get("country")
+        try:
+            kind = ContactType(value.get("type"))
+        except ValueError:
+            return None
+        if read_only_first_step(kind) is None or not isinstance(value.get("bulk"), bool):
+            return None
+        if country is not None and not (isinstance(country, str) and len(country) == 2):
+            return None
+        return cls(kind, country, value["bulk"])
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The contact's request as far as the first step reads it."""
+        return {"phone_country": self.phone_country} if self.phone_country else {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 from structlog.contextvars import get_contextvars
 
+from worker.domain.contacts import FirstRun
 from worker.embedded_redis import celery_broker_url, redis_url
 from worker.settings import Settings
 
@@ -20,6 +22,9 @@ BILLING_TASK = "worker.tasks.billing_pass"
 LIVENESS_TASK = "worker.tasks.take_over_dead_runners"
 WEBHOOK_QUEUE = "webhooks"  # its own queue: a slow receiver never holds up provisioning
 QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
+# A provisioning message's `FirstRun` hint (worker.domain.contacts): a header, so a worker of
+# a version before it reads the message as before.
+FIRST_RUN_HEADER = "first_run"
 
 
 def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celery:
@@ -122,17 +127,30 @@ class CeleryPublisher:
             "declare": [],
         }
 
-    def provision(self, contact_id: str, *, queue: str) -> None:
-        self.provision_many([contact_id], queue=queue)
+    def provision(self, contact_id: str, *, queue: str, first_run: FirstRun | None = None) -> None:
+        self.provision_many([contact_id], queue=queue, first_runs=[first_run])
 
-    def provision_many(self, contact_ids: list[str], *, queue: str) -> None:
+    def provision_many(
+        self,
+        contact_ids: list[str],
+        *,
+        queue: str,
+        first_runs: Sequence[FirstRun | None] | None = None,
+    ) -> None:
         """One task per contact, sent together: kombu buffers the messages of a producer
-        batch and pushes them in one Redis pipeline. On an error none may have been sent."""
+        batch and pushes them in one Redis pipeline. On an error none may have been sent.
+
+        `first_runs`: each new contact's `FirstRun` hint (None for none), sent as the
+        `first_run` header, so the worker runs a number search before it reads the row."""
         # The API request's id travels as a message header, and the task binds it to its log
         # lines. With group commit (PostgreSQL) a batch holds other requests' contacts too:
         # only a lone contact's task is sure to be this request's.
         request_id = get_contextvars().get("request_id") if len(contact_ids) == 1 else None
-        self._publish(PROVISION_TASK, contact_ids, queue, request_id)
+        headers = [
+            {FIRST_RUN_HEADER: hint.header()} if hint is not None else None
+            for hint in (first_runs or [None] * len(contact_ids))
+        ]
+        self._publish(PROVISION_TASK, contact_ids, queue, request_id, headers)
 
     def deliver_webhooks(self, event_ids: Sequence[str]) -> None:
         """One `deliver_webhook` task per event, to the webhooks queue: what
@@ -140,8 +158,17 @@ class CeleryPublisher:
         a fraction of its CPU (the worker publishes one after every terminal transition)."""
         self._publish(DELIVER_WEBHOOK_TASK, event_ids, WEBHOOK_QUEUE, None)
 
-    def _publish(self, task: str, ids: Sequence[str], queue: str, request_id: str | None) -> None:
-        """One `task` per id (its only argument); several go in one producer batch."""
+    def _publish(
+        self,
+        task: str,
+        ids: Sequence[str],
+        queue: str,
+        request_id: str | None,
+        headers: Sequence[dict[str, Any] | None] | None = None,
+    ) -> None:
+        """One `task` per id (its only argument), with its extra `headers` if any; several go
+        in one producer batch."""
+        extra = headers or [None] * len(ids)
         pid = self._getpid()
         with self._lock:
             if pid != self._pid:  # a forked child: the parent's connections are not ours
@@ -152,11 +179,11 @@ class CeleryPublisher:
             producer = self.app.amqp.Producer(self.app.connection_for_write())
         try:
             if len(ids) == 1:
-                self._send(producer, task, ids[0], queue, request_id)
+                self._send(producer, task, ids[0], queue, request_id, extra[0])
             else:
                 with producer.batch():
-                    for one in ids:
-                        self._send(producer, task, one, queue, None)
+                    for one, more in zip(ids, extra, strict=True):
+                        self._send(producer, task, one, queue, None, more)
         except BaseException:
             producer.connection.release()  # possibly broken: the next caller makes a new one
             raise
@@ -165,7 +192,15 @@ class CeleryPublisher:
             if self._pid == pid:
                 self._idle.append(producer)
 
-    def _send(self, producer, task: str, arg: str, queue: str, request_id: str | None) -> None:  # type: ignore[no-untyped-def]
+    def _send(  # type: ignore[no-untyped-def]
+        self,
+        producer,
+        task: str,
+        arg: str,
+        queue: str,
+        request_id: str | None,
+        extra: dict[str, Any] | None,
+    ) -> None:
         from kombu.utils.uuid import uuid
 
         headers, properties, body, _ = self.app.amqp.create_task_message(
@@ -178,6 +213,8 @@ class CeleryPublisher:
         )
         if request_id:
             headers["request_id"] = request_id
+        if extra:
+            headers.update(extra)
         producer.publish(
             body, exchange="", routing_key=queue, headers=headers, **self._options, **properties
         )

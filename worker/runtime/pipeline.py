@@ -16,7 +16,13 @@ from datetime import datetime, timedelta
 import structlog
 
 from worker.domain.compensation import attempt_made_nothing, nothing_created
-from worker.domain.contacts import ContactStatus, ContactType, StepStatus, read_only_first_step
+from worker.domain.contacts import (
+    ContactStatus,
+    ContactType,
+    FirstRun,
+    StepStatus,
+    read_only_first_step,
+)
 from worker.domain.retry import RetryPolicy
 from worker.live import NoNotifier, Notifier
 from worker.metrics import contact_outcome, step_timer
@@ -107,12 +113,15 @@ class Pipeline:
             self._changed,
         )
 
-    def run(self, contact_id: str, owner: str) -> Outcome:
+    def run(self, contact_id: str, owner: str, first_run: FirstRun | None = None) -> Outcome:
+        """Run the contact as far as it goes now. `first_run`: the task message's hint (see
+        `FirstRun`); without one, the contact's row is read first to tell whether to search
+        ahead."""
         # One transaction per step in the common case: take the lease and start the first
         # step; finish each step and start the next; finish the last and activate. A phone or
         # WhatsApp contact's first step only searches, so it runs before the lease and is
         # journaled when the lease is taken: one transaction fewer.
-        ahead = self._run_ahead(contact_id)
+        ahead = self._run_ahead(contact_id, first_run)
         now = self.clock()
         with self.db.write() as session:
             lease = store.take_lease(
@@ -155,27 +164,40 @@ class Pipeline:
                 return outcome
             step = outcome
 
-    def _run_ahead(self, contact_id: str) -> store.Ahead | None:
+    def _run_ahead(self, contact_id: str, first_run: FirstRun | None) -> store.Ahead | None:
         """Run a contact's first step before taking its lease, if that step only reads from
         the provider (a number search) and the contact has never been run: its result is
         journaled in the transaction that takes the lease. None when it does not apply or
         the step did not succeed; the step then runs under the lease as usual, where errors
-        and rate budgets are handled (a search that failed here is simply made again)."""
-        with self.db.peek() as connection:
-            contact = store.peek(connection, contact_id)
-        if (
-            contact is None
-            or contact.status != ContactStatus.PENDING.value
-            or contact.deliveries
-            or contact.lease_owner is not None
-            or contact.error_code
-        ):
-            return None
+        and rate budgets are handled (a search that failed here is simply made again).
+
+        With the message's `first_run` hint the row is not read first: the search runs on
+        the hint alone, and the lease ignores its result if this is not the first run after
+        all (a redelivered message)."""
+        if first_run is not None:
+            contact = Contact(
+                id=contact_id,
+                contact_type=first_run.contact_type.value,
+                request=first_run.request,
+            )
+            bulk = first_run.bulk
+        else:
+            with self.db.peek() as connection:
+                peeked = store.peek(connection, contact_id)
+            if (
+                peeked is None
+                or peeked.status != ContactStatus.PENDING.value
+                or peeked.deliveries
+                or peeked.lease_owner is not None
+                or peeked.error_code
+            ):
+                return None
+            contact, bulk = peeked, peeked.batch_id is not None
+            structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
         name = read_only_first_step(ContactType(contact.contact_type))
         if name is None:
             return None
-        structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
-        mark_bulk(contact.batch_id is not None)
+        mark_bulk(bulk)
         try:
             with step_timer(contact.contact_type, name):
                 result = STEPS[name](self._context(contact, {}), True)

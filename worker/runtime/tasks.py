@@ -17,10 +17,12 @@ from sqlalchemy.exc import DBAPIError
 
 from worker.app.lifecycle import LifecycleService
 from worker.app.retention import RetentionService
+from worker.domain.contacts import FirstRun
 from worker.providers import Providers
 from worker.runtime.celery_app import (
     BILLING_TASK,
     DELIVER_WEBHOOK_TASK,
+    FIRST_RUN_HEADER,
     LIVENESS_TASK,
     PROVISION_TASK,
     PURGE_TASK,
@@ -126,10 +128,12 @@ def register(app: Celery, runtime: Runtime) -> None:
         request_id = getattr(self.request, "request_id", None)
         if request_id:
             structlog.contextvars.bind_contextvars(request_id=request_id)
+        # The API's hint for a first run (a header, see CeleryPublisher); None for a retry's.
+        first_run = FirstRun.from_header(getattr(self.request, FIRST_RUN_HEADER, None))
         try:
             owner = f"{worker_id()}:{self.request.id}"
             try:
-                outcome = runtime.pipeline.run(contact_id, owner)
+                outcome = runtime.pipeline.run(contact_id, owner, first_run)
             except DBAPIError as exc:
                 # The database went away mid-run (a restart, a failover, a terminated
                 # connection): let the lease go so the contact runs again in a moment, not

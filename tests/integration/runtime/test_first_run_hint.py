@@ -1,0 +1,96 @@
+"""The API's first-run hint: a new phone or WhatsApp contact's task message carries the input
+of its number search, and the worker searches on it before it reads the contact's row."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import redis
+from sqlalchemy import select
+from support.invariants import check_invariants
+from support.pipeline import drive, submit
+
+from worker.domain.contacts import ContactType, FirstRun
+from worker.store import pipeline as store
+from worker.store.models import Contact, ContactStep
+
+PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
+EMAIL = {"contact_type": "email", "email_local": "ada", "first_name": "Ada", "last_name": "L"}
+WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
+GB = FirstRun(ContactType.PHONE, "GB", bulk=False)
+
+
+def queued(redis_url: str, queue: str = "interactive") -> list[dict]:
+    """The provisioning messages waiting in `queue`, oldest first: headers and arguments."""
+    client = redis.Redis.from_url(redis_url)
+    messages = []
+    for raw in reversed(client.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        messages.append({"headers": message["headers"], "args": args})
+    return messages
+
+
+def steps_of(db, contact_id: str) -> list[tuple[str, str, int]]:
+    with db.read() as session:
+        rows = session.execute(
+            select(ContactStep).where(ContactStep.contact_id == contact_id)
+            .order_by(ContactStep.position)
+        ).scalars()
+        return [(s.name, s.status, s.attempts) for s in rows]
+
+
+def test_a_new_contacts_task_message_carries_its_search_input(service, tenant, psettings):
+    phone = submit(service, tenant, PHONE)
+    whatsapp = submit(service, tenant, WHATSAPP)
+    email = submit(service, tenant, EMAIL)
+    messages = {m["args"][0]: m["headers"] for m in queued(psettings.redis_url)}
+    assert messages[phone]["first_run"] == {"type": "phone", "country": "GB", "bulk": False}
+    assert messages[whatsapp]["first_run"] == {"type": "whatsapp", "country": "US", "bulk": False}
+    assert "first_run" not in messages[email]  # its first step writes: no search ahead
+    assert FirstRun.from_header(messages[phone]["first_run"]) == GB
+
+
+def test_a_run_with_the_hint_searches_before_reading_the_row(
+    service, pipeline, tenant, sandbox, db, monkeypatch
+):
+    cid = submit(service, tenant, PHONE)
+
+    def no_read(*_args, **_kwargs):
+        raise AssertionError("the row was read before the lease")
+
+    monkeypatch.setattr(store, "peek", no_read)
+    assert pipeline.run(cid, "runner", GB).state == "active"
+    assert steps_of(db, cid) == [("find_number", "done", 1), ("buy_number", "done", 1)]
+    assert sandbox.stats()["requests"] == 2
+    with db.read() as session:
+        assert session.get(Contact, cid).address.startswith("+44")
+    check_invariants(db, sandbox)
+
+
+def test_a_redelivered_message_with_the_hint_does_not_journal_its_search(
+    service, pipeline, tenant, sandbox, db
+):
+    cid = submit(service, tenant, PHONE)
+    # A first runner took the lease, started the search and died: its lease has expired.
+    with db.write() as session:
+        assert store.take_lease(session, cid, "dead", datetime.now(UTC) - timedelta(hours=1), 60)
+    assert pipeline.run(cid, "runner", GB).state == "active"
+    # The hint's search was made but not journaled: the journal's search is the runner's own,
+    # its second attempt (the dead runner's was the first), and one number was bought.
+    assert steps_of(db, cid) == [("find_number", "done", 2), ("buy_number", "done", 1)]
+    assert sandbox.stats()["requests"] == 3
+    assert len(sandbox.resources()["phone_numbers"]) == 1
+    check_invariants(db, sandbox)
+
+
+def test_a_hint_for_a_finished_contact_changes_nothing(service, pipeline, tenant, sandbox, db):
+    cid = submit(service, tenant, PHONE)
+    assert drive(pipeline, cid) == "active"
+    before = sandbox.stats()["requests"]
+    assert pipeline.run(cid, "late", GB).state == "busy"
+    assert sandbox.stats()["requests"] == before + 1  # the search only: nothing bought
+    assert steps_of(db, cid) == [("find_number", "done", 1), ("buy_number", "done", 1)]
+    assert check_invariants(db, sandbox) == {"active": 1}
