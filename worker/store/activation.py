@@ -20,7 +20,7 @@ from sqlalchemy import Table, bindparam, exists, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from worker.store import credits
+from worker.store import credits, driver
 from worker.store.models import LedgerEntry
 from worker.store.outbox import event_ctes, event_params, kept_delivery
 
@@ -84,5 +84,5 @@ def activate_in_one(
         **{f"f_{c}": fee_row[c] for c in _LEDGER_COLUMNS},
         "f_due": 1 if rest else 0,
     }
-    row = session.connection().execute(_statement(step_update, finish), params).one()
+    (row,) = driver.rows(session.connection(), _statement(step_update, finish), params)
     return bool(row.finished), bool(row.kept), set(row.written or ())

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from worker.domain.billing import fee_key
+from worker.store import driver
 from worker.store.models import Account, Contact, LedgerEntry
 
 # The worker's statements, built once (see worker/store/pipeline.py): Core statements with
@@ -225,12 +226,12 @@ def settle_activation(
     connection = session.connection()
     params = {"p_id": contact.account_id, "p_cents": charge.cents}
     if fee:
-        if connection.execute(_CAPTURE_AND_FEE, {**params, "p_fee": fee}).rowcount == 1:
+        if driver.count(connection, _CAPTURE_AND_FEE, {**params, "p_fee": fee}) == 1:
             return Activation.PAID
         connection.execute(_UNRECORD, {"p_key": charge.fee_key})
-        connection.execute(_CAPTURE, params)
+        driver.count(connection, _CAPTURE, params)
         return Activation.FEE_UNPAID
-    connection.execute(_CAPTURE, params)
+    driver.count(connection, _CAPTURE, params)
     return Activation.PAID
 
 

@@ -32,7 +32,7 @@ from worker.domain.contacts import (
     StepStatus,
     step_plan,
 )
-from worker.store import activation, credits
+from worker.store import activation, credits, driver
 from worker.store.journal import JournalWrite, record_step, record_step_stmt, write_journal
 from worker.store.models import Contact, ContactStep
 from worker.store.outbox import event_row, outbox
@@ -170,14 +170,14 @@ def _connection(session: Session) -> Connection:
 
 def _contact_of(row: Any) -> Contact:
     contact = Contact()
-    for name, value in row._mapping.items():
+    for name, value in row._asdict().items():
         setattr(contact, name, value)
     return contact
 
 
 def step_of(row: Any) -> ContactStep:
     step = ContactStep()
-    for name, value in row._mapping.items():
+    for name, value in row._asdict().items():
         setattr(step, name, value)
     return step
 
@@ -209,8 +209,8 @@ class Ahead:
 
 def peek(connection: Connection, contact_id: str) -> Contact | None:
     """The contact as it is now, read without a lease or a transaction of its own."""
-    row = connection.execute(_PEEK, {"p_id": contact_id}).one_or_none()
-    return None if row is None else _contact_of(row)
+    found = driver.rows(connection, _PEEK, {"p_id": contact_id})
+    return _contact_of(found[0]) if found else None
 
 
 def take_lease(
@@ -237,7 +237,8 @@ def take_lease(
     got there first, and its own search is the one journaled.
     """
     connection = _connection(session)
-    row = connection.execute(
+    taken = driver.rows(
+        connection,
         _TAKE_LEASE,
         {
             "p_id": contact_id,
@@ -245,22 +246,19 @@ def take_lease(
             "p_owner": owner,
             "p_expires": now + timedelta(seconds=lease_s),
         },
-    ).one_or_none()
-    if row is None:
+    )
+    if not taken:
         return None
-    contact = _contact_of(row)
+    contact = _contact_of(taken[0])
     steps: dict[str, ContactStep] = {}
-    if contact.deliveries != 1:
+    if contact.deliveries != 1 or contact.status == _DELETING:
+        # A journal made by an earlier delivery, or a first delivery of a contact cancelled
+        # before it ever ran (its journal is empty).
         steps = {
             r.name: step_of(r)
-            for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
+            for r in driver.rows(connection, _SELECT_STEPS, {"p_contact_id": contact_id})
         }
     if steps or contact.status == _DELETING:
-        if not steps:  # a first delivery of a contact cancelled before it ever ran
-            steps = {
-                r.name: step_of(r)
-                for r in connection.execute(_SELECT_STEPS, {"p_contact_id": contact_id})
-            }
         return Lease(contact, steps)
     values: list[dict[str, Any]] = []
     started: str | None = None
@@ -287,7 +285,7 @@ def take_lease(
             started = name
         values.append(value)
     params = [{f"p_{name}": value for name, value in row.items()} for row in values]
-    ids = {r.name: r.id for r in connection.execute(_INSERT_STEPS, params)}
+    ids = {r.name: r.id for r in driver.many(connection, _INSERT_STEPS, params)}
     for value in values:
         step = ContactStep(id=ids[value["name"]], **value)
         step.last_error = None
