@@ -115,25 +115,3 @@ def count(connection: Connection, statement: Any, params: dict[str, Any]) -> int
         return int(cursor.rowcount)
     finally:
         cursor.close()
-
-
-def many(connection: Connection, statement: Any, params: list[dict[str, Any]]) -> list[Any]:
-    """Run `statement` once per parameter set in one round trip (an INSERT of several rows):
-    the rows each returned, in order."""
-    plan = _plan(statement, connection) if connection.dialect.name == "postgresql" else None
-    if plan is None:
-        return list(connection.execute(statement, params))
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        returning = plan.row is not None
-        cursor.executemany(plan.sql, [_params(plan, p) for p in params], returning=returning)
-        if not returning:
-            return []
-        fetched: list[Any] = []
-        while True:
-            fetched.extend(cursor.fetchall())
-            if not cursor.nextset():
-                break
-        return _rows(plan, fetched)
-    finally:
-        cursor.close()

@@ -11,6 +11,7 @@ from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from worker.domain.contacts import StepStatus
+from worker.store import driver
 from worker.store.models import ContactStep
 
 _steps: Table = ContactStep.__table__  # type: ignore[assignment]
@@ -60,7 +61,7 @@ def mark_done(step: ContactStep, now: datetime, **changes: Any) -> JournalWrite:
 
 
 def write_journal(session: Session, write: JournalWrite) -> None:
-    session.connection().execute(record_step_stmt(write.columns), write.params())
+    driver.count(session.connection(), record_step_stmt(write.columns), write.params())
 
 
 def set_state(

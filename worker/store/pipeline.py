@@ -83,29 +83,37 @@ _TAKE_LEASE = (
 )
 _PEEK = select(*_contacts.c).where(_c.id == bindparam("p_id"))
 _SELECT_STEPS = select(*_steps.c).where(_s.contact_id == bindparam("p_contact_id"))
-# The new journal, one row per step (executemany, one round trip): every value bound, and
-# `detail` bound as SQL NULL when None (the column's own JSON type would store JSON null).
-_INSERT_STEPS = (
-    insert(_steps)
-    .values(
-        {
-            **{
-                name: _param(_s[name], f"p_{name}")
-                for name in (
-                    "contact_id",
-                    "position",
-                    "name",
-                    "status",
-                    "attempts",
-                    "provider_id",
-                    "updated_at",
-                )
-            },
-            "detail": bindparam("p_detail", type_=JSON(none_as_null=True)),
-        }
-    )
-    .returning(_s.id, _s.name)
+# The new journal: one INSERT of all its rows (one per step; `journal_stmt(n)` binds each
+# row's values as `p<i>_<column>`), `detail` bound as SQL NULL when None (the column's own
+# JSON type would store JSON null).
+_JOURNAL_COLUMNS = (
+    "contact_id",
+    "position",
+    "name",
+    "status",
+    "attempts",
+    "provider_id",
+    "detail",
+    "updated_at",
 )
+
+
+def _journal_bind(column: str, i: int) -> BindParameter[Any]:
+    if column == "detail":
+        return bindparam(f"p{i}_detail", type_=JSON(none_as_null=True))
+    return _param(_s[column], f"p{i}_{column}")
+
+
+@functools.cache
+def journal_stmt(rows: int) -> Any:
+    """The INSERT of a new journal of `rows` steps, returning each row's id and name."""
+    return (
+        insert(_steps)
+        .values([{c: _journal_bind(c, i) for c in _JOURNAL_COLUMNS} for i in range(rows)])
+        .returning(_s.id, _s.name)
+    )
+
+
 _RENEW_LEASE = (
     update(_contacts)
     .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
@@ -284,8 +292,10 @@ def take_lease(
             value.update(status=StepStatus.RUNNING.value, attempts=1)
             started = name
         values.append(value)
-    params = [{f"p_{name}": value for name, value in row.items()} for row in values]
-    ids = {r.name: r.id for r in driver.many(connection, _INSERT_STEPS, params)}
+    if not values:  # nothing to run (an address the customer brought)
+        return Lease(contact, steps)
+    params = {f"p{i}_{name}": value for i, row in enumerate(values) for name, value in row.items()}
+    ids = {r.name: r.id for r in driver.rows(connection, journal_stmt(len(values)), params)}
     for value in values:
         step = ContactStep(id=ids[value["name"]], **value)
         step.last_error = None
@@ -310,7 +320,8 @@ def start_step(
     `now` and `lease_s`): the lease is ours and already runs until the same expiry."""
     connection = _connection(session)
     if renew:
-        renewed = connection.execute(
+        renewed = driver.count(
+            connection,
             _RENEW_LEASE if releasing else _RENEW_LEASE_OPEN,
             {
                 "p_id": step.contact_id,
@@ -318,10 +329,12 @@ def start_step(
                 "p_expires": now + timedelta(seconds=lease_s),
             },
         )
-        if renewed.rowcount != 1:
+        if renewed != 1:
             return False
     step.attempts += 1
-    connection.execute(_START_STEP, {"p_id": step.id, "p_attempts": step.attempts, "p_now": now})
+    driver.count(
+        connection, _START_STEP, {"p_id": step.id, "p_attempts": step.attempts, "p_now": now}
+    )
     step.status = StepStatus.RUNNING.value
     return True
 
@@ -356,8 +369,10 @@ def hold_back(session: Session, contact: Contact, seconds: float, now: datetime)
 def release_lease(session: Session, contact_id: str, owner: str, due_at: datetime) -> None:
     """Let go of the contact until `due_at`, when a scheduled message (or the reconciler)
     brings it back."""
-    _connection(session).execute(
-        _RELEASE_LEASE, {"p_id": contact_id, "p_owner": owner, "p_due": due_at}
+    driver.count(
+        _connection(session),
+        _RELEASE_LEASE,
+        {"p_id": contact_id, "p_owner": owner, "p_due": due_at},
     )
 
 

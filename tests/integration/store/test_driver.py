@@ -21,14 +21,14 @@ NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 def journal(service, tenant, db, **detail):
     """A contact and its two journal rows inserted by the driver; their ids, in order."""
     cid = submit(service, tenant, PHONE)
-    rows = [
-        {"p_contact_id": cid, "p_position": i, "p_name": name, "p_status": "pending",
-         "p_attempts": 0, "p_provider_id": None, "p_detail": detail or None,
-         "p_updated_at": NOW}
-        for i, name in enumerate(["find_number", "buy_number"])
-    ]
+    params = {}
+    for i, name in enumerate(["find_number", "buy_number"]):
+        params.update({f"p{i}_contact_id": cid, f"p{i}_position": i, f"p{i}_name": name,
+                       f"p{i}_status": "pending", f"p{i}_attempts": 0,
+                       f"p{i}_provider_id": None, f"p{i}_detail": detail or None,
+                       f"p{i}_updated_at": NOW})
     with db.write() as session:
-        made = driver.many(session.connection(), store._INSERT_STEPS, rows)
+        made = driver.rows(session.connection(), store.journal_stmt(2), params)
     assert [r.name for r in made] == ["find_number", "buy_number"]
     return cid, [r.id for r in made]
 
