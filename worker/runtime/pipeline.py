@@ -40,7 +40,7 @@ from worker.runtime.steps import (
     utcnow,
 )
 from worker.settings import Settings
-from worker.store import journal
+from worker.store import first_lease, journal
 from worker.store import pipeline as store
 from worker.store import stuck as stuck_store
 from worker.store.db import Database
@@ -123,15 +123,18 @@ class Pipeline:
         # journaled when the lease is taken: one transaction fewer.
         ahead = self._run_ahead(contact_id, first_run)
         now = self.clock()
-        with self.db.write() as session:
-            lease = store.take_lease(
-                session, contact_id, owner, now, self.settings.lease_s, ahead=ahead
-            )
-            step = None
-            releasing = lease is not None and lease.contact.status == ContactStatus.DELETING
-            if lease is not None and not releasing and self._healthy(lease.contact):
-                step = lease.started or self._next(lease.steps)
-                if step is not None and lease.started is None:
+        if ahead is not None and first_run is not None and not self.db.is_sqlite:
+            taken = self._take_first_lease(contact_id, owner, now, ahead, first_run)
+            if isinstance(taken, Outcome):
+                return taken
+            lease, step = taken
+        else:
+            with self.db.write() as session:
+                lease = store.take_lease(
+                    session, contact_id, owner, now, self.settings.lease_s, ahead=ahead
+                )
+                step = self._first_step(lease)
+                if lease is not None and step is not None and lease.started is None:
                     # The lease taken just above runs until the same expiry: no renewal.
                     store.start_step(session, step, owner, now, self.settings.lease_s, renew=False)
         if lease is None:
@@ -163,6 +166,39 @@ class Pipeline:
             if isinstance(outcome, Outcome):
                 return outcome
             step = outcome
+
+    def _first_step(self, lease: store.Lease | None) -> ContactStep | None:
+        """The step this run starts with, if it provisions (not releasing, not failing)."""
+        if lease is None or lease.contact.status == ContactStatus.DELETING:
+            return None
+        if not self._healthy(lease.contact):
+            return None
+        return lease.started or self._next(lease.steps)
+
+    def _take_first_lease(
+        self, contact_id: str, owner: str, now: datetime, ahead: store.Ahead, first_run: FirstRun
+    ) -> tuple[store.Lease | None, ContactStep | None] | Outcome:
+        """On PostgreSQL, a first run's lease and new journal in one autocommit statement
+        (`first_lease`). A redelivery's lease comes from the same statement, and its next
+        step is started in a transaction of its own, under the lease's owner check."""
+        with self.db.autocommit() as connection:
+            lease = first_lease.take_first_lease(
+                connection,
+                contact_id,
+                owner,
+                now,
+                self.settings.lease_s,
+                ahead=ahead,
+                contact_type=first_run.contact_type,
+            )
+        step = self._first_step(lease)
+        if lease is None or step is None or lease.started is not None:
+            return lease, step
+        with self.db.write() as session:
+            started = store.start_step(session, step, owner, now, self.settings.lease_s)
+        if not started:  # a DELETE came in between, or the lease went to another runner
+            return self._stopped(lease.contact, lease.steps, owner)
+        return lease, step
 
     def _run_ahead(self, contact_id: str, first_run: FirstRun | None) -> store.Ahead | None:
         """Run a contact's first step before taking its lease, if that step only reads from

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import JSON, Table, bindparam, insert, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from worker.domain.contacts import StepStatus
 from worker.store import driver
@@ -85,3 +87,80 @@ def set_state(
     step.status = status.value
     step.last_error = error
     return JournalWrite(step.id, values)
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A read-only first step that ran before the lease was taken (see `take_lease`)."""
+
+    name: str
+    provider_id: str | None
+    detail: dict[str, Any]
+
+
+# The new journal: one INSERT of all its rows (one per step; `journal_stmt(n)` binds each
+# row's values as `p<i>_<column>`), `detail` bound as SQL NULL when None (the column's own
+# JSON type would store JSON null).
+JOURNAL_COLUMNS = (
+    "contact_id",
+    "position",
+    "name",
+    "status",
+    "attempts",
+    "provider_id",
+    "detail",
+    "updated_at",
+)
+
+
+def journal_bind(column: str, i: int) -> BindParameter[Any]:
+    if column == "detail":
+        return bindparam(f"p{i}_detail", type_=JSON(none_as_null=True))
+    return bindparam(f"p{i}_{column}", type_=_s[column].type)
+
+
+@functools.cache
+def journal_stmt(rows: int) -> Any:
+    """The INSERT of a new journal of `rows` steps, returning each row's id and name."""
+    return (
+        insert(_steps)
+        .values([{c: journal_bind(c, i) for c in JOURNAL_COLUMNS} for i in range(rows)])
+        .returning(_s.id, _s.name)
+    )
+
+
+def new_journal(
+    contact_id: str, plan: Sequence[str], ahead: Ahead | None, now: datetime
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A new journal's rows for `plan`: the first step started (attempt 1) or, with `ahead`,
+    that read-only step done and the next one started; and the started step's name."""
+    values: list[dict[str, Any]] = []
+    started: str | None = None
+    for position, name in enumerate(plan):
+        value: dict[str, Any] = {
+            "contact_id": contact_id,
+            "position": position,
+            "name": name,
+            "status": StepStatus.PENDING.value,
+            "attempts": 0,
+            "provider_id": None,
+            "detail": None,
+            "updated_at": now,
+        }
+        if ahead is not None and name == ahead.name:
+            value.update(
+                status=StepStatus.DONE.value,
+                attempts=1,
+                provider_id=ahead.provider_id,
+                detail=ahead.detail,
+            )
+        elif started is None:
+            value.update(status=StepStatus.RUNNING.value, attempts=1)
+            started = name
+        values.append(value)
+    return values, started
+
+
+def journal_params(values: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of `journal_stmt(len(values))`."""
+    return {f"p{i}_{name}": value for i, row in enumerate(values) for name, value in row.items()}

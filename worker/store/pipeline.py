@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Connection,
     Table,
     bindparam,
     case,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -33,7 +31,16 @@ from worker.domain.contacts import (
     step_plan,
 )
 from worker.store import activation, credits, driver
-from worker.store.journal import JournalWrite, record_step, record_step_stmt, write_journal
+from worker.store.journal import (
+    Ahead,
+    JournalWrite,
+    journal_params,
+    journal_stmt,
+    new_journal,
+    record_step,
+    record_step_stmt,
+    write_journal,
+)
 from worker.store.models import Contact, ContactStep
 from worker.store.outbox import event_row, outbox
 
@@ -63,7 +70,7 @@ def _param(column: Any, name: str) -> BindParameter[Any]:
     return bindparam(name, type_=column.type)
 
 
-_TAKE_LEASE = (
+TAKE_LEASE = (
     update(_contacts)
     .where(
         _c.id == bindparam("p_id"),
@@ -83,37 +90,6 @@ _TAKE_LEASE = (
 )
 _PEEK = select(*_contacts.c).where(_c.id == bindparam("p_id"))
 _SELECT_STEPS = select(*_steps.c).where(_s.contact_id == bindparam("p_contact_id"))
-# The new journal: one INSERT of all its rows (one per step; `journal_stmt(n)` binds each
-# row's values as `p<i>_<column>`), `detail` bound as SQL NULL when None (the column's own
-# JSON type would store JSON null).
-_JOURNAL_COLUMNS = (
-    "contact_id",
-    "position",
-    "name",
-    "status",
-    "attempts",
-    "provider_id",
-    "detail",
-    "updated_at",
-)
-
-
-def _journal_bind(column: str, i: int) -> BindParameter[Any]:
-    if column == "detail":
-        return bindparam(f"p{i}_detail", type_=JSON(none_as_null=True))
-    return _param(_s[column], f"p{i}_{column}")
-
-
-@functools.cache
-def journal_stmt(rows: int) -> Any:
-    """The INSERT of a new journal of `rows` steps, returning each row's id and name."""
-    return (
-        insert(_steps)
-        .values([{c: _journal_bind(c, i) for c in _JOURNAL_COLUMNS} for i in range(rows)])
-        .returning(_s.id, _s.name)
-    )
-
-
 _RENEW_LEASE = (
     update(_contacts)
     .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
@@ -176,9 +152,10 @@ def _connection(session: Session) -> Connection:
     return session.connection()
 
 
-def _contact_of(row: Any) -> Contact:
+def contact_of(values: Mapping[str, Any]) -> Contact:
+    """A plain (session-less) Contact of a row's columns."""
     contact = Contact()
-    for name, value in row._asdict().items():
+    for name, value in values.items():
         setattr(contact, name, value)
     return contact
 
@@ -206,19 +183,10 @@ class Lease:
     started: ContactStep | None = None
 
 
-@dataclass(frozen=True)
-class Ahead:
-    """A read-only first step that ran before the lease was taken (see `take_lease`)."""
-
-    name: str
-    provider_id: str | None
-    detail: dict[str, Any]
-
-
 def peek(connection: Connection, contact_id: str) -> Contact | None:
     """The contact as it is now, read without a lease or a transaction of its own."""
     found = driver.rows(connection, _PEEK, {"p_id": contact_id})
-    return _contact_of(found[0]) if found else None
+    return contact_of(found[0]._asdict()) if found else None
 
 
 def take_lease(
@@ -247,7 +215,7 @@ def take_lease(
     connection = _connection(session)
     taken = driver.rows(
         connection,
-        _TAKE_LEASE,
+        TAKE_LEASE,
         {
             "p_id": contact_id,
             "p_now": now,
@@ -257,50 +225,40 @@ def take_lease(
     )
     if not taken:
         return None
-    contact = _contact_of(taken[0])
+    contact = contact_of(taken[0]._asdict())
     steps: dict[str, ContactStep] = {}
     if contact.deliveries != 1 or contact.status == _DELETING:
         # A journal made by an earlier delivery, or a first delivery of a contact cancelled
         # before it ever ran (its journal is empty).
-        steps = {
-            r.name: step_of(r)
-            for r in driver.rows(connection, _SELECT_STEPS, {"p_contact_id": contact_id})
-        }
+        steps = select_steps(connection, contact_id)
     if steps or contact.status == _DELETING:
         return Lease(contact, steps)
-    values: list[dict[str, Any]] = []
-    started: str | None = None
-    for position, name in enumerate(step_plan(ContactType(contact.contact_type), contact.request)):
-        value: dict[str, Any] = {
-            "contact_id": contact_id,
-            "position": position,
-            "name": name,
-            "status": StepStatus.PENDING.value,
-            "attempts": 0,
-            "provider_id": None,
-            "detail": None,
-            "updated_at": now,
-        }
-        if ahead is not None and name == ahead.name:
-            value.update(
-                status=StepStatus.DONE.value,
-                attempts=1,
-                provider_id=ahead.provider_id,
-                detail=ahead.detail,
-            )
-        elif started is None:
-            value.update(status=StepStatus.RUNNING.value, attempts=1)
-            started = name
-        values.append(value)
-    if not values:  # nothing to run (an address the customer brought)
+    plan = step_plan(ContactType(contact.contact_type), contact.request)
+    if not plan:  # nothing to run (an address the customer brought)
         return Lease(contact, steps)
-    params = {f"p{i}_{name}": value for i, row in enumerate(values) for name, value in row.items()}
+    values, started = new_journal(contact_id, plan, ahead, now)
+    params = journal_params(values)
     ids = {r.name: r.id for r in driver.rows(connection, journal_stmt(len(values)), params)}
+    return journal_lease(contact, values, ids, started)
+
+
+def journal_lease(
+    contact: Contact, values: list[dict[str, Any]], ids: dict[str, int], started: str | None
+) -> Lease:
+    """The lease of a contact whose new journal (`values`) was inserted with these ids."""
+    steps: dict[str, ContactStep] = {}
     for value in values:
         step = ContactStep(id=ids[value["name"]], **value)
         step.last_error = None
         steps[step.name] = step
     return Lease(contact, steps, steps[started] if started is not None else None)
+
+
+def select_steps(connection: Connection, contact_id: str) -> dict[str, ContactStep]:
+    return {
+        r.name: step_of(r)
+        for r in driver.rows(connection, _SELECT_STEPS, {"p_contact_id": contact_id})
+    }
 
 
 def start_step(

@@ -94,3 +94,42 @@ def test_a_hint_for_a_finished_contact_changes_nothing(service, pipeline, tenant
     assert sandbox.stats()["requests"] == before + 1  # the search only: nothing bought
     assert steps_of(db, cid) == [("find_number", "done", 1), ("buy_number", "done", 1)]
     assert check_invariants(db, sandbox) == {"active": 1}
+
+
+def test_a_hint_of_another_type_than_the_row_still_gets_the_rows_own_journal(
+    service, pipeline, tenant, sandbox, db
+):
+    cid = submit(service, tenant, PHONE)
+    wrong = FirstRun(ContactType.WHATSAPP, "GB", bulk=False)
+    assert drive_first(pipeline, cid, wrong) == "active"
+    # The hint's search was not journaled: the phone's own plan ran, searching again.
+    assert steps_of(db, cid) == [("find_number", "done", 1), ("buy_number", "done", 1)]
+    assert len(sandbox.resources()["phone_numbers"]) == 1
+    assert sandbox.resources()["senders"] == []
+    check_invariants(db, sandbox)
+
+
+def test_a_hint_for_a_contact_cancelled_before_it_ran_releases_it(
+    service, pipeline, tenant, sandbox, db
+):
+    from worker.app.lifecycle import LifecycleService
+
+    cid = submit(service, tenant, PHONE)
+    lifecycle = LifecycleService(db, service.settings, service.publisher)
+    assert lifecycle.delete(tenant.account_id, tenant.assistant_ids[0], cid).status == 202
+    assert drive_first(pipeline, cid, GB) == "deleted"
+    assert sandbox.resources()["phone_numbers"] == []
+    assert check_invariants(db, sandbox) == {"deleted": 1}
+
+
+def drive_first(pipeline, contact_id: str, hint: FirstRun) -> str:
+    """The first delivery with `hint`, then the later ones (without) until it settles."""
+    import time
+
+    outcome = pipeline.run(contact_id, "runner", hint)
+    for _ in range(100):
+        if outcome.again_in_s is None:
+            return outcome.state
+        time.sleep(outcome.again_in_s)
+        outcome = pipeline.run(contact_id, "runner")
+    raise AssertionError("contact did not settle")
