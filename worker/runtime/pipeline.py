@@ -43,6 +43,7 @@ from worker.settings import Settings
 from worker.store import first_lease, journal
 from worker.store import pipeline as store
 from worker.store import stuck as stuck_store
+from worker.store.credits import FeeNotCovered
 from worker.store.db import Database
 from worker.store.models import Contact, ContactStep
 
@@ -306,18 +307,14 @@ class Pipeline:
             done = journal.mark_done(
                 step, now, provider_id=result.provider_id, detail=result.detail
             )
-        with self.db.write() as session:
-            following = self._next(steps)
-            if following is not None:
+        following = self._next(steps)
+        if following is not None:
+            with self.db.write() as session:
                 if done is not None:
                     journal.write_journal(session, done)
                 started = store.start_step(session, following, owner, now, self.settings.lease_s)
-            else:
-                ordered = sorted(steps.values(), key=lambda s: s.position)
-                address = address_of(self._context(contact, steps))
-                started = store.activate(
-                    session, contact, ordered, owner, address, now, events, self.grace, last=done
-                )
+        else:
+            started = self._activate(contact, steps, owner, now, events, done)
         if step is not None and result is not None:
             log.info("step_done", provider_id=result.provider_id)
         if not started:
@@ -331,6 +328,29 @@ class Pipeline:
         log.info("contact_active", contact_type=contact.contact_type, address=contact.address)
         contact_outcome(contact.contact_type, "active")
         return Outcome("active", events=tuple(events))
+
+    def _activate(
+        self,
+        contact: Contact,
+        steps: dict[str, ContactStep],
+        owner: str,
+        now: datetime,
+        events: list[str],
+        done: journal.JournalWrite | None,
+    ) -> bool:
+        """The contact `active`, in a transaction whose COMMIT goes with the balance's UPDATE
+        (`store.activate(commit=True)`). If the credits left cannot pay the month's fee that
+        commits nothing, and the activation runs again the way that starts the grace period."""
+        ordered = sorted(steps.values(), key=lambda s: s.position)
+        address = address_of(self._context(contact, steps))
+        args = (contact, ordered, owner, address, now, events, self.grace)
+        try:
+            with self.db.write() as session:
+                return store.activate(session, *args, last=done, commit=True)
+        except FeeNotCovered:
+            log.info("activation_fee_not_covered")
+        with self.db.write() as session:
+            return store.activate(session, *args, last=done)
 
     def _retry(
         self,

@@ -4,9 +4,10 @@ The first statement is a chain of data-modifying CTEs: the journal's last step d
 contact `active` (only while this runner holds its lease and it is still provisioning); and,
 only if that row moved, its outbox event (with its kept `no_endpoint` delivery when the
 account has no enabled endpoint) and its ledger rows (the capture, and the month's fee when one
-is due; a key already there is not written again). The second is the account's balance
-(`credits.settle_activation`), last, because every activation of the account waits for that
-row's lock until the commit. SQLite runs the same steps statement by statement
+is due; a key already there is not written again). The second is the account's balance, last,
+because every activation of the account waits for that row's lock until the commit: the worker
+sends it with the COMMIT in one round trip (`credits.settle_and_commit`), so the lock is held
+for the server's time only. SQLite runs the same steps statement by statement
 (`worker.store.pipeline.activate`).
 """
 

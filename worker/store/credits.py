@@ -76,6 +76,20 @@ _CAPTURE_AND_FEE = (
         - bindparam("p_cents", type_=_accounts.c.reserved_cents.type),
     )
 )
+# The capture and the month's fee (p_fee, 0 for none) without a condition: the CHECK on the
+# accounts table (available >= 0) refuses it when the credits cannot cover the fee.
+_SETTLE = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("p_id"))
+    .values(
+        balance_cents=_accounts.c.balance_cents
+        - bindparam("p_cents", type_=_accounts.c.balance_cents.type)
+        - bindparam("p_fee", type_=_accounts.c.balance_cents.type),
+        reserved_cents=_accounts.c.reserved_cents
+        - bindparam("p_cents", type_=_accounts.c.reserved_cents.type),
+    )
+)
+AVAILABLE_CHECK = "ck_accounts_available_not_negative"
 _UNRECORD = delete(_ledger).where(_ledger.c.key == bindparam("p_key"))
 
 
@@ -170,7 +184,9 @@ class Activation(enum.Enum):
     ALREADY_SETTLED = "already_settled"
 
 
-def capture_activation(session: Session, contact: Contact, fee_month: str | None) -> Activation:
+def capture_activation(
+    session: Session, contact: Contact, fee_month: str | None, *, commit: bool = False
+) -> Activation:
     """The money of an activation: capture the contact's reservation exactly once and charge
     the fee of `fee_month` (none when None or the contact has no monthly cost) if the
     available credits cover it. The caller has set `charged` on the contact itself.
@@ -179,12 +195,14 @@ def capture_activation(session: Session, contact: Contact, fee_month: str | None
     it last before the commit: the account row is locked from that UPDATE until the commit,
     and every activation of the account waits for it. A fee the credits cannot cover is taken
     back out of the ledger (its row, written by this transaction, is deleted before anyone
-    can see it) and the capture alone is applied.
+    can see it) and the capture alone is applied. With `commit`, `settle_and_commit` moves
+    the balance instead.
     """
     rows, charge = activation_rows(contact, fee_month)
     connection = session.connection()
     written = set(connection.execute(_record_stmt(connection), rows).scalars())
-    return settle_activation(session, contact, charge, written)
+    settle = settle_and_commit if commit else settle_activation
+    return settle(session, contact, charge, written)
 
 
 @dataclass(frozen=True)
@@ -232,6 +250,34 @@ def settle_activation(
         driver.count(connection, _CAPTURE, params)
         return Activation.FEE_UNPAID
     driver.count(connection, _CAPTURE, params)
+    return Activation.PAID
+
+
+class FeeNotCovered(Exception):
+    """`settle_and_commit`: the credits left cannot cover the month's fee; nothing was
+    committed, and the transaction is to be rolled back and the activation run again with
+    `settle_activation`, which starts the grace period."""
+
+
+def settle_and_commit(
+    session: Session, contact: Contact, charge: ActivationCharge, written: set[str]
+) -> Activation:
+    """`settle_activation` that also commits, in the same round trip (`driver.commit_with`):
+    the account row, which every activation of the account updates, is locked for the
+    server's time only. The fee is charged without a condition; if the credits cannot cover
+    it the CHECK on the accounts table refuses the UPDATE and this raises `FeeNotCovered`.
+    Already settled: nothing is sent, nothing committed (the caller rolls back)."""
+    if charge.capture_key not in written:
+        return Activation.ALREADY_SETTLED
+    fee = charge.fee if charge.fee_key in written else 0  # a fee row is written with its charge
+    params = {"p_id": contact.account_id, "p_cents": charge.cents, "p_fee": fee}
+    try:
+        driver.commit_with(session.connection(), _SETTLE, params)
+    except driver.CheckViolated as exc:
+        if exc.constraint == AVAILABLE_CHECK:
+            raise FeeNotCovered(contact.id) from exc
+        raise
+    set_committed_value(contact, "charged", True)
     return Activation.PAID
 
 

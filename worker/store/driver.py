@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any]
@@ -115,3 +117,46 @@ def count(connection: Connection, statement: Any, params: dict[str, Any]) -> int
         return int(cursor.rowcount)
     finally:
         cursor.close()
+
+
+class CheckViolated(Exception):
+    """`commit_with` found a CHECK constraint (`constraint`) refusing its statement: the
+    transaction committed nothing and is to be rolled back."""
+
+    def __init__(self, constraint: str | None) -> None:
+        super().__init__(f"check constraint {constraint} refused the statement")
+        self.constraint = constraint
+
+
+_SQLITE_CHECK = "CHECK constraint failed: "
+
+
+def commit_with(connection: Connection, statement: Any, params: dict[str, Any]) -> None:
+    """Run an UPDATE or DELETE and COMMIT the transaction in the same round trip.
+
+    psycopg's pipeline sends both at once, so the row locks the statement takes are released
+    by the server's commit with no trip back to Python in between (a thread of a busy worker
+    can wait milliseconds for the GIL before it sends the next statement; a row every
+    transaction updates is locked for all that time). The session's own commit afterwards
+    finds no transaction and sends nothing. A CHECK constraint that refuses the statement
+    raises `CheckViolated`; nothing is committed. On SQLite the statement runs in the
+    transaction as usual (a CHECK refusing it raises `CheckViolated` too) and the session's
+    commit commits it.
+    """
+    plan = _plan(statement, connection) if connection.dialect.name == "postgresql" else None
+    if plan is None:
+        try:
+            connection.execute(statement, params)
+        except IntegrityError as exc:  # SQLite: "CHECK constraint failed: <name>"
+            message = str(exc.orig)
+            if message.startswith(_SQLITE_CHECK):
+                raise CheckViolated(message.removeprefix(_SQLITE_CHECK)) from exc
+            raise
+        return
+    dbapi = connection.connection.dbapi_connection
+    try:
+        with dbapi.pipeline(), dbapi.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(plan.sql, _params(plan, params))
+            dbapi.commit()  # type: ignore[union-attr]
+    except psycopg.errors.CheckViolation as exc:
+        raise CheckViolated(exc.diag.constraint_name) from exc

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -27,6 +28,7 @@ NAMING = {
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
 
@@ -61,10 +63,15 @@ class Base(DeclarativeBase):
 
 class Account(Base):
     __tablename__ = "accounts"
+    # available = balance - reserved: every movement keeps it >= 0 with a conditional UPDATE,
+    # but an activation's (credits.settle_and_commit) leaves it to this check.
+    __table_args__ = (
+        CheckConstraint("balance_cents >= reserved_cents", name="available_not_negative"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
-    # Integer cents. available = balance - reserved, kept >= 0 by conditional updates.
+    # Integer cents.
     balance_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

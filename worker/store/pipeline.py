@@ -390,6 +390,7 @@ def activate(
     grace: timedelta = timedelta(days=14),
     *,
     last: JournalWrite | None = None,
+    commit: bool = False,
 ) -> bool:
     """`active`: set the address, capture the cost exactly once, charge the month's fee, write
     the outbox event (its id appended to `events`). If the credits left cannot pay the fee,
@@ -398,28 +399,38 @@ def activate(
     `last`, the journal write of the step that finished the plan (`mark_done`), is written
     here: on PostgreSQL in the one statement that also moves the contact, writes its event
     and its ledger rows (`worker.store.activation`); it is written whether or not the
-    contact moves, as `record_step` would have."""
+    contact moves, as `record_step` would have.
+
+    `commit`: the balance's UPDATE is the transaction's last statement, and on PostgreSQL
+    its COMMIT goes with it, in one round trip (`credits.settle_and_commit`); nothing may
+    follow. If the credits cannot pay the month's fee it raises `credits.FeeNotCovered` with
+    nothing committed: roll back, and run it again without `commit`."""
     # `charged` in the same UPDATE: the capture below is certain to be this one. The month of
     # activation is paid here too, if the credits cover its fee (`billed_through` is put
     # back a month below if they do not).
     month = month_of(now)
     values = {"address": address, "charged": True, "billed_through": month}
     fee_month = month if contact.monthly_cost_cents else None
-    if last is not None and _connection(session).dialect.name == "postgresql":
-        settled = _activate_in_one(
-            session, contact, steps, owner, now, values, fee_month, last, events
-        )
-        if settled is None:
-            return False
-    else:
-        if last is not None:
-            write_journal(session, last)
-        if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
-            return False
-        outbox(session, contact, steps, now, events)
-        # Last (but for a fee the credits cannot cover): the account row is every
-        # activation's hot spot, locked from its UPDATE until the commit.
-        settled = credits.capture_activation(session, contact, fee_month)
+    as_was = {name: getattr(contact, name) for name in ("status", "updated_at", "lease_owner")}
+    as_was.update({name: getattr(contact, name) for name in values})
+    published = len(events) if events is not None else 0
+    try:
+        if last is not None and _connection(session).dialect.name == "postgresql":
+            settled = _activate_in_one(
+                session, contact, steps, owner, now, values, fee_month, last, events, commit
+            )
+        else:
+            settled = _activate_by_steps(
+                session, contact, steps, owner, now, values, fee_month, last, events, commit
+            )
+    except credits.FeeNotCovered:  # nothing was committed: the contact and `events` as they were
+        _put_back(contact, as_was)
+        if events is not None:
+            del events[published:]
+        raise
+    if settled is None:
+        _put_back(contact, as_was)
+        return False
     if settled is credits.Activation.ALREADY_SETTLED:
         # The contact was provisioning until the UPDATE above, so its reservation was open:
         # a settlement of it already in the ledger is a broken invariant. Roll back.
@@ -443,11 +454,9 @@ def _activate_in_one(
     fee_month: str | None,
     last: JournalWrite,
     events: list[str] | None,
+    commit: bool,
 ) -> credits.Activation | None:
     """`activate` on PostgreSQL; None if the contact did not move (lease lost, cancelled)."""
-    kept_as_was = {
-        name: getattr(contact, name) for name in ("status", "updated_at", "lease_owner", *values)
-    }
     _set_finished(contact, ContactStatus.ACTIVE, now, values)  # what the event shows
     event = event_row(contact, steps, now)
     rows, charge = credits.activation_rows(contact, fee_month)
@@ -462,12 +471,39 @@ def _activate_in_one(
         now=now,
     )
     if not finished:
-        for name, value in kept_as_was.items():
-            setattr(contact, name, value)
         return None
     if not kept and events is not None:
         events.append(event["id"])
-    return credits.settle_activation(session, contact, charge, written)
+    settle = credits.settle_and_commit if commit else credits.settle_activation
+    return settle(session, contact, charge, written)
+
+
+def _activate_by_steps(
+    session: Session,
+    contact: Contact,
+    steps: Sequence[ContactStep],
+    owner: str,
+    now: datetime,
+    values: dict[str, Any],
+    fee_month: str | None,
+    last: JournalWrite | None,
+    events: list[str] | None,
+    commit: bool,
+) -> credits.Activation | None:
+    """`activate` statement by statement (SQLite; or no step left to journal)."""
+    if last is not None:
+        write_journal(session, last)
+    if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
+        return None
+    outbox(session, contact, steps, now, events)
+    # Last (but for a fee the credits cannot cover): the account row is every activation's
+    # hot spot, locked from its UPDATE until the commit.
+    return credits.capture_activation(session, contact, fee_month, commit=commit)
+
+
+def _put_back(contact: Contact, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(contact, name, value)
 
 
 def enter_grace(

@@ -40,14 +40,14 @@ def leased(db, service, tenant, monthly_cents=0):
     return lease
 
 
-def activate(db, lease, owner=OWNER, events=None):
+def activate(db, lease, owner=OWNER, events=None, commit=False):
     now = datetime.now(UTC)
     last = journal.mark_done(lease.steps["buy_number"], now, provider_id="PN1",
                              detail={"phone_number": "+15550000001"})
     ordered = sorted(lease.steps.values(), key=lambda s: s.position)
     with db.write() as session:
         return store.activate(session, lease.contact, ordered, owner, "+15550000001", now,
-                              events, last=last)
+                              events, last=last, commit=commit)
 
 
 def rows(db, cid):
@@ -68,12 +68,13 @@ def rows(db, cid):
                 (account.balance_cents, account.reserved_cents))
 
 
+@pytest.mark.parametrize("commit", [False, True], ids=["then-commit", "commit-with-balance"])
 def test_activation_journals_the_step_moves_the_contact_charges_once_and_keeps_its_event(
-    db, service, tenant
+    db, service, tenant, commit
 ):
     lease = leased(db, service, tenant, monthly_cents=300)
     events: list[str] = []
-    assert activate(db, lease, events=events) is True
+    assert activate(db, lease, events=events, commit=commit) is True
     contact, step, ledger, written, deliveries, balance = rows(db, lease.contact.id)
     assert (step.status, step.provider_id, step.detail) == (
         "done", "PN1", {"phone_number": "+15550000001"})
@@ -89,11 +90,12 @@ def test_activation_journals_the_step_moves_the_contact_charges_once_and_keeps_i
     assert lease.contact.status == "active"
 
 
-def test_with_an_endpoint_the_event_waits_for_its_delivery_task(db, service, tenant):
+@pytest.mark.parametrize("commit", [False, True], ids=["then-commit", "commit-with-balance"])
+def test_with_an_endpoint_the_event_waits_for_its_delivery_task(db, service, tenant, commit):
     set_endpoint_unchecked(db, tenant.account_id, "https://hooks.example.com/x")
     lease = leased(db, service, tenant)
     events: list[str] = []
-    assert activate(db, lease, events=events) is True
+    assert activate(db, lease, events=events, commit=commit) is True
     _, _, ledger, written, deliveries, balance = rows(db, lease.contact.id)
     assert [e.id for e in written] == events
     assert written[0].dispatched_at is None and deliveries == []
@@ -143,3 +145,29 @@ def test_a_fee_the_credits_cannot_cover_starts_the_grace_period_at_once(
     assert balance == (50, 0)
     assert [e.type for e in written] == ["contact.active", "contact.grace_period"]
     assert deliveries == ["no_endpoint", "no_endpoint"]
+
+
+def test_committed_with_the_balance_a_fee_the_credits_cannot_cover_leaves_all_as_it_was(
+    db, service, make_tenant
+):
+    tenant = make_tenant(credits_cents=150)
+    set_endpoint_unchecked(db, tenant.account_id, "https://hooks.example.com/x")
+    lease = leased(db, service, tenant, monthly_cents=300)
+    events = ["ev_earlier"]
+    with pytest.raises(credits.FeeNotCovered):
+        activate(db, lease, events=events, commit=True)
+    contact, step, ledger, written, deliveries, balance = rows(db, lease.contact.id)
+    assert (step.status, contact.status, contact.charged, contact.lease_owner) == (
+        "pending", "provisioning", False, OWNER)
+    assert ledger == [("reserve", 100)] and written == [] and deliveries == []
+    assert balance == (150, 100)
+    assert events == ["ev_earlier"]  # no event of what was rolled back is to be published
+    assert (lease.contact.status, lease.contact.address, lease.contact.lease_owner) == (
+        "provisioning", None, OWNER)
+    # Again without `commit`, as the worker does: active, then at once in its grace period.
+    assert activate(db, lease, events=events) is True
+    contact, _, ledger, written, _, balance = rows(db, lease.contact.id)
+    assert contact.status == "grace_period"
+    assert ledger == [("reserve", 100), ("capture", 100)]
+    assert balance == (50, 0)
+    assert events == ["ev_earlier", *(e.id for e in written)]

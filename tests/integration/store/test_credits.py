@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from worker.store import credits
 from worker.store.models import Account, Contact, LedgerEntry
@@ -113,10 +115,15 @@ def kinds_of(db, contact_id):
                                .order_by(LedgerEntry.id)).all()
 
 
-def test_an_activation_captures_and_charges_the_month_in_one_move(db, tenant):
+def activation(commit):
+    return lambda s, c: credits.capture_activation(s, c, "2026-12", commit=commit)
+
+
+@pytest.mark.parametrize("commit", [False, True], ids=["then-commit", "commit-with-it"])
+def test_an_activation_captures_and_charges_the_month_in_one_move(db, tenant, commit):
     cid = accept(db, tenant)
     with_fee(db, cid)
-    activate = lambda s, c: credits.capture_activation(s, c, "2026-12")  # noqa: E731
+    activate = activation(commit)
     assert settle(db, cid, activate) is credits.Activation.PAID
     assert account(db, tenant) == (10_000 - COST - FEE, 0)
     assert settle(db, cid, activate) is credits.Activation.ALREADY_SETTLED  # once only
@@ -125,14 +132,14 @@ def test_an_activation_captures_and_charges_the_month_in_one_move(db, tenant):
         ("reserve", None), ("capture", None), ("monthly_fee", "2026-12")]
 
 
-def test_an_activation_whose_month_is_already_paid_charges_only_the_setup(db, tenant):
+@pytest.mark.parametrize("commit", [False, True], ids=["then-commit", "commit-with-it"])
+def test_an_activation_whose_month_is_already_paid_charges_only_the_setup(db, tenant, commit):
     cid = accept(db, tenant)
     with_fee(db, cid)
     with db.write() as session:  # the month's fee row, written (and paid) before
         credits.record(session, tenant.account_id, cid, "monthly_fee", FEE,
                        f"fee:{cid}:2026-12", "2026-12")
-    assert settle(db, cid, lambda s, c: credits.capture_activation(s, c, "2026-12")) is (
-        credits.Activation.PAID)
+    assert settle(db, cid, activation(commit)) is credits.Activation.PAID
     assert account(db, tenant) == (10_000 - COST, 0)  # the fee is not taken a second time
 
 
@@ -144,3 +151,54 @@ def test_an_activation_without_credits_for_the_month_captures_and_leaves_no_fee(
         credits.Activation.FEE_UNPAID)
     assert account(db, tenant) == (FEE - 1, 0)
     assert [k.kind for k in kinds_of(db, cid)] == ["reserve", "capture"]  # no unpaid fee row
+
+
+def test_an_activation_committed_with_its_balance_commits_nothing_when_the_fee_is_not_covered(
+    db, make_tenant
+):
+    tenant = make_tenant(credits_cents=COST + FEE - 1)
+    cid = accept(db, tenant)
+    with_fee(db, cid)
+    with pytest.raises(credits.FeeNotCovered):
+        settle(db, cid, activation(commit=True))
+    assert account(db, tenant) == (COST + FEE - 1, COST)  # still reserved, nothing captured
+    assert [k.kind for k in kinds_of(db, cid)] == ["reserve"]
+    with db.read() as session:
+        assert session.get(Contact, cid).charged is False
+    # Run again the careful way: captured, the fee left unpaid.
+    assert settle(db, cid, activation(commit=False)) is credits.Activation.FEE_UNPAID
+    assert account(db, tenant) == (FEE - 1, 0)
+
+
+def test_concurrent_activations_committed_with_the_balance_never_overdraw(db, make_tenant):
+    """Eight contacts of one account activate at once, each committing with its balance; the
+    credits cover the fees of three. Each that cannot pay commits nothing and settles again
+    without the fee, as the worker does."""
+    tenant = make_tenant(credits_cents=8 * COST + 3 * FEE + FEE // 2, assistants=8)
+    ids = [accept(db, tenant, f"ct_{i}", assistant=i) for i in range(8)]
+    for cid in ids:
+        with_fee(db, cid)
+
+    def activate(cid):
+        try:
+            return settle(db, cid, activation(commit=True))
+        except credits.FeeNotCovered:
+            return settle(db, cid, activation(commit=False))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(activate, ids))
+    assert sorted(r.value for r in results) == ["fee_unpaid"] * 5 + ["paid"] * 3
+    assert account(db, tenant) == (FEE // 2, 0)
+    with db.read() as session:
+        fees = session.execute(select(LedgerEntry.contact_id)
+                               .where(LedgerEntry.kind == "monthly_fee")).scalars().all()
+    assert len(fees) == 3
+
+
+def test_the_account_refuses_an_available_balance_below_zero(db, make_tenant):
+    tenant = make_tenant(credits_cents=100)
+    with pytest.raises(IntegrityError, match="ck_accounts_available_not_negative"), \
+            db.write() as session:
+        session.execute(update(Account).where(Account.id == tenant.account_id)
+                        .values(reserved_cents=101))
+    assert account(db, tenant) == (100, 0)
