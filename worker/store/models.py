@@ -236,10 +236,11 @@ class ContactStep(Base):
 
 class LedgerEntry(Base):
     __tablename__ = "credit_ledger"
+    # By account: this one index (the ledger page, the billing pass).
     __table_args__ = (Index("ix_credit_ledger_account_id_id", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     contact_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     # topup | reserve | capture | release | monthly_fee; the amount is never negative here (the
     # API signs it by kind).
