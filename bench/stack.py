@@ -291,6 +291,82 @@ def seed(
     return Seeded(name, url, account.id, key, ids)
 
 
+class Writes:
+    """What a database wrote: rows per table (inserted, updated, of those HOT, deleted), the
+    table's index count, and the cluster's WAL (records, full-page images, bytes). Take one
+    snapshot before a run and one after its backends exit (they flush statistics as they go);
+    `per_job` gives the difference. The WAL is the cluster's: nothing else may write meanwhile.
+    """
+
+    TABLES = (
+        "SELECT t.relname, t.n_tup_ins, t.n_tup_upd, t.n_tup_hot_upd, t.n_tup_del, "
+        "(SELECT count(*) FROM pg_index i WHERE i.indrelid = t.relid) "
+        "FROM pg_stat_user_tables t"
+    )
+    WAL = "SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        with psycopg.connect(
+            host=parsed.host,
+            port=parsed.port or 5432,
+            user=parsed.username,
+            password=parsed.password,
+            dbname=parsed.database,
+            autocommit=True,
+        ) as conn:
+            self.tables = {
+                str(name): tuple(int(v) for v in rest)
+                for name, *rest in conn.execute(self.TABLES).fetchall()
+            }
+            row = conn.execute(self.WAL).fetchone()
+            assert row is not None
+            self.wal = tuple(int(v) for v in row)
+
+    def per_job(self, before: Writes, jobs: int) -> dict[str, Any]:
+        """Per job since `before`: {"wal": {records, fpi, bytes}, "tables": {name: {ins, upd,
+        hot, del, indexes, index_rows}}}; index_rows (an upper bound: a partial index may take
+        fewer) is ins + non-HOT upd, times the table's indexes."""
+        n = max(jobs, 1)
+        spent = (a - b for a, b in zip(self.wal, before.wal, strict=True))
+        wal = dict(zip(("records", "fpi", "bytes"), spent, strict=True))
+        tables: dict[str, dict[str, float]] = {}
+        for name, now in self.tables.items():
+            was = before.tables.get(name, (0, 0, 0, 0, now[4]))
+            ins, upd, hot, dele = (now[i] - was[i] for i in range(4))
+            if ins or upd or dele:
+                tables[name] = {
+                    "ins": ins / n,
+                    "upd": upd / n,
+                    "hot": hot / n,
+                    "del": dele / n,
+                    "indexes": now[4],
+                    "index_rows": (ins + upd - hot) * now[4] / n,
+                }
+        return {"wal": {k: v / n for k, v in wal.items()}, "tables": tables}
+
+
+def describe_writes(writes: dict[str, Any]) -> list[str]:
+    """Writes.per_job's figures as lines: the WAL, then a table per line, most written first."""
+    wal, tables = writes["wal"], writes["tables"]
+    rows = sum(t["ins"] + t["upd"] + t["del"] for t in tables.values())
+    index_rows = sum(t["index_rows"] for t in tables.values())
+    lines = [
+        f"WAL {wal['records']:.1f} records ({wal['fpi']:.1f} full pages), "
+        f"{wal['bytes'] / 1024:.1f} KiB; rows written {rows:.2f}, index entries <= "
+        f"{index_rows:.1f}"
+    ]
+    for name, t in sorted(tables.items(), key=lambda kv: -(kv[1]["index_rows"] + kv[1]["ins"])):
+        lines.append(
+            f"  {name}: ins {t['ins']:.2f}, upd {t['upd']:.2f} (HOT {t['hot']:.2f}), "
+            f"del {t['del']:.2f}; {t['indexes']} indexes -> <= {t['index_rows']:.1f} entries"
+        )
+    return lines
+
+
 class Poller:
     """Reads status counts from the bench database on one autocommit connection."""
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import versus_user
 from measure import fmt, record_profile, summarise_functions, summarise_worker_profile, table
-from stack import OUT, ROOT, Databases, Sandbox, claim_redis, py_spy
+from stack import OUT, ROOT, Databases, Sandbox, claim_redis, describe_writes, py_spy
 from versus_runs import (
     Api,
     closed_loop,
@@ -299,6 +299,8 @@ def report(
                         f"machine busy {busy:.2f}, statuses {r.statuses}; PostgreSQL "
                         f"backends by wait (mean over polls): {waits or '-'}"
                     )
+                    if r.writes:
+                        lines += [f"    {line}" for line in describe_writes(r.writes)]
     if user:
         lines += ["", *versus_user.lines(user, args.top)]
     return lines

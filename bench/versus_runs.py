@@ -29,6 +29,7 @@ from stack import (
     Databases,
     Poller,
     Sandbox,
+    Writes,
     free_port,
     inventory_for,
     provisioner_env,
@@ -216,6 +217,7 @@ def run_peer_worker(
     app.close()
     poller = Poller(url)
     xacts0, polls0 = dbs.xacts(name), poller.queries
+    writes0 = Writes(url)
     log_path = OUT / f"versus-{stamp}-{label}.log"
     raw = OUT / f"profile-{stamp}-{label}.txt"
     spy = None
@@ -273,6 +275,7 @@ def run_peer_worker(
         poller.close()
     time.sleep(0.5)
     result.xacts_per_job = (dbs.xacts(name) - xacts0 - polls) / jobs
+    result.writes = Writes(url).per_job(writes0, jobs)
     dbs.drop(name)
     print("  " + result.line(), flush=True)
     return result

@@ -31,6 +31,7 @@ from stack import (
     Databases,
     Poller,
     Sandbox,
+    Writes,
     inventory_for,
     seed,
     start_workers,
@@ -56,6 +57,7 @@ class RunResult:
     db_waits: dict[str, int] = field(default_factory=dict)  # summed over the polls
     db_polls: int = 0
     xacts_per_job: float | None = None
+    writes: dict[str, Any] | None = None  # stack.Writes.per_job
     rss: list[tuple[float, int, int]] = field(default_factory=list)  # (s, done, bytes)
     rss_hwm: int | None = None
     profile: str | None = None
@@ -272,6 +274,7 @@ def run_worker(
 
     poller = Poller(prepared.url)
     xacts0 = dbs.xacts(prepared.name)
+    writes0 = Writes(prepared.url)
     polls0 = poller.queries
     tmp = tempfile.mkdtemp(prefix="cp_bench_")
     log_path = OUT / f"worker-{stamp}-{label}.log"
@@ -362,6 +365,8 @@ def run_worker(
     time.sleep(0.5)  # backends flush their statistics as they exit
     with contextlib.suppress(Exception):
         result.xacts_per_job = (dbs.xacts(prepared.name) - xacts0 - polls) / jobs
+    with contextlib.suppress(Exception):
+        result.writes = Writes(prepared.url).per_job(writes0, jobs)
     if not args.keep_db:
         dbs.drop(prepared.name)
     print("  " + result.line(), flush=True)
