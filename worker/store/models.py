@@ -155,7 +155,7 @@ class Contact(Base):
     reservation_seq: Mapped[int] = mapped_column(Integer, default=1)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    batch_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # Worker lease: one runner at a time, taken by a conditional UPDATE.
     lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -173,10 +173,18 @@ class Contact(Base):
 
     # The account's provider connection an email contact is made through; None: the
     # platform's own settings (or no provider at all).
-    connection_id: Mapped[int | None] = mapped_column(
-        BigInteger, nullable=True, index=True, default=None
-    )
+    connection_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
 
+
+# Only the contacts that have a batch or a connection (most have neither): every query on either
+# column compares it to a value, and a contact with neither pays no entry when it moves.
+for _column in (Contact.batch_id, Contact.connection_id):
+    Index(
+        f"ix_contacts_{_column.key}",
+        _column,
+        sqlite_where=_column.isnot(None),
+        postgresql_where=_column.isnot(None),
+    )
 
 Index(
     "ix_contacts_stuck",
