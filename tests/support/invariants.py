@@ -7,7 +7,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from worker.domain.billing import month_of, months_owed
-from worker.store.models import Account, Contact, Event, LedgerEntry
+from worker.store.models import Account, Contact, Event, LedgerEntry, WebhookDelivery
 
 
 def check_invariants(
@@ -22,6 +22,7 @@ def check_invariants(
         ledger = session.execute(select(LedgerEntry)).scalars().all()
         events = session.execute(select(Event)).scalars().all()
         accounts = session.execute(select(Account)).scalars().all()
+        deliveries = session.execute(select(WebhookDelivery)).scalars().all()
     resources = sandbox.resources()
     tags = Counter()
     for kind in ("phone_numbers", "users", "senders"):
@@ -85,6 +86,17 @@ def check_invariants(
     ours = {c.id for c in contacts}
     strays = [t for (_, t), n in tags.items() if t not in ours and t not in foreign_tags]
     assert not strays, strays
+    # Ledger rows, events and deliveries carry account_id without a foreign key (models.py,
+    # HOT_ACCOUNT_ROW): each names an account that exists, and the contact's own.
+    account_of = {c.id: c.account_id for c in contacts}
+    account_ids = {a.id for a in accounts}
+    for row in [*ledger, *events]:
+        assert row.account_id in account_ids, (row.id, row.account_id)
+        if row.contact_id in account_of:
+            assert row.account_id == account_of[row.contact_id], (row.id, "another account")
+    event_account = {e.id: e.account_id for e in events}
+    for d in deliveries:
+        assert d.account_id == event_account[d.event_id], (d.id, "not its event's account")
     for account in accounts:
         assert account.balance_cents - account.reserved_cents >= 0
         topups = sum(e.amount_cents for e in ledger if e.kind == "topup" and e.account_id == account.id)

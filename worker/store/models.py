@@ -61,6 +61,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# HOT_ACCOUNT_ROW: the rows an activation writes for an account (its ledger rows, its event and
+# the event's delivery) carry account_id without a foreign key. PostgreSQL checks a foreign key
+# by locking the referenced row FOR KEY SHARE, so each activation locked the account's row
+# (with others in flight, as a new MultiXact of them all) before the balance's update of that
+# same row. Accounts are never deleted, and those rows take account_id from the contact's row
+# or the authenticated request's account (migration 0013).
+
+
 class Account(Base):
     __tablename__ = "accounts"
     # available = balance - reserved: every movement keeps it >= 0 with a conditional UPDATE,
@@ -248,7 +256,8 @@ class LedgerEntry(Base):
     __table_args__ = (Index("ix_credit_ledger_account_id_id", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    # No foreign key: see HOT_ACCOUNT_ROW.
+    account_id: Mapped[int] = mapped_column(BigId)
     contact_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     # topup | reserve | capture | release | monthly_fee; the amount is never negative here (the
     # API signs it by kind).
@@ -282,7 +291,7 @@ class Event(Base):
     __tablename__ = "events"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[int] = mapped_column(BigId, index=True)  # see HOT_ACCOUNT_ROW
     contact_id: Mapped[str] = mapped_column(String(40), index=True)
     type: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -332,7 +341,7 @@ class WebhookDelivery(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), unique=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    account_id: Mapped[int] = mapped_column(BigId)  # see HOT_ACCOUNT_ROW
     contact_id: Mapped[str] = mapped_column(String(40), index=True)
     type: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(16))
