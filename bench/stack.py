@@ -291,6 +291,22 @@ def seed(
     return Seeded(name, url, account.id, key, ids)
 
 
+def connect(url: str) -> Any:
+    """A psycopg connection in autocommit to the database of a SQLAlchemy URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return psycopg.connect(
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        dbname=parsed.database,
+        autocommit=True,
+    )
+
+
 class Writes:
     """What a database wrote: rows per table (inserted, updated, of those HOT, deleted), the
     table's index count, and the cluster's WAL (records, full-page images, bytes). Take one
@@ -306,18 +322,7 @@ class Writes:
     WAL = "SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal"
 
     def __init__(self, url: str) -> None:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-        with psycopg.connect(
-            host=parsed.host,
-            port=parsed.port or 5432,
-            user=parsed.username,
-            password=parsed.password,
-            dbname=parsed.database,
-            autocommit=True,
-        ) as conn:
+        with connect(url) as conn:
             self.tables = {
                 str(name): tuple(int(v) for v in rest)
                 for name, *rest in conn.execute(self.TABLES).fetchall()
@@ -371,18 +376,7 @@ class Poller:
     """Reads status counts from the bench database on one autocommit connection."""
 
     def __init__(self, url: str) -> None:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-        self.conn = psycopg.connect(
-            host=parsed.host,
-            port=parsed.port or 5432,
-            user=parsed.username,
-            password=parsed.password,
-            dbname=parsed.database,
-            autocommit=True,
-        )
+        self.conn = connect(url)
         self.queries = 0
         self.backend_pid = int(self._one("SELECT pg_backend_pid()")[0])
 
