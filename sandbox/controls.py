@@ -32,10 +32,12 @@ class FaultUpdate(BaseModel):
     seed: int | None = None
     drop_after_commit_mode: Literal["random", "error", "disconnect"] | None = None
     error_status: Literal[500, 503] | None = None
+    twilio_concurrency_limit: int | None = Field(default=None, ge=0)
 
 
-# Fields where an explicit null is a value (unlimited rate, unseeded, random 500/503).
-_NULLABLE = {"rate_limit_per_s", "seed", "error_status"}
+# Fields where an explicit null is a value (unlimited rate or concurrency, unseeded, random
+# 500/503).
+_NULLABLE = {"rate_limit_per_s", "seed", "error_status", "twilio_concurrency_limit"}
 
 
 class ResetBody(BaseModel):

@@ -165,6 +165,16 @@ def rate_limited(provider: Provider | None, retry_after: int) -> JSONResponse:
     return twilio_error(429, TW_TOO_MANY_REQUESTS, "Too Many Requests", headers=headers)
 
 
+def concurrency_limited() -> JSONResponse:
+    """Twilio's answer to a request over the account's concurrency limit: 429, code 20429,
+    no Retry-After (its error page: never processed, always safe to retry after a back-off)."""
+    return twilio_error(
+        429,
+        TW_TOO_MANY_REQUESTS,
+        "Too Many Requests: the account is sending too many concurrent REST API requests",
+    )
+
+
 def not_found(provider: Provider | None, path: str) -> JSONResponse:
     if provider == "graph":
         return graph_error(400, "BadRequest", f"Resource not found for the segment '{path}'.")

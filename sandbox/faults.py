@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sandbox.calls import call_kind, twilio_account
 from sandbox.errors import (
+    concurrency_limited,
     is_provider_path,
     provider_for_path,
     rate_limited,
@@ -49,6 +51,9 @@ class FaultConfig:
     drop_after_commit_mode: DropMode = "random"
     # Status for error_rate: 500, 503, or None for a random choice between them.
     error_status: int | None = None
+    # Twilio's per-account concurrency limit: a request arriving while this many of the same
+    # account's are in flight is refused, 429 with code 20429 (None or 0: unlimited).
+    twilio_concurrency_limit: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,16 +91,41 @@ class TokenBucket:
 
 
 @dataclass
+class InFlight:
+    """One Twilio account's requests in flight: now, at most, and their summed seconds (the
+    integral of in-flight over time, which over the cap times the wall time is the cap's
+    utilisation)."""
+
+    now: int = 0
+    peak: int = 0
+    busy_s: float = 0.0
+    refused: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "in_flight": self.now,
+            "peak": self.peak,
+            "busy_s": round(self.busy_s, 6),
+            "refused": self.refused,
+        }
+
+
+@dataclass
 class Stats:
     requests: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    # `<provider>.<kind>` (sandbox.calls): every request that arrived, answered or refused.
+    calls: Counter[str] = field(default_factory=Counter)
+    twilio_accounts: dict[str, InFlight] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "by_status": dict(self.by_status),
             "faults": dict(self.faults),
+            "calls": dict(self.calls),
+            "twilio_concurrency": {k: v.as_dict() for k, v in self.twilio_accounts.items()},
         }
 
 
@@ -133,10 +163,31 @@ class Faults:
         with self._lock:
             return self._stats.as_dict()
 
-    def decide(self, method: str) -> Decision:
+    def enter_twilio(self, account: str) -> bool:
+        """Count a Twilio request in flight for `account`; False (and nothing counted in
+        flight) when the account is at its concurrency limit."""
+        with self._lock:
+            flight = self._stats.twilio_accounts.setdefault(account, InFlight())
+            limit = self._config.twilio_concurrency_limit
+            if limit and flight.now >= limit:
+                flight.refused += 1
+                self._stats.faults["concurrency_limited"] += 1
+                return False
+            flight.now += 1
+            flight.peak = max(flight.peak, flight.now)
+            return True
+
+    def leave_twilio(self, account: str, seconds: float) -> None:
+        with self._lock:
+            flight = self._stats.twilio_accounts[account]
+            flight.now -= 1
+            flight.busy_s += seconds
+
+    def decide(self, method: str, path: str = "") -> Decision:
         with self._lock:
             cfg = self._config
             self._stats.requests += 1
+            self._stats.calls[call_kind(method, path)] += 1
             decision = Decision(latency_s=max(0.0, cfg.latency_ms) / 1000.0)
             if self._bucket is not None:
                 decision.retry_after = self._bucket.take()
@@ -193,13 +244,34 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         provider = provider_for_path(scope["path"])
-        decision = self.faults.decide(scope["method"])
+        decision = self.faults.decide(scope["method"], scope["path"])
+        account = twilio_account(scope) if provider == "twilio" else None
+        if account is None:
+            await self._serve(scope, receive, send, provider, decision)
+            return
+        if not self.faults.enter_twilio(account):
+            # Twilio: "An API Request that receives an error 429 response is never processed
+            # and is always safe to retry" (its error 20429 page); no Retry-After is given.
+            await concurrency_limited()(scope, receive, self._counting(send))
+            return
+        started = time.monotonic()
+        try:
+            await self._serve(scope, receive, send, provider, decision)
+        finally:
+            self.faults.leave_twilio(account, time.monotonic() - started)
 
+    def _counting(self, send: Send) -> Send:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.faults.count_status(message["status"])
             await send(message)
 
+        return counting_send
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, provider: Any, decision: Decision
+    ) -> None:
+        counting_send = self._counting(send)
         if decision.latency_s:
             await asyncio.sleep(decision.latency_s)
         if decision.retry_after is not None:

@@ -18,7 +18,13 @@ def test_stats_count_provider_requests_by_status(
     assert stats["requests"] == 4
     assert stats["by_status"] == {"200": 1, "201": 1, "404": 1, "401": 1}
     sandbox.reset()
-    assert sandbox.stats() == {"requests": 0, "by_status": {}, "faults": {}}
+    assert sandbox.stats() == {
+        "requests": 0,
+        "by_status": {},
+        "faults": {},
+        "calls": {},
+        "twilio_concurrency": {},
+    }
 
 
 def test_unknown_provider_paths_answer_in_the_providers_format(twilio: httpx.Client) -> None:
