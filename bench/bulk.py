@@ -169,6 +169,8 @@ def run(
         "jobs_per_s_db_window": rows / window if window else None,
         "calls_per_job": calls,
         "provider_by_status": stats.get("by_status"),
+        # The headline: calls per active contact by `<provider>.<kind>` (sandbox counters).
+        "calls_per_active": calls_per_active(stats.get("calls") or {}, counts),
         "io_bound": io_bound,
         "cpu_ms_per_job": {k: 1000 * (cpu.get(k) or 0.0) / rows for k in ("worker", "db", "redis")},
         "cpu_bound": cpu_bound,
@@ -187,6 +189,15 @@ def run(
         flush=True,
     )
     return result
+
+
+def calls_per_active(calls: dict[str, int], statuses: dict[str, int]) -> dict[str, float]:
+    """Provider calls per contact that ended active, by kind, and their total."""
+    active = statuses.get("active", 0)
+    if not active:
+        return {}
+    per = {kind: round(n / active, 3) for kind, n in sorted(calls.items())}
+    return per | {"total": round(sum(calls.values()) / active, 3)}
 
 
 def main() -> int:

@@ -183,6 +183,24 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def calls_table(work: dict) -> list[str]:
+    """Provider calls per active contact, by provider and kind, from the sandbox's counters,
+    ours beside the peer: counts, which do not swing with the machine, so they come first."""
+    per: dict[str, dict[str, list[float]]] = {s: {} for s in SIDES}
+    for side in SIDES:
+        for runs in work[side].values():
+            for run in runs:
+                for kind, n in run.calls_per_active().items():
+                    per[side].setdefault(kind, []).append(n)
+    kinds = [*sorted({k for side in SIDES for k in per[side]} - {"total"}), "total"]
+    rows: list[tuple[str, ...]] = [("provider calls per active contact", "ours", "peer", "target")]
+    for kind in kinds:
+        value = {s: median(per[s].get(kind, [])) for s in SIDES}
+        target = "<= 1.1 (phone)" if kind == "total" else ""
+        rows.append((f"  {kind}", fmt(value["ours"]), fmt(value["peer"]), target))
+    return ["provider calls per active contact (sandbox counters, median over runs):", table(rows)]
+
+
 def report(
     args: argparse.Namespace, api: dict | None, work: dict | None, user: dict | None = None
 ) -> list[str]:
@@ -279,7 +297,10 @@ def report(
             )
     if user:
         rows += versus_user.rows(args, user)
-    lines = [f"ours vs the peer, medians of {args.rounds} round(s):", table(rows)]
+    lines = []
+    if work:
+        lines += [*calls_table(work), ""]
+    lines += [f"ours vs the peer, medians of {args.rounds} round(s):", table(rows)]
     if work:
         lines.append("")
         lines.append("each worker run (workers + db + redis CPU ms/job; machine busy in cores):")

@@ -267,6 +267,7 @@ def run_peer_worker(
         stats = sandbox.control.stats()
         result.requests = int(stats["requests"])
         result.by_status = dict(stats.get("by_status") or {})
+        result.calls = dict(stats.get("calls") or {})
     finally:
         stop_process(spy, signal.SIGINT, 30)
         for w in workers:

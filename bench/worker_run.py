@@ -51,6 +51,7 @@ class RunResult:
     elapsed_poll_s: float = 0.0
     requests: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # the sandbox's `<provider>.<kind>`
     statuses: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float | None] = field(default_factory=dict)
     db_shared: dict[str, float] = field(default_factory=dict)
@@ -71,6 +72,15 @@ class RunResult:
     @property
     def calls_per_job(self) -> float:
         return self.requests / self.jobs if self.jobs else 0.0
+
+    def calls_per_active(self) -> dict[str, float]:
+        """Provider calls per contact that ended active, by `<provider>.<kind>` (the sandbox's
+        counters: every request that arrived, answered or refused), and their `total`."""
+        active = self.statuses.get("active") or self.statuses.get("done") or 0
+        if not active:
+            return {}
+        per = {kind: n / active for kind, n in sorted(self.calls.items())}
+        return per | {"total": sum(self.calls.values()) / active}
 
     @property
     def io_bound(self) -> float:
@@ -355,6 +365,7 @@ def run_worker(
         stats = sandbox.control.stats()
         result.requests = int(stats["requests"])
         result.by_status = dict(stats.get("by_status") or {})
+        result.calls = dict(stats.get("calls") or {})
     finally:
         stop_process(spy, signal.SIGINT, 30)
         for w in workers:
