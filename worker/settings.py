@@ -83,12 +83,18 @@ class Settings(BaseSettings):
     # `;`-separated NAME=RATE, NAME a provider (`twilio`, `google`, `microsoft`) or
     # `provider.operation` (number_search, number_buy, number_read, number_delete,
     # sender_create, sender_fetch, sender_delete, user_insert, user_get, user_delete,
-    # license_assign, sku_read), RATE e.g. 50/second or 600/minute. A budget is shared by every
-    # account's connection to that provider.
+    # license_assign, sku_read), RATE e.g. 50/second or 600/minute. A budget holds for each
+    # provider connection apart (the platform's Twilio account, each customer's tenant).
     # Empty: no budget (the providers' own 429s still pause every worker).
     provider_rate_limits: str = ""
     # The part of each budget that batch (bulk) work may use; the rest stays for interactive.
     provider_bulk_share: float = 0.8
+    # Requests in flight at most per provider connection, across every worker: `;`-separated
+    # PROVIDER=COUNT, e.g. `twilio=20` (set it at or below the Twilio account's concurrency
+    # limit, which answers 20429 beyond it). Empty: no cap. A request that finds no free slot
+    # waits for one up to provider_concurrency_wait_s, then comes back later (not a failure).
+    provider_concurrency: str = ""
+    provider_concurrency_wait_s: float = 5.0
 
     # Pipeline.
     lease_s: int = 120
@@ -167,6 +173,14 @@ class Settings(BaseSettings):
         from worker.domain.ratelimit import parse_budgets
 
         parse_budgets(value)  # ValueError names what is wrong
+        return value
+
+    @field_validator("provider_concurrency")
+    @classmethod
+    def _check_caps(cls, value: str) -> str:
+        from worker.domain.ratelimit import parse_caps
+
+        parse_caps(value)  # ValueError names what is wrong
         return value
 
     @field_validator("secret_keys")

@@ -59,6 +59,34 @@ def parse_budgets(spec: str) -> dict[str, Rate]:
     return budgets
 
 
+def parse_caps(spec: str) -> dict[str, int]:
+    """`"twilio=20;microsoft=4"` as {provider: requests in flight at most}; ValueError if bad.
+    A cap holds for each connection separately (each Twilio account, each customer's tenant)."""
+    caps: dict[str, int] = {}
+    for part in spec.split(";"):
+        if not part.strip():
+            continue
+        name, sep, count = part.partition("=")
+        name = name.strip().lower()
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"{part.strip()!r} is not PROVIDER=COUNT, e.g. twilio=20")
+        if name in caps:
+            raise ValueError(f"cap {name!r} is given twice")
+        try:
+            value = int(count.strip())
+        except ValueError:
+            raise ValueError(f"{part.strip()!r}: the count must be a whole number") from None
+        if value < 1:
+            raise ValueError(f"{part.strip()!r}: the count must be at least 1")
+        caps[name] = value
+    return caps
+
+
+def connection_key(name: str, connection: str) -> str:
+    """The Redis identity of budget or cap `name` for one provider connection."""
+    return f"{name}@{connection}"
+
+
 # The operations of our provider requests, from their method and path.
 _OPERATIONS: tuple[tuple[str, dict[str, str]], ...] = (
     ("/AvailablePhoneNumbers/", {"GET": "number_search"}),

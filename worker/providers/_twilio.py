@@ -99,6 +99,7 @@ class TwilioClient(ProviderClient):
             raise_for_status=raise_for_twilio,
             transport=transport,
         )
+        self.connection = account_sid  # Twilio's limits are per account
 
 
 def require(body: dict[str, object], key: str) -> str:

@@ -70,18 +70,25 @@ def token_source(settings: Settings, connection: Connection) -> TokenSource:
 
 def build_client(settings: Settings, connection: Connection) -> GoogleDirectory | MicrosoftGraph:
     source = token_source(settings, connection)
+    client: GoogleDirectory | MicrosoftGraph
     if connection.provider == GOOGLE:
-        return GoogleDirectory(
+        client = GoogleDirectory(
             base_url=settings.google_directory_url,
             token_source=source,
             timeout=timeout_from_settings(settings),
             max_connections=20,
         )
-    return MicrosoftGraph(
-        base_url=settings.microsoft_graph_url,
-        token_source=source,
-        timeout=timeout_from_settings(settings),
-    )
+    else:
+        client = MicrosoftGraph(
+            base_url=settings.microsoft_graph_url,
+            token_source=source,
+            timeout=timeout_from_settings(settings),
+        )
+    # The customer's own workspace or tenant: its quota is its own, not the platform's (and
+    # two accounts connecting the same tenant share it, as Microsoft counts per tenant).
+    tenant = connection.config.get("tenant_id") if connection.provider == MICROSOFT else None
+    client.connection = f"{connection.provider}:{tenant or connection.domain}"
+    return client
 
 
 def verify(settings: Settings, connection: Connection) -> dict[str, Any]:

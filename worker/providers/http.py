@@ -7,6 +7,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -163,6 +164,10 @@ class ProviderClient(Closing):
             "auth": auth,
         }
         self._hooks: list[Callable[[httpx.Request], None]] = []
+        self._guards: list[Callable[[str, str], AbstractContextManager[None]]] = []
+        # Which provider connection the requests count against (a Twilio account, a
+        # customer's tenant): the key of its shared budgets, caps and pauses.
+        self.connection = "platform"
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -199,7 +204,22 @@ class ProviderClient(Closing):
             for client in self._clients:
                 client.event_hooks["request"] = [*client.event_hooks["request"], hook]
 
+    def around_call(self, guard: Callable[[str, str], AbstractContextManager[None]]) -> None:
+        """Run each request (from before it is sent to its classified answer) inside
+        `guard(method, url)`: the shared concurrency caps hold a slot for its duration, and
+        see a `RateLimited` answer as it leaves."""
+        with self._lock:
+            self._guards.append(guard)
+
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        if not self._guards:
+            return self._send(method, url, **kwargs)
+        with ExitStack() as stack:
+            for guard in self._guards:
+                stack.enter_context(guard(method, url))
+            return self._send(method, url, **kwargs)
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             with transport_errors(self.provider):
                 response = self._http.request(method, url, **kwargs)

@@ -8,6 +8,19 @@ contact for then (a countdown, not a sleeping thread) without counting it as a f
 Budgets are moving windows of the `limits` library on Redis (exact: never more than N
 requests in any window of the period, whichever worker sends them). The decisions (which
 budgets a request draws on, how long to wait) are in `worker.domain.ratelimit`.
+
+Budgets, pauses and caps are kept per provider *connection* (`ProviderClient.connection`: the
+Twilio account, each customer's Google Workspace domain or Microsoft tenant), since that is
+what each provider limits: one tenant's batch never spends another's quota, and a 429 from one
+tenant holds back only the requests to it.
+
+Caps (`PROVISIONER_PROVIDER_CONCURRENCY`, e.g. `twilio=20`) bound the requests in flight per
+connection across every worker (Twilio refuses an account's requests beyond its concurrency
+limit with 20429): a slot is a member of a Redis sorted set, taken by one script that first
+drops slots older than their lease (a worker that died holding one), held from before the
+request is sent until its answer is classified. A request that finds no slot waits for one
+in its thread (as for a connection of a pool) up to `provider_concurrency_wait_s`, then is
+`Throttled` like a spent budget.
 """
 
 from __future__ import annotations
@@ -15,6 +28,9 @@ from __future__ import annotations
 import contextvars
 import random
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import httpx
 import redis
@@ -24,15 +40,39 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from worker.domain.ratelimit import Rate, come_back_in, draws_for, operation_of, parse_budgets
+from worker.domain.ratelimit import (
+    Rate,
+    come_back_in,
+    connection_key,
+    draws_for,
+    operation_of,
+    parse_budgets,
+    parse_caps,
+)
 from worker.embedded_redis import redis_url
-from worker.providers import Providers
+from worker.providers import Providers, RateLimited
 from worker.providers.http import ProviderClient
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 PAUSE_KEY = "provisioner:provider-pause:{provider}"
+SLOTS_KEY = "provisioner:provider-slots:{cap}"
+# Take a slot of a cap: drop slots past their lease, then add ours if there is room. Redis's
+# own clock, so every host agrees on the ages.
+_TAKE_SLOT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[1]))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+# How often a request waiting for a slot asks again (plus up to as much at random).
+SLOT_POLL_S = 0.01
 # A provider that throttled us without saying for how long is left alone this long.
 DEFAULT_PAUSE_S = 1.0
 # A process that found a provider not paused believes it this long before asking Redis again:
@@ -81,15 +121,22 @@ class ProviderLimiter:
         *,
         bulk_share: float = 1.0,
         rng: random.Random | None = None,
+        caps: dict[str, int] | None = None,
+        slot_lease_s: float = 30.0,
+        slot_wait_s: float = 5.0,
     ) -> None:
         self.budgets = budgets
         self.bulk_share = bulk_share
         self.rng = rng or random.Random()
+        self.caps = caps or {}
+        self.slot_lease_ms = max(1, round(slot_lease_s * 1000))
+        self.slot_wait_s = slot_wait_s
         self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._windows = MovingWindowRateLimiter(
             storage_from_string(_storage_uri(url), socket_timeout=0.5)
         )
         self._items: dict[Rate, RateLimitItem] = {}
+        self._take_slot = self._redis.register_script(_TAKE_SLOT)
         # provider -> (monotonic time until which it is known not paused, pause end or 0.0)
         self._pauses: dict[str, tuple[float, float]] = {}
 
@@ -99,6 +146,12 @@ class ProviderLimiter:
             redis_url(settings),
             parse_budgets(settings.provider_rate_limits),
             bulk_share=settings.provider_bulk_share,
+            caps=parse_caps(settings.provider_concurrency),
+            # A slot outlives the longest request it can cover, then frees itself.
+            slot_lease_s=settings.provider_connect_timeout_s
+            + settings.provider_read_timeout_s
+            + 5.0,
+            slot_wait_s=settings.provider_concurrency_wait_s,
         )
 
     def install(self, providers: Providers) -> None:
@@ -110,14 +163,66 @@ class ProviderLimiter:
         """Gate every request of one client (e.g. of an account's provider connection)."""
 
         def hook(request: httpx.Request, provider: str = client.provider) -> None:
-            self.gate(provider, request.method, request.url.path)
+            self.gate(provider, request.method, request.url.path, client.connection)
 
         client.on_request(hook)
 
-    def gate(self, provider: str, method: str, path: str) -> None:
+        def guard(method: str, url: str) -> AbstractContextManager[None]:
+            return self.in_flight(client.provider, client.connection, method, url)
+
+        client.around_call(guard)
+
+    @contextmanager
+    def in_flight(self, provider: str, connection: str, method: str, url: str) -> Iterator[None]:
+        """One request of `connection`, from before it is sent to its classified answer:
+        holds a slot of the provider's cap (if it has one) and, when the answer is a 429,
+        holds back every worker's requests to that connection (`pause`)."""
+        slot = self._slot(provider, connection, method, url) if provider in self.caps else None
+        try:
+            yield
+        except RateLimited as exc:
+            self.pause(provider, exc.retry_after, connection)
+            raise
+        finally:
+            if slot is not None:
+                self._free(*slot)
+
+    def _slot(self, provider: str, connection: str, method: str, url: str) -> tuple[str, str]:
+        key = SLOTS_KEY.format(cap=connection_key(provider, connection))
+        member = uuid.uuid4().hex
+        deadline = time.monotonic() + self.slot_wait_s
+        while True:
+            try:
+                args = [self.slot_lease_ms, self.caps[provider], member]
+                if self._take_slot(keys=[key], args=args):
+                    return key, member
+            except redis.RedisError as exc:
+                # Fail open, as the budgets do: the provider's own 429s still slow us down.
+                log.warning("provider_limiter_unavailable", error=type(exc).__name__)
+                return key, member
+            if time.monotonic() >= deadline:
+                operation = operation_of(method, httpx.URL(url).path)
+                wait = come_back_in(0.5, None, self.rng)
+                log.info(
+                    "provider_throttled",
+                    provider=provider,
+                    operation=operation,
+                    cap=self.caps[provider],
+                    retry_in_s=round(wait, 2),
+                )
+                raise Throttled(provider, operation, wait)
+            time.sleep(SLOT_POLL_S + self.rng.uniform(0.0, SLOT_POLL_S))
+
+    def _free(self, key: str, member: str) -> None:
+        try:
+            self._redis.zrem(key, member)
+        except redis.RedisError as exc:  # the slot frees itself after its lease
+            log.warning("provider_limiter_unavailable", error=type(exc).__name__)
+
+    def gate(self, provider: str, method: str, path: str, connection: str = "platform") -> None:
         """Take the request's tokens, or raise Throttled (the request must not be sent)."""
         operation = operation_of(method, path)
-        wait = self.admit(provider, operation, bulk=_bulk.get())
+        wait = self.admit(provider, operation, bulk=_bulk.get(), connection=connection)
         if wait is not None:
             log.info(
                 "provider_throttled",
@@ -128,10 +233,12 @@ class ProviderLimiter:
             raise Throttled(provider, operation, wait)
         _sent.set(_sent.get() + 1)
 
-    def admit(self, provider: str, operation: str, *, bulk: bool = False) -> float | None:
+    def admit(
+        self, provider: str, operation: str, *, bulk: bool = False, connection: str = "platform"
+    ) -> float | None:
         """None if the request may go now, else the seconds after which to try again."""
         try:
-            paused_s = self._paused_for(provider)
+            paused_s = self._paused_for(connection_key(provider, connection))
             if paused_s > 0:
                 return come_back_in(paused_s, None, self.rng)
             draws = draws_for(
@@ -139,8 +246,9 @@ class ProviderLimiter:
             )
             for draw in draws:
                 item = self._item(draw.rate)
-                if not self._windows.hit(item, "provider", draw.key):
-                    reset = self._windows.get_window_stats(item, "provider", draw.key).reset_time
+                key = connection_key(draw.key, connection)
+                if not self._windows.hit(item, "provider", key):
+                    reset = self._windows.get_window_stats(item, "provider", key).reset_time
                     return come_back_in(reset - time.time(), draw.rate, self.rng)
         except (redis.RedisError, StorageError) as exc:
             # Fail open: the provider's own 429s (and the pause they set) still slow us down.
@@ -148,7 +256,7 @@ class ProviderLimiter:
         return None
 
     def _paused_for(self, provider: str) -> float:
-        """Seconds left of the provider's pause (0.0: not paused)."""
+        """Seconds left of the pause of `provider` (a `connection_key`; 0.0: not paused)."""
         now = time.monotonic()
         known_until, ends = self._pauses.get(provider, (0.0, 0.0))
         if ends > now:
@@ -162,9 +270,11 @@ class ProviderLimiter:
         self._pauses[provider] = (now + PAUSE_RECHECK_S, 0.0)
         return 0.0
 
-    def pause(self, provider: str, seconds: float | None) -> None:
-        """Hold every worker's requests to `provider` for `seconds` (it answered 429)."""
+    def pause(self, provider: str, seconds: float | None, connection: str = "platform") -> None:
+        """Hold every worker's requests to `provider` through `connection` for `seconds` (it
+        answered 429). The clients' guard (`in_flight`) calls it for every 429 they meet."""
         ms = max(1, round((seconds if seconds and seconds > 0 else DEFAULT_PAUSE_S) * 1000))
+        provider = connection_key(provider, connection)
         key = PAUSE_KEY.format(provider=provider)
         try:
             # Never shorten a longer pause set by another worker.

@@ -362,9 +362,9 @@ class Pipeline:
     ) -> Outcome:
         now = self.clock()
         elapsed = (now - (contact.started_at or now)).total_seconds()
+        # A 429 has already paused every worker's requests to that connection (the
+        # limiter's guard around each provider call).
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-        if isinstance(exc, RateLimited):
-            self.limiter.pause(exc.provider, retry_after)  # every worker holds off
         detail = dict(step.detail or {})
         detail["failures"] = failures = detail.get("failures", 0) + 1
         delay = self.policy.delay(failures, elapsed, retry_after, self.rng)
@@ -432,8 +432,6 @@ class Pipeline:
         except ProviderError as exc:
             # Compensation must finish eventually, whatever the error: retry without limit.
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-            if isinstance(exc, RateLimited):
-                self.limiter.pause(exc.provider, retry_after)
             delay = self.compensation_policy.delay(
                 min(contact.deliveries, 10), 0.0, retry_after, self.rng
             )

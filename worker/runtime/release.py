@@ -73,8 +73,6 @@ class Releaser:
                 return self._later(contact, step, owner, exc.retry_in_s, None, unsent=True)
             except ProviderError as exc:
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-                if isinstance(exc, RateLimited):
-                    p.limiter.pause(exc.provider, retry_after)
                 failures = (step.detail or {}).get("failures", 0) + 1
                 delay = self.policy.delay(min(failures, 10), 0.0, retry_after, self.rng)
                 assert delay is not None  # this policy never gives up

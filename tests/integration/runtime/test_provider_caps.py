@@ -1,0 +1,101 @@
+"""Provider limits per connection, and the cap on requests in flight: a real worker keeps a
+batch within the Twilio account's concurrency limit (the sandbox answers 20429 beyond it),
+one connection's budget and 429 pause leave another's alone."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from support.pipeline import all_terminal, statuses, wait_for
+from test_steps_in_process import PHONE
+
+from worker.app.batches import BatchService
+from worker.domain.ratelimit import parse_budgets, parse_caps
+from worker.runtime.budgets import ProviderLimiter, Throttled
+
+ACCOUNT = "AC" + "c3" * 16
+
+
+def test_a_budget_and_a_pause_hold_for_one_connection_only(redis_url):
+    one = ProviderLimiter(redis_url, parse_budgets("microsoft=2/minute"))
+    two = ProviderLimiter(redis_url, parse_budgets("microsoft=2/minute"))
+    for _ in range(2):
+        assert one.admit("microsoft", "user_insert", connection="microsoft:tenant-a") is None
+    # Tenant A's budget is spent, in every worker; tenant B's is untouched.
+    assert two.admit("microsoft", "user_insert", connection="microsoft:tenant-a") is not None
+    assert two.admit("microsoft", "user_insert", connection="microsoft:tenant-b") is None
+
+    one.pause("twilio", 5, "AC1")
+    assert one.admit("twilio", "number_buy", connection="AC1") is not None
+    assert one.admit("twilio", "number_buy", connection="AC2") is None
+
+
+def test_the_cap_bounds_requests_in_flight_across_workers(redis_url):
+    caps = parse_caps("twilio=2")
+    one = ProviderLimiter(redis_url, {}, caps=caps, slot_wait_s=0.05)
+    two = ProviderLimiter(redis_url, {}, caps=caps, slot_wait_s=0.05)
+    url = "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json"
+    with one.in_flight("twilio", "AC1", "POST", url), two.in_flight("twilio", "AC1", "POST", url):
+        started = time.monotonic()
+        try:
+            with one.in_flight("twilio", "AC1", "POST", url):
+                raise AssertionError("a third slot was granted")
+        except Throttled as exc:
+            assert exc.retry_in_s > 0
+        assert time.monotonic() - started >= 0.05  # it waited for a slot first
+        with two.in_flight("twilio", "AC2", "POST", url):  # another account: its own slots
+            pass
+    with one.in_flight("twilio", "AC1", "POST", url):  # both slots freed on the way out
+        with one.in_flight("twilio", "AC1", "POST", url):
+            pass
+
+
+def test_a_slot_of_a_worker_that_died_frees_itself_after_its_lease(redis_url):
+    dead = ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=1"), slot_lease_s=0.3)
+    live = ProviderLimiter(
+        redis_url, {}, caps=parse_caps("twilio=1"), slot_lease_s=0.3, slot_wait_s=2
+    )
+    dead._slot("twilio", "AC1", "GET", "/x")  # taken, never freed: the process died
+    started = time.monotonic()
+    with live.in_flight("twilio", "AC1", "GET", "/x"):
+        waited = time.monotonic() - started
+    assert 0.2 <= waited < 2
+
+
+def run_batch(spawn, psettings, service, make_tenant, sandbox, db, count, **updates):
+    settings = psettings.model_copy(update={"twilio_account_sid": ACCOUNT, **updates})
+    tenant = make_tenant(credits_cents=100_000, assistants=count)
+    items = [{"assistant_id": a, **PHONE} for a in tenant.assistant_ids]
+    reply = BatchService(service).submit(
+        tenant.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch"
+    )
+    assert len(reply.body["info"]["accepted"]) == count
+    spawn("worker", settings, "--concurrency", "12")
+    wait_for(lambda: all_terminal(db, count), timeout=120)
+    assert set(statuses(db).values()) == {"active"}
+    return sandbox.stats()
+
+
+def test_a_worker_under_the_cap_meets_no_20429(spawn, psettings, service, make_tenant, sandbox, db):
+    """12 threads, the account's limit 4: with the cap at 4 no request is refused, and the
+    limit is used to the full."""
+    sandbox.set_faults(twilio_concurrency_limit=4, latency_ms=150)
+    stats = run_batch(
+        spawn, psettings, service, make_tenant, sandbox, db, 40, provider_concurrency="twilio=4"
+    )
+    account = stats["twilio_concurrency"][ACCOUNT]
+    assert stats["faults"].get("concurrency_limited", 0) == 0, stats
+    assert account["refused"] == 0
+    assert account["peak"] == 4
+    assert stats["calls"]["twilio.buy"] == 40
+
+
+def test_without_the_cap_the_same_batch_meets_20429s(
+    spawn, psettings, service, make_tenant, sandbox, db
+):
+    """The case above without the cap: the account's limit refuses requests (and the worker's
+    retries still bring every contact to active). What the cap is for."""
+    sandbox.set_faults(twilio_concurrency_limit=4, latency_ms=150)
+    stats = run_batch(spawn, psettings, service, make_tenant, sandbox, db, 40)
+    assert stats["twilio_concurrency"][ACCOUNT]["refused"] > 0, stats
