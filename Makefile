@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test chaos lint format typecheck bench bench-enqueue bench-throughput bench-bulk bench-peer bench-history clean
+.PHONY: run test chaos lint format typecheck bench bench-enqueue bench-throughput bench-bulk bench-peer bench-history bench-limits clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -52,6 +52,10 @@ bench-bulk: $(STAMP)
 # Ours beside the peer (bench/peer/: FastAPI + Celery, none of our guarantees), one table.
 bench-peer: $(STAMP)
 	$(PY) bench/versus.py
+
+# Two accounts' batches at Twilio's per-account concurrency limit, ours beside the peer.
+bench-limits: $(STAMP)
+	$(PY) bench/limits.py
 
 # The periodic passes and reads on an empty database and on 1,000,000 terminal contacts.
 bench-history: $(STAMP)
