@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from worker.app.contacts import LIST_LIMIT_MAX, ContactService, Reply, parse_json
-from worker.domain.batch import error_body, items_of, judge, parse_item
+from worker.domain.batch import error_body, items_of, judge, parse_item, queue_priority
 from worker.domain.contacts import SETTLED_STATUSES
 from worker.domain.errors import InvalidRequest, NotFound
 from worker.domain.ids import is_id, new_id
@@ -119,7 +119,11 @@ class BatchService:
         )
         # After the commit, all in one Redis pipeline; a lost publish leaves the contacts
         # pending, and the reconciler enqueues them (to `bulk`, by their batch_id).
-        self.contacts.publish([c for _, c in accepted], queue=BULK_QUEUE)
+        # Each at its position's priority, so a later, smaller batch is not queued behind
+        # all of this one (worker.domain.batch.queue_priority).
+        published = [c for _, c in accepted]
+        priorities = [queue_priority(position) for position in range(len(published))]
+        self.contacts.publish(published, queue=BULK_QUEUE, priorities=priorities)
         return reply
 
     def get(self, account_id: int, batch_id: str) -> dict[str, Any]:

@@ -410,11 +410,17 @@ class ContactService:
                 lambda s, c: pipeline_store.record_event(s, c, now),
             )
 
-    def publish(self, accepted: list[Contact], queue: str = "interactive") -> None:
+    def publish(
+        self,
+        accepted: list[Contact],
+        queue: str = "interactive",
+        priorities: list[int] | None = None,
+    ) -> None:
         """Send the provisioning tasks of committed contacts; never raises.
 
         Only after the commit: a worker must never run before the row exists. If the publish
         fails, the contacts stay pending and the reconciler enqueues them later.
+        `priorities`: each message's broker priority (a batch's positions), else none.
         """
         ids = [contact.id for contact in accepted]
         provision_many = getattr(self.publisher, "provision_many", None)
@@ -423,7 +429,8 @@ class ContactService:
             try:
                 if provision_many is not None:
                     first_runs = [_first_run(contact) for contact in accepted]
-                    provision_many(batch, queue=queue, first_runs=first_runs)
+                    extra = {"priorities": priorities} if priorities is not None else {}
+                    provision_many(batch, queue=queue, first_runs=first_runs, **extra)
                 else:
                     self.publisher.provision(batch[0], queue=queue)
             except Exception as exc:

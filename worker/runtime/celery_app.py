@@ -48,7 +48,9 @@ def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celer
         broker_transport_options={
             # Above the longest task (the hard time limit), so a running task is not redelivered.
             "visibility_timeout": 3600,
-            # Workers drain `interactive` before `bulk` (kombu checks queues in this order).
+            # Workers drain `interactive` before `bulk` (kombu checks queues in this order,
+            # each at priority 0, then each at 3, 6, 9: a batch's later contacts wait behind
+            # other queues' messages and newer batches' first ones; see queue_priority).
             "queue_order_strategy": "priority",
         },
         broker_connection_timeout=2,
@@ -136,12 +138,15 @@ class CeleryPublisher:
         *,
         queue: str,
         first_runs: Sequence[FirstRun | None] | None = None,
+        priorities: Sequence[int] | None = None,
     ) -> None:
         """One task per contact, sent together: kombu buffers the messages of a producer
         batch and pushes them in one Redis pipeline. On an error none may have been sent.
 
         `first_runs`: each new contact's `FirstRun` hint (None for none), sent as the
-        `first_run` header, so the worker runs a number search before it reads the row."""
+        `first_run` header, so the worker runs a number search before it reads the row.
+        `priorities`: each message's priority (kombu's Redis transport keeps one list per
+        step, 0 taken first; `worker.domain.batch.queue_priority`), else none (0)."""
         # The API request's id travels as a message header, and the task binds it to its log
         # lines. With group commit (PostgreSQL) a batch holds other requests' contacts too:
         # only a lone contact's task is sure to be this request's.
@@ -150,7 +155,7 @@ class CeleryPublisher:
             {FIRST_RUN_HEADER: hint.header()} if hint is not None else None
             for hint in (first_runs or [None] * len(contact_ids))
         ]
-        self._publish(PROVISION_TASK, contact_ids, queue, request_id, headers)
+        self._publish(PROVISION_TASK, contact_ids, queue, request_id, headers, priorities)
 
     def deliver_webhooks(self, event_ids: Sequence[str]) -> None:
         """One `deliver_webhook` task per event, to the webhooks queue: what
@@ -165,10 +170,12 @@ class CeleryPublisher:
         queue: str,
         request_id: str | None,
         headers: Sequence[dict[str, Any] | None] | None = None,
+        priorities: Sequence[int] | None = None,
     ) -> None:
-        """One `task` per id (its only argument), with its extra `headers` if any; several go
-        in one producer batch."""
+        """One `task` per id (its only argument), with its extra `headers` and its priority
+        if any; several go in one producer batch."""
         extra = headers or [None] * len(ids)
+        ranks: Sequence[int | None] = priorities or [None] * len(ids)
         pid = self._getpid()
         with self._lock:
             if pid != self._pid:  # a forked child: the parent's connections are not ours
@@ -179,11 +186,11 @@ class CeleryPublisher:
             producer = self.app.amqp.Producer(self.app.connection_for_write())
         try:
             if len(ids) == 1:
-                self._send(producer, task, ids[0], queue, request_id, extra[0])
+                self._send(producer, task, ids[0], queue, request_id, extra[0], ranks[0])
             else:
                 with producer.batch():
-                    for one, more in zip(ids, extra, strict=True):
-                        self._send(producer, task, one, queue, None, more)
+                    for one, more, rank in zip(ids, extra, ranks, strict=True):
+                        self._send(producer, task, one, queue, None, more, rank)
         except BaseException:
             producer.connection.release()  # possibly broken: the next caller makes a new one
             raise
@@ -200,6 +207,7 @@ class CeleryPublisher:
         queue: str,
         request_id: str | None,
         extra: dict[str, Any] | None,
+        priority: int | None = None,
     ) -> None:
         from kombu.utils.uuid import uuid
 
@@ -215,6 +223,8 @@ class CeleryPublisher:
             headers["request_id"] = request_id
         if extra:
             headers.update(extra)
+        if priority:
+            properties["priority"] = priority
         producer.publish(
             body, exchange="", routing_key=queue, headers=headers, **self._options, **properties
         )

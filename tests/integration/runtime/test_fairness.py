@@ -51,3 +51,39 @@ def test_interactive_contact_overtakes_a_running_batch(
     assert backlog / CONCURRENCY >= 10, backlog
     assert waited <= 4 * job_s, (waited, job_s, backlog)
     wait_for(lambda: all_terminal(db, BATCH + 1), timeout=120, every=0.5)
+
+
+def test_a_small_batch_is_not_queued_behind_a_large_one(
+    spawn, psettings, service, make_tenant, sandbox, db
+):
+    """Two accounts' batches on one worker: a batch of 20 posted while one of 200 is being
+    worked finishes long before it, because a batch's later contacts wait at lower broker
+    priorities than another batch's first ones (queue_priority). In one FIFO queue the small
+    batch would finish with the large one's last contacts."""
+    large, small = 200, 20
+    sandbox.set_faults(latency_ms=round(LATENCY_S * 1000))
+    big = make_tenant(credits_cents=1_000_000, assistants=large, name="big")
+    little = make_tenant(credits_cents=100_000, assistants=small, name="little")
+    items = [{"assistant_id": a, **PHONE} for a in big.assistant_ids]
+    reply = BatchService(service).submit(
+        big.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
+    assert len(reply.body["info"]["accepted"]) == large
+    spawn("worker", psettings, "--concurrency", str(CONCURRENCY))
+
+    def active(account_id):
+        with db.read() as session:
+            rows = session.execute(
+                select(Contact.status).where(Contact.account_id == account_id)).scalars().all()
+        return sum(s == "active" for s in rows)
+
+    wait_for(lambda: active(big.account_id) >= 40, timeout=90, every=0.2)
+    items = [{"assistant_id": a, **PHONE} for a in little.assistant_ids]
+    reply = BatchService(service).submit(
+        little.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
+    assert len(reply.body["info"]["accepted"]) == small
+    wait_for(lambda: active(little.account_id) == small, timeout=120, every=0.1)
+    big_done = active(big.account_id)
+    # The large batch had 160 or fewer left when the small one came; the small one is done
+    # while most of them still wait (in FIFO order it would finish after all of them).
+    assert big_done <= large // 2, big_done
+    wait_for(lambda: all_terminal(db, large + small), timeout=180, every=0.5)
