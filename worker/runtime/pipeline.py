@@ -112,6 +112,7 @@ class Pipeline:
             self.compensation_policy,
             Outcome,
             self._changed,
+            self.email_targets,
         )
 
     def run(self, contact_id: str, owner: str, first_run: FirstRun | None = None) -> Outcome:

@@ -21,6 +21,7 @@ from worker.domain.retry import RetryPolicy
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled
+from worker.runtime.connections import EmailTargets
 from worker.runtime.steps import RELEASES, StepContext
 from worker.settings import Settings
 from worker.store import deletion
@@ -45,10 +46,13 @@ class Releaser:
         policy: RetryPolicy,
         outcome: Callable[..., Any],
         changed: Callable[[Contact], None] = lambda contact: None,
+        email_targets: EmailTargets | None = None,
     ) -> None:
         self.db, self.providers, self.settings, self.clock = db, providers, settings, clock
         self.limiter, self.policy, self.outcome = limiter, policy, outcome
         self.changed = changed  # after a status change commits (wakes the long polls)
+        # A contact made in its account's own workspace is released there, not at ours.
+        self.email_targets = email_targets
         self.rng = random.Random()
 
     def run(self, contact: Contact, steps: dict[str, ContactStep], owner: str) -> Any:
@@ -123,4 +127,6 @@ class Releaser:
         return self.outcome("retry" if exc is not None else "wait", delay)
 
     def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
-        return StepContext(contact, steps, self.providers, self.settings, self.clock())
+        return StepContext(
+            contact, steps, self.providers, self.settings, self.clock(), self.email_targets
+        )

@@ -1,0 +1,135 @@
+"""Deleting contacts made in a customer's own Google Workspace or Microsoft 365 tenant, and a
+release that cannot finish (issue 25, part 4): the real API, real worker (and beat) processes,
+the sandbox over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from support.credentials import (
+    register_app,
+    register_service_account,
+    service_account_key,
+)
+from support.invariants import check_invariants
+from support.pipeline import FAST, wait_for
+from support.services import serve_in_thread
+
+from worker.secrets import new_key
+
+ADMIN = "admin@acme.example"
+
+
+def email(local: str) -> dict[str, Any]:
+    return {
+        "contact_type": "email",
+        "email_local": local,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+    }
+
+
+@pytest.fixture
+def osettings(make_settings, sandbox):
+    # One key shared by the API (sealing) and the worker (opening), as in a deployment; a
+    # stuck clean-up comes back after 2 s (the reconciler's) instead of 15 min.
+    return make_settings(
+        sandbox_url=sandbox.url, secret_keys=new_key(), compensation_stuck_retry_s=2.0, **FAST
+    )
+
+
+@pytest.fixture
+def api(osettings, db):
+    from api_stub.app import create_app
+
+    with (
+        serve_in_thread(create_app(osettings, db=db)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield client
+
+
+def connect(api, tenant, sandbox, suite: str):
+    """The tenant's own workspace of `suite`, connected through the API; the Microsoft app
+    (to refuse its secret later) or None."""
+    if suite == "microsoft":
+        app = register_app(sandbox.url)
+        answer = api.put(
+            "/v0/providers/microsoft",
+            headers=tenant.headers,
+            json={
+                "domain": "contoso.example",
+                "tenant_id": app.tenant_id,
+                "client_id": app.client_id,
+                "client_secret": app.client_secret,
+                "license_sku": "SPE_E3",
+            },
+        )
+    else:
+        app = None
+        key = service_account_key()
+        register_service_account(sandbox.url, key, admin_subjects=[ADMIN])
+        answer = api.put(
+            "/v0/providers/google",
+            headers=tenant.headers,
+            json={"domain": "acme.example", "admin_subject": ADMIN, "service_account": key.info},
+        )
+    assert answer.status_code == 200, answer.text
+    return app
+
+
+def url(contact) -> str:
+    return f"/v0/assistant/{contact['assistant_id']}/contact/{contact['id']}"
+
+
+def create_active(api, tenant, local: str = "ada") -> dict[str, Any]:
+    answer = api.post(
+        f"/v0/assistant/{tenant.assistant_ids[0]}/contact",
+        headers=tenant.headers,
+        json=email(local),
+    )
+    assert answer.status_code == 202, answer.text
+    return wait_status(api, tenant, answer.json()["info"], "active")
+
+
+def read(api, tenant, contact) -> dict[str, Any]:
+    got = api.get(url(contact), headers=tenant.headers)
+    assert got.status_code == 200, got.text
+    return got.json()["info"]
+
+
+def wait_status(api, tenant, contact, status: str, timeout: float = 60) -> dict[str, Any]:
+    def reached():
+        now = read(api, tenant, contact)
+        assert now["status"] != "failed", now["error"]
+        return now if now["status"] == status else None
+
+    return wait_for(reached, timeout=timeout)
+
+
+def users_of(sandbox, provider: str) -> list[dict[str, Any]]:
+    return [u for u in sandbox.resources()["users"] if u["provider"] == provider]
+
+
+@pytest.mark.parametrize("suite", ["google", "microsoft"])
+def test_deleting_a_contact_of_a_connected_workspace_removes_its_user_from_that_tenant(
+    api, spawn, osettings, make_tenant, sandbox, db, suite
+):
+    tenant = make_tenant()
+    connect(api, tenant, sandbox, suite)
+    spawn("worker", osettings, "--concurrency", "2")
+    contact = create_active(api, tenant)
+    domain = "contoso.example" if suite == "microsoft" else "acme.example"
+    assert contact["address"] == f"ada@{domain}"
+    [user] = users_of(sandbox, suite)
+    assert (user["tag"], user["address"]) == (contact["id"], contact["address"])
+
+    answer = api.delete(url(contact), headers=tenant.headers)
+    assert answer.status_code == 202, answer.text
+    done = wait_status(api, tenant, contact, "deleted")
+    assert done["deleted_reason"] == "requested"
+    # The user is gone from the customer's own tenant, not only looked for at the platform's.
+    assert sandbox.resources()["users"] == []
+    assert check_invariants(db, sandbox) == {"deleted": 1}
