@@ -4,6 +4,9 @@ the sandbox over HTTP."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -11,11 +14,12 @@ import pytest
 from support.credentials import (
     register_app,
     register_service_account,
+    rotate_app_secret,
     service_account_key,
 )
 from support.invariants import check_invariants
 from support.pipeline import FAST, wait_for
-from support.services import serve_in_thread
+from support.services import serve_in_thread, settings_env
 
 from worker.secrets import new_key
 
@@ -132,4 +136,64 @@ def test_deleting_a_contact_of_a_connected_workspace_removes_its_user_from_that_
     assert done["deleted_reason"] == "requested"
     # The user is gone from the customer's own tenant, not only looked for at the platform's.
     assert sandbox.resources()["users"] == []
+    assert check_invariants(db, sandbox) == {"deleted": 1}
+
+
+def jobs_stuck(settings) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "jobs", "stuck", "--json"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["stuck"]
+
+
+def log_events(proc, name: str) -> list[dict[str, Any]]:
+    lines = proc.log.read_text().splitlines()
+    found = [json.loads(line) for line in lines if line.startswith("{") and name in line]
+    return [e for e in found if e.get("event") == name]
+
+
+def test_a_deletion_refused_its_credentials_shows_as_stuck_and_finishes_once_they_work(
+    api, spawn, osettings, make_tenant, sandbox, db
+):
+    tenant = make_tenant()
+    app = connect(api, tenant, sandbox, "microsoft")
+    worker = spawn("worker", osettings, "--concurrency", "2")
+    spawn("beat", osettings)  # the reconciler brings a stuck clean-up back at its cadence
+    contact = create_active(api, tenant)
+    # The customer rotates the app's secret without telling us: ours is refused from now on.
+    rotate_app_secret(sandbox.url, app, "a-secret-we-were-never-given")
+
+    assert api.delete(url(contact), headers=tenant.headers).status_code == 202
+    stuck = wait_for(lambda: (c := read(api, tenant, contact))["stuck"] and c, timeout=60)
+    assert stuck["status"] == "deleting"
+    [row] = jobs_stuck(osettings)
+    assert (row["id"], row["status"], row["stuck_reason"]) == (
+        contact["id"],
+        "deleting",
+        "auth_failed",
+    )
+    metrics = api.get("/metrics").text
+    assert 'provisioner_contacts_stuck{reason="auth_failed"} 1.0' in metrics
+    # Retried at the stuck cadence (2 s here), still refused, and said at error level once.
+    wait_for(lambda: log_events(worker, "compensation_retry"), timeout=30)
+    [line] = log_events(worker, "compensation_stuck")
+    assert (line["level"], line["cleanup"], line["error_code"]) == (
+        "error",
+        "release",
+        "auth_failed",
+    )
+    assert len(users_of(sandbox, "microsoft")) == 1  # still in the tenant: nothing could delete it
+
+    rotate_app_secret(sandbox.url, app, app.client_secret)  # the customer puts it right
+    done = wait_status(api, tenant, contact, "deleted", timeout=60)
+    assert done["stuck"] is False and done["deleted_reason"] == "requested"
+    assert sandbox.resources()["users"] == []
+    assert jobs_stuck(osettings) == []
+    assert 'provisioner_contacts_stuck{reason="auth_failed"} 1.0' not in api.get("/metrics").text
+    assert len(log_events(worker, "compensation_stuck")) == 1
     assert check_invariants(db, sandbox) == {"deleted": 1}
