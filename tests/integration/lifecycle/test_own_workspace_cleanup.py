@@ -35,12 +35,27 @@ def email(local: str) -> dict[str, Any]:
     }
 
 
+PLATFORM_ADMIN = "admin@assistants.example.com"  # the platform's own domain (EMAIL_DOMAIN)
+
+
 @pytest.fixture
 def osettings(make_settings, sandbox):
-    # One key shared by the API (sealing) and the worker (opening), as in a deployment; a
-    # stuck clean-up comes back after 2 s (the reconciler's) instead of 15 min.
+    # The platform's Google through its own delegated service account, as in production: its
+    # tokens reach only its own domain, so a release sent to it for a user of a customer's
+    # domain is refused (not answered "gone"). One secret key shared by the API (sealing) and
+    # the worker (opening). A stuck clean-up comes back after 2 s instead of 15 min.
+    platform = service_account_key(name="platform", seed=1)
+    register_service_account(sandbox.url, platform, admin_subjects=[PLATFORM_ADMIN])
     return make_settings(
-        sandbox_url=sandbox.url, secret_keys=new_key(), compensation_stuck_retry_s=2.0, **FAST
+        sandbox_url=sandbox.url,
+        secret_keys=new_key(),
+        compensation_stuck_retry_s=2.0,
+        **{
+            **FAST,
+            "google_access_token": "",
+            "google_service_account_json": json.dumps(platform.info),
+            "google_admin_subject": PLATFORM_ADMIN,
+        },
     )
 
 
