@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -154,16 +155,20 @@ def test_deleting_a_contact_of_a_connected_workspace_removes_its_user_from_that_
     assert check_invariants(db, sandbox) == {"deleted": 1}
 
 
-def jobs_stuck(settings) -> list[dict[str, Any]]:
+def jobs_stuck(settings, *flags: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "jobs", "stuck", "--json"],
+        [sys.executable, "-m", "worker.cli", "jobs", "stuck", *flags],
         env=settings_env(settings),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["stuck"]
+    return done
+
+
+def stuck_rows(settings) -> list[dict[str, Any]]:
+    return json.loads(jobs_stuck(settings, "--json").stdout)["stuck"]
 
 
 def log_events(proc, name: str) -> list[dict[str, Any]]:
@@ -183,15 +188,18 @@ def test_a_deletion_refused_its_credentials_shows_as_stuck_and_finishes_once_the
     # The customer rotates the app's secret without telling us: ours is refused from now on.
     rotate_app_secret(sandbox.url, app, "a-secret-we-were-never-given")
 
+    asked = time.monotonic()
     assert api.delete(url(contact), headers=tenant.headers).status_code == 202
     stuck = wait_for(lambda: (c := read(api, tenant, contact))["stuck"] and c, timeout=60)
+    print(f"stuck: true {time.monotonic() - asked:.1f} s after the DELETE")
     assert stuck["status"] == "deleting"
-    [row] = jobs_stuck(osettings)
+    [row] = stuck_rows(osettings)
     assert (row["id"], row["status"], row["stuck_reason"]) == (
         contact["id"],
         "deleting",
         "auth_failed",
     )
+    assert "stuck" in (text := jobs_stuck(osettings).stdout) and "(deleting: requested)" in text
     metrics = api.get("/metrics").text
     assert 'provisioner_contacts_stuck{reason="auth_failed"} 1.0' in metrics
     # Retried at the stuck cadence (2 s here), still refused, and said at error level once.
@@ -208,7 +216,7 @@ def test_a_deletion_refused_its_credentials_shows_as_stuck_and_finishes_once_the
     done = wait_status(api, tenant, contact, "deleted", timeout=60)
     assert done["stuck"] is False and done["deleted_reason"] == "requested"
     assert sandbox.resources()["users"] == []
-    assert jobs_stuck(osettings) == []
+    assert stuck_rows(osettings) == []
     assert 'provisioner_contacts_stuck{reason="auth_failed"} 1.0' not in api.get("/metrics").text
     assert len(log_events(worker, "compensation_stuck")) == 1
     assert check_invariants(db, sandbox) == {"deleted": 1}
