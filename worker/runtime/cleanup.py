@@ -88,9 +88,9 @@ class Cleanup:
             if isinstance(exc, RateLimited):
                 self.limiter.pause(exc.provider, retry_after)  # every worker holds off
             runs = min(max(contact.deliveries, 1), _MAX_COUNTED)
-            delay = self.policy.delay(runs, 0.0, retry_after, self.rng)
-            assert delay is not None  # this policy never gives up
-            state, due = "retry", now + timedelta(seconds=delay)
+            backoff = self.policy.delay(runs, 0.0, retry_after, self.rng)
+            assert backoff is not None  # this policy never gives up
+            state, delay, due = "retry", backoff, now + timedelta(seconds=backoff)
             log.warning(
                 "compensation_retry",
                 cleanup=cleanup,
