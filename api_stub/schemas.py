@@ -109,9 +109,9 @@ class Contact(_Shape):
     deleted_reason: DeletedReason | None
     error: ContactError | None
     stuck: bool = Field(
-        description="the contact is failing and removing what it made at the providers meets "
-        "an error that needs an operator (see `provisioner jobs stuck`); retried every "
-        "PROVISIONER_COMPENSATION_STUCK_RETRY_S"
+        description="removing what the contact made at the providers (it is failing, or "
+        "`deleting`) meets an error that needs an operator (see `provisioner jobs stuck`); "
+        "retried every PROVISIONER_COMPENSATION_STUCK_RETRY_S"
     )
     steps: list[Step]
     batch_id: BatchId | None

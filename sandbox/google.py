@@ -56,6 +56,35 @@ def _refused(request: Request) -> bool:
     return state in ("expired", "revoked") or (issued is not None and issued.kind != "google")
 
 
+def _outside_delegation(request: Request, email: str) -> bool:
+    """A token issued to a service account acting as a delegated admin (`sub`) reaches only
+    that admin's domain and its subdomains: Google's admins administer their own customer's
+    domains, and a user of another answers 403 `forbidden`. Static tokens (tests) and tokens
+    issued without a subject reach every domain."""
+    token = bearer_token(request)
+    if token is None:
+        return False
+    _, issued = identity(request).state(token)
+    if issued is None or issued.kind != "google" or "@" not in issued.tenant:
+        return False
+    admin = issued.tenant.rpartition("@")[2].lower()
+    domain = email.rpartition("@")[2].lower()
+    return domain != admin and not domain.endswith("." + admin)
+
+
+def _forbidden() -> JSONResponse:
+    return google_error(403, "forbidden", "Not Authorized to access this resource/api")
+
+
+def _user_outside(request: Request, user_key: str) -> bool:
+    """The user named by `user_key` (an address or an id) is outside the token's reach."""
+    try:
+        email = sandbox_state(request).get_user(user_key).primary_email
+    except NotFound:
+        email = user_key if "@" in user_key else ""
+    return bool(email) and _outside_delegation(request, email)
+
+
 def _invalid(message: str) -> JSONResponse:
     return google_error(400, "invalid", message)
 
@@ -158,6 +187,8 @@ async def insert_user(request: Request) -> Response:
     parsed = _parse_user(body)
     if isinstance(parsed, JSONResponse):
         return parsed
+    if _outside_delegation(request, parsed.primary_email):
+        return _forbidden()
     try:
         record = sandbox_state(request).create_user(parsed)
     except AlreadyExists:
@@ -169,6 +200,8 @@ async def insert_user(request: Request) -> Response:
 async def get_user(request: Request, user_key: str) -> Response:
     if _refused(request):
         return _unauthenticated()
+    if _user_outside(request, user_key):
+        return _forbidden()
     try:
         record = sandbox_state(request).get_user(user_key)
     except NotFound:
@@ -180,6 +213,8 @@ async def get_user(request: Request, user_key: str) -> Response:
 async def delete_user(request: Request, user_key: str) -> Response:
     if _refused(request):
         return _unauthenticated()
+    if _user_outside(request, user_key):
+        return _forbidden()
     try:
         sandbox_state(request).delete_user(user_key)
     except NotFound:

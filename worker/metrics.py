@@ -125,7 +125,8 @@ class QueueDepthCollector(Collector):
 
 
 class StuckContactsCollector(Collector):
-    """`provisioner_contacts_stuck{reason}`: contacts whose compensation met a permanent error,
+    """`provisioner_contacts_stuck{reason}`: contacts whose clean-up (compensation or release)
+    met a permanent error,
     by its code, read from the database at scrape time by `count` (reason -> contacts). A
     failed read leaves the family empty rather than failing the scrape."""
 

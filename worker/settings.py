@@ -110,8 +110,9 @@ class Settings(BaseSettings):
     reconcile_batch: int = 500
     sender_poll_s: float = 2.0
     sender_online_timeout_s: int = 600
-    # A compensation that meets a permanent error (refused credentials, a forbidden account)
-    # is stuck: retried at this cadence instead of the backoff's, until the cause is fixed.
+    # A clean-up (a failed contact's compensation, a deleted one's release) that meets a
+    # permanent error (refused credentials, a forbidden account) is stuck: retried at this
+    # cadence instead of the backoff's, until the cause is fixed.
     compensation_stuck_retry_s: float = 900.0
 
     # Worker liveness: each worker process records a heartbeat this often; beat's liveness

@@ -46,6 +46,9 @@ def check_invariants(
         users = tags[("users", c.id)]
         senders = tags[("senders", c.id)]
         months = fee_months.get(c.id, [])
+        if c.status in ("active", "grace_period", "failed", "deleted"):
+            # Only a clean-up under way (failing or deleting) is ever stuck: its end clears it.
+            assert c.stuck_since is None and c.stuck_reason is None, (c.id, "stuck", c.status)
         if c.status == "active" and (c.request or {}).get("provisioned_by") == "user":
             # An address the customer brought: nothing at the providers, nothing charged.
             assert (numbers, users, senders) == (0, 0, 0), (c.id, "brought address")

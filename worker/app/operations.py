@@ -20,8 +20,9 @@ from worker.store.models import Contact
 
 
 def stuck_contacts(db: Database, limit: int = 100) -> list[dict[str, Any]]:
-    """Contacts whose compensation is stuck on a permanent error, longest stuck first: the
-    contact's own error, the error that stops its clean-up, and for how long."""
+    """Contacts whose clean-up (a failing contact's compensation, a deleting one's release)
+    is stuck on a permanent error, longest stuck first: the contact's own error or why it is
+    deleted, the error that stops its clean-up, and for how long."""
     now = datetime.now(UTC)
     with db.read() as session:
         rows = stuck_store.stuck_contacts(session, limit)
@@ -33,6 +34,7 @@ def stuck_contacts(db: Database, limit: int = 100) -> list[dict[str, Any]]:
                 "contact_type": c.contact_type,
                 "status": c.status,
                 "error": {"code": c.error_code, "message": c.error_message},
+                "deleted_reason": c.deleted_reason,
                 "stuck_reason": c.stuck_reason,
                 "stuck_since": c.stuck_since.isoformat() if c.stuck_since else None,
                 "age_s": round((now - c.stuck_since).total_seconds()) if c.stuck_since else 0,

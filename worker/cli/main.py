@@ -183,7 +183,8 @@ def jobs_stuck(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
     as_json: JsonFlag = False,
 ) -> None:
-    """List failing contacts whose clean-up at the providers is stuck, with its error and age."""
+    """List failing or deleting contacts whose clean-up at the providers is stuck, with its
+    error and age."""
     from worker.app.operations import stuck_contacts
 
     rows = stuck_contacts(database(load_settings()), limit)
@@ -192,10 +193,14 @@ def jobs_stuck(
         return
     for row in rows:
         error = row["error"]
+        why = (
+            f"deleting: {row['deleted_reason']}"
+            if row["status"] == "deleting"
+            else f"failing: {error['code']}: {error['message']}"
+        )
         typer.echo(
             f"{row['id']}  assistant {row['assistant_id']}  {row['contact_type']:<8}  "
-            f"stuck {row['age_s']} s on {row['stuck_reason']}  (failing: {error['code']}: "
-            f"{error['message']})"
+            f"stuck {row['age_s']} s on {row['stuck_reason']}  ({why})"
         )
     if not rows:
         typer.echo("no stuck contacts")

@@ -103,7 +103,8 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
         "deleted_at": _iso_or_none(contact.deleted_at),
         "deleted_reason": contact.deleted_reason,
         "error": error,
-        # Failing, and its clean-up at the providers cannot finish until an operator acts.
+        # Failing or deleting, and its clean-up at the providers cannot finish until an
+        # operator acts.
         "stuck": contact.stuck_since is not None,
         "steps": shown,
         "batch_id": contact.batch_id,

@@ -6,9 +6,7 @@ again after a delay). The Celery task maps that onto the broker.
 
 from __future__ import annotations
 
-import math
 import random
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +26,7 @@ from worker.live import NoNotifier, Notifier
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
+from worker.runtime.cleanup import Cleanup
 from worker.runtime.connections import EmailTargets
 from worker.runtime.release import Releaser
 from worker.runtime.steps import (
@@ -42,7 +41,6 @@ from worker.runtime.steps import (
 from worker.settings import Settings
 from worker.store import first_lease, journal
 from worker.store import pipeline as store
-from worker.store import stuck as stuck_store
 from worker.store.credits import FeeNotCovered
 from worker.store.db import Database
 from worker.store.models import Contact, ContactStep
@@ -61,21 +59,14 @@ class Outcome:
     events: tuple[str, ...] = ()
 
 
-def _policies(settings: Settings) -> tuple[RetryPolicy, RetryPolicy]:
-    """The steps' bounded policy, and compensation's: same backoff, never gives up."""
-    steps = RetryPolicy(
+def _policy(settings: Settings) -> RetryPolicy:
+    """The steps' bounded policy (a clean-up's, unbounded, is `Cleanup`'s)."""
+    return RetryPolicy(
         base_s=settings.retry_base_s,
         max_s=settings.retry_max_s,
         max_attempts=settings.step_max_attempts,
         max_total_s=settings.step_max_total_s,
     )
-    compensation = RetryPolicy(
-        base_s=settings.retry_base_s,
-        max_s=settings.retry_max_s,
-        max_attempts=sys.maxsize,
-        max_total_s=math.inf,
-    )
-    return steps, compensation
 
 
 class Pipeline:
@@ -100,18 +91,20 @@ class Pipeline:
         self.email_targets = EmailTargets(
             db, settings, providers, on_new_client=self.limiter.install_client
         )
-        self.policy, self.compensation_policy = _policies(settings)
+        self.policy = _policy(settings)
         self.rng = random.Random()
         self.grace = timedelta(days=settings.grace_period_days)
+        # Compensation and release: one way to meet an error, one stuck state.
+        self.cleanup = Cleanup(db, settings, clock, self.limiter, Outcome)
         self.releaser = Releaser(
             db,
             providers,
             settings,
             clock,
-            self.limiter,
-            self.compensation_policy,
+            self.cleanup,
             Outcome,
             self._changed,
+            self.email_targets,
         )
 
     def run(self, contact_id: str, owner: str, first_run: FirstRun | None = None) -> Outcome:
@@ -418,64 +411,21 @@ class Pipeline:
             # Nothing to delete when the journal proves no creating request was ever sent.
             if not nothing_created(steps.values()):
                 compensate(self._context(contact, steps))
-        except Throttled as exc:
-            with self.db.write() as session:
-                store.release_lease(
-                    session,
-                    contact.id,
-                    owner,
-                    self._due(self.clock() + timedelta(seconds=exc.retry_in_s)),
-                )
-            return Outcome("wait", exc.retry_in_s)
-        except Permanent as exc:
-            return self._stuck(contact, owner, exc)
-        except ProviderError as exc:
-            # Compensation must finish eventually, whatever the error: retry without limit.
-            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-            delay = self.compensation_policy.delay(
-                min(contact.deliveries, 10), 0.0, retry_after, self.rng
-            )
-            assert delay is not None  # this policy never gives up
-            with self.db.write() as session:
-                store.release_lease(
-                    session, contact.id, owner, self._due(self.clock() + timedelta(seconds=delay))
-                )
-            log.warning("compensation_retry", error_code=exc.code, retry_in_s=round(delay, 2))
-            return Outcome("retry", delay)
+        except (Throttled, ProviderError) as exc:
+            # Compensation must finish, whatever the error: as a release does (`Cleanup`).
+            return self.cleanup.met(contact, owner, exc, cleanup="compensation")
         ordered = sorted(steps.values(), key=lambda s: s.position)
         events: list[str] = []
         with self.db.write() as session:
             failed = store.fail(session, contact, ordered, owner, self.clock(), events)
-            if failed and contact.stuck_since is not None:
-                stuck_store.clear(session, contact)
+            if failed:
+                self.cleanup.finished(session, contact)
         if not failed:
             return self._stopped(contact, steps, owner)
         self._changed(contact)
         log.warning("contact_failed", error_code=code, error=message)
         contact_outcome(contact.contact_type, "failed")
         return Outcome("failed", events=tuple(events))
-
-    def _stuck(self, contact: Contact, owner: str, exc: Permanent) -> Outcome:
-        """Compensation met an error that retrying soon will not cure (refused credentials, a
-        forbidden account): try again at the capped cadence, and say so loudly, once. The
-        wait is kept in the database (the lease's due time), where the reconciler finds it;
-        no countdown message is held for that long."""
-        now = self.clock()
-        wait_s = self.settings.compensation_stuck_retry_s
-        with self.db.write() as session:
-            first = stuck_store.mark_stuck(session, contact, owner, exc.code, now)
-            store.release_lease(session, contact.id, owner, now + timedelta(seconds=wait_s))
-        if first:
-            log.error(
-                "compensation_stuck",
-                error_code=exc.code,
-                error=str(exc),
-                contact_error=contact.error_code,
-                retry_in_s=wait_s,
-            )
-        else:
-            log.warning("compensation_retry", error_code=exc.code, retry_in_s=wait_s)
-        return Outcome("stuck")
 
     # --- helpers -----------------------------------------------------------------------------
 

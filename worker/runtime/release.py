@@ -4,23 +4,25 @@ Run by the same runner as provisioning (`Pipeline.run`), under the contact's lea
 of a live contact, a cancellation (the provisioning runner stops at its next step boundary
 and carries on here), or a grace period that ended unpaid. Every step finds what it releases
 by the contact's tag, so a crash, a redelivery or a takeover may run any of them again.
-Deletion must finish: provider errors of every kind are retried, without a bound.
+Deletion must finish: an error is met as compensation's is (`worker/runtime/cleanup.py`):
+retried without a bound, and a permanent one marks the contact stuck.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy.orm import Session
 
 from worker.domain.contacts import StepStatus
-from worker.domain.retry import RetryPolicy
 from worker.metrics import contact_outcome, step_timer
-from worker.providers import ProviderError, Providers, RateLimited
-from worker.runtime.budgets import ProviderLimiter, Throttled
+from worker.providers import ProviderError, Providers
+from worker.runtime.budgets import Throttled
+from worker.runtime.cleanup import Cleanup
+from worker.runtime.connections import EmailTargets
 from worker.runtime.steps import RELEASES, StepContext
 from worker.settings import Settings
 from worker.store import deletion
@@ -32,8 +34,9 @@ log = structlog.get_logger(__name__)
 
 
 class Releaser:
-    """The release half of the runner: the pipeline's database, providers, budgets, clock
-    and compensation policy; `outcome` makes the pipeline's `Outcome`."""
+    """The release half of the runner: the pipeline's database, providers, email targets
+    (a contact's own workspace, through its account's connection), clock and clean-up;
+    `outcome` makes the pipeline's `Outcome`."""
 
     def __init__(
         self,
@@ -41,15 +44,14 @@ class Releaser:
         providers: Providers,
         settings: Settings,
         clock: Callable[[], datetime],
-        limiter: ProviderLimiter,
-        policy: RetryPolicy,
+        cleanup: Cleanup,
         outcome: Callable[..., Any],
         changed: Callable[[Contact], None] = lambda contact: None,
+        email_targets: EmailTargets | None = None,
     ) -> None:
         self.db, self.providers, self.settings, self.clock = db, providers, settings, clock
-        self.limiter, self.policy, self.outcome = limiter, policy, outcome
+        self.cleanup, self.outcome, self.email_targets = cleanup, outcome, email_targets
         self.changed = changed  # after a status change commits (wakes the long polls)
-        self.rng = random.Random()
 
     def run(self, contact: Contact, steps: dict[str, ContactStep], owner: str) -> Any:
         p = self
@@ -69,15 +71,8 @@ class Releaser:
             try:
                 with step_timer(contact.contact_type, step.name):
                     RELEASES[step.name](self._context(contact, steps))
-            except Throttled as exc:
-                return self._later(contact, step, owner, exc.retry_in_s, None, unsent=True)
-            except ProviderError as exc:
-                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-                failures = (step.detail or {}).get("failures", 0) + 1
-                delay = self.policy.delay(min(failures, 10), 0.0, retry_after, self.rng)
-                assert delay is not None  # this policy never gives up
-                log.warning("release_retry", error_code=exc.code, retry_in_s=round(delay, 2))
-                return self._later(contact, step, owner, delay, exc, failures=failures)
+            except (Throttled, ProviderError) as exc:
+                return self._later(contact, step, owner, exc)
             with p.db.write() as session:
                 store.record_step(session, step, StepStatus.DONE, p.clock())
             log.info("step_done")
@@ -86,6 +81,8 @@ class Releaser:
         events: list[str] = []
         with p.db.write() as session:
             finished = deletion.finish_deleted(session, contact, ordered, owner, p.clock(), events)
+            if finished:
+                self.cleanup.finished(session, contact)
         if not finished:
             return self.outcome("busy")
         self.changed(contact)
@@ -94,31 +91,21 @@ class Releaser:
         return self.outcome("deleted", events=tuple(events))
 
     def _later(
-        self,
-        contact: Contact,
-        step: ContactStep,
-        owner: str,
-        delay: float,
-        exc: ProviderError | None,
-        *,
-        unsent: bool = False,
-        failures: int | None = None,
+        self, contact: Contact, step: ContactStep, owner: str, exc: ProviderError | Throttled
     ) -> Any:
-        p = self
-        now = p.clock()
-        detail = dict(step.detail or {})
-        if failures is not None:
-            detail["failures"] = failures
-        with p.db.write() as session:
-            if unsent:
+        """The step comes back later: a throttled attempt sent nothing and is taken back; a
+        failed one is journaled pending with its error."""
+        now = self.clock()
+
+        def journal(session: Session) -> None:
+            if isinstance(exc, Throttled):
                 store.unstart_step(session, step, now, take_back_attempt=True)
             else:
-                store.record_step(
-                    session, step, StepStatus.PENDING, now, detail=detail, error=str(exc)
-                )
-            due = now + timedelta(seconds=delay + p.settings.reconcile_grace_s)
-            store.release_lease(session, contact.id, owner, due)
-        return self.outcome("retry" if exc is not None else "wait", delay)
+                store.record_step(session, step, StepStatus.PENDING, now, error=str(exc))
+
+        return self.cleanup.met(contact, owner, exc, cleanup="release", journal=journal)
 
     def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
-        return StepContext(contact, steps, self.providers, self.settings, self.clock())
+        return StepContext(
+            contact, steps, self.providers, self.settings, self.clock(), self.email_targets
+        )

@@ -174,8 +174,8 @@ class Contact(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # A compensation that met a permanent error: its code, and since when (cleared when the
-    # contact ends `failed`). See worker/store/stuck.py.
+    # A clean-up (compensation, release) that met a permanent error: its code, and since when
+    # (cleared when the contact ends `failed` or `deleted`). See worker/store/stuck.py.
     stuck_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stuck_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

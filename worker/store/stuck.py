@@ -1,4 +1,5 @@
-"""Compensations that cannot finish: marked on the contact, listed and counted for operators."""
+"""Clean-ups that cannot finish (a failing contact's compensation, a deleting one's release):
+marked on the contact, listed and counted for operators."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from worker.store.models import Contact
 
 
 def mark_stuck(session: Session, contact: Contact, owner: str, reason: str, now: datetime) -> bool:
-    """Record that the contact's compensation met a permanent error (`reason`, its code).
-    True when this is the first time since the contact started failing (`stuck_since` was
-    unset), so that the caller says so once, not on every attempt."""
+    """Record that the contact's clean-up met a permanent error (`reason`, its code). True
+    when this is the first time (`stuck_since` was unset), so that the caller says so once,
+    not on every attempt."""
     first = contact.stuck_since is None
     since = now if first else contact.stuck_since
     done = session.execute(
@@ -29,7 +30,7 @@ def mark_stuck(session: Session, contact: Contact, owner: str, reason: str, now:
 
 
 def clear(session: Session, contact: Contact) -> None:
-    """The compensation finished: the contact is no longer stuck."""
+    """The clean-up finished: the contact is no longer stuck."""
     session.execute(
         update(Contact).where(Contact.id == contact.id).values(stuck_reason=None, stuck_since=None)
     )
@@ -37,7 +38,7 @@ def clear(session: Session, contact: Contact) -> None:
 
 
 def stuck_contacts(session: Session, limit: int) -> list[Contact]:
-    """Contacts whose compensation is stuck, longest stuck first."""
+    """Contacts whose clean-up is stuck, longest stuck first."""
     query = (
         select(Contact)
         .where(Contact.stuck_since.is_not(None))
@@ -48,7 +49,7 @@ def stuck_contacts(session: Session, limit: int) -> list[Contact]:
 
 
 def count_by_reason(session: Session) -> dict[str, int]:
-    """How many contacts are stuck, by the code of the error that stopped their compensation."""
+    """How many contacts are stuck, by the code of the error that stopped their clean-up."""
     query: Any = (
         select(Contact.stuck_reason, func.count())
         .where(Contact.stuck_since.is_not(None))

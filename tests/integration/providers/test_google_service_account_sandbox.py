@@ -66,3 +66,26 @@ def test_verify_names_the_admin_subject_outside_the_delegation(
     with pytest.raises(CredentialsRefused) as caught:
         verify(provider_settings(), connection)
     assert caught.value.field == "admin_subject"
+
+
+def test_a_delegated_admin_reaches_only_the_users_of_its_own_domain(
+    sandbox: Any, sandbox_url: str, provider_settings: Callable[..., Settings]
+) -> None:
+    key = service_account_key()
+    register_service_account(sandbox_url, key, admin_subjects=[ADMIN])
+    with GoogleDirectory.from_settings(provider_settings()) as anyone:  # a static token
+        elsewhere = anyone.ensure_user("bo@other.example", "Bo", "B", "ct_other")
+    with GoogleDirectory.from_settings(service_account_settings(provider_settings, key.info)) as d:
+        assert d.ensure_user("ada@eu.acme.example", "Ada", "L", "ct_1").tag == "ct_1"  # subdomain
+        refused = [
+            lambda: d.get_user("bo@other.example"),
+            lambda: d.get_user(elsewhere.id),
+            lambda: d.delete_tagged("bo@other.example", "ct_other"),
+            lambda: d.ensure_user("cy@other.example", "Cy", "C", "ct_2", look_up=False),
+        ]
+        for call in refused:
+            with pytest.raises(Permanent) as caught:
+                call()
+            assert caught.value.code == AUTH_FAILED
+    users = {u["address"] for u in sandbox.resources()["users"]}
+    assert users == {"bo@other.example", "ada@eu.acme.example"}  # nothing made or deleted there
