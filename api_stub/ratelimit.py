@@ -10,21 +10,16 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from worker.redis_conn import RedisTarget, target_of
+
 log = structlog.get_logger(__name__)
 
 
-def limits_storage_uri(redis_url: str) -> str:
-    if redis_url.startswith("unix://"):
-        return "redis+unix://" + redis_url.removeprefix("unix://")
-    return redis_url
-
-
 class RateLimiter:
-    def __init__(self, redis_url: str, spec: str) -> None:
+    def __init__(self, redis: str | RedisTarget, spec: str) -> None:
         self.items = parse_many(spec)
-        self.limiter = SlidingWindowCounterRateLimiter(
-            storage_from_string(limits_storage_uri(redis_url), socket_timeout=0.5)
-        )
+        uri, options = target_of(redis).limits_storage(socket_timeout=0.5)
+        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(uri, **options))
 
     def check(self, identity: str) -> int | None:
         """None if the request may go on, else the seconds to wait (Retry-After)."""

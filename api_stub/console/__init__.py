@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import redis
 from fastapi import FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -29,8 +28,8 @@ from worker.app.console import Console
 from worker.app.services import Services
 from worker.domain.errors import DomainError
 from worker.domain.ids import is_id
-from worker.embedded_redis import redis_url
 from worker.live import Notifier
+from worker.redis_conn import RedisTarget
 from worker.settings import Settings
 
 HERE = Path(__file__).parent
@@ -95,14 +94,14 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
     if not token:
         return  # the console is off: every /console path is a 404
     gate = Gate(token)
-    url = redis_url(settings)
+    target = RedisTarget.from_settings(settings)
     console = Console(
         services.db,
         settings,
         services.publisher,
         services.webhooks,
-        Notifier(url),
-        redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1),
+        Notifier(target),
+        target.client(socket_timeout=1, socket_connect_timeout=1),
     )
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"),

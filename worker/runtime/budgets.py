@@ -25,9 +25,9 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from worker.domain.ratelimit import Rate, come_back_in, draws_for, operation_of, parse_budgets
-from worker.embedded_redis import redis_url
 from worker.providers import Providers
 from worker.providers.http import ProviderClient
+from worker.redis_conn import RedisTarget, target_of
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -68,15 +68,10 @@ class Throttled(Exception):
         self.retry_in_s = retry_in_s
 
 
-def _storage_uri(url: str) -> str:
-    # `limits` spells a unix-socket Redis `redis+unix://`; redis-py spells it `unix://`.
-    return "redis+unix://" + url.removeprefix("unix://") if url.startswith("unix://") else url
-
-
 class ProviderLimiter:
     def __init__(
         self,
-        url: str,
+        url: str | RedisTarget,
         budgets: dict[str, Rate],
         *,
         bulk_share: float = 1.0,
@@ -85,10 +80,10 @@ class ProviderLimiter:
         self.budgets = budgets
         self.bulk_share = bulk_share
         self.rng = rng or random.Random()
-        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self._windows = MovingWindowRateLimiter(
-            storage_from_string(_storage_uri(url), socket_timeout=0.5)
-        )
+        target = target_of(url)
+        self._redis = target.client(socket_timeout=0.5, socket_connect_timeout=0.5)
+        uri, options = target.limits_storage(socket_timeout=0.5)
+        self._windows = MovingWindowRateLimiter(storage_from_string(uri, **options))
         self._items: dict[Rate, RateLimitItem] = {}
         # provider -> (monotonic time until which it is known not paused, pause end or 0.0)
         self._pauses: dict[str, tuple[float, float]] = {}
@@ -96,7 +91,7 @@ class ProviderLimiter:
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderLimiter:
         return cls(
-            redis_url(settings),
+            RedisTarget.from_settings(settings),
             parse_budgets(settings.provider_rate_limits),
             bulk_share=settings.provider_bulk_share,
         )
