@@ -16,8 +16,9 @@ log = structlog.get_logger(__name__)
 
 
 class RateLimiter:
-    def __init__(self, redis: str | RedisTarget, spec: str) -> None:
+    def __init__(self, redis: str | RedisTarget, spec: str, *, namespace: str = "api") -> None:
         self.items = parse_many(spec)
+        self.namespace = namespace
         uri, options = target_of(redis).limits_storage(socket_timeout=0.5)
         self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(uri, **options))
 
@@ -38,13 +39,13 @@ class RateLimiter:
         retry_after: int | None = None
         try:
             for item in self.items:
-                if not going or self.limiter.hit(item, "api", identity, cost=going):
+                if not going or self.limiter.hit(item, self.namespace, identity, cost=going):
                     continue
                 passed = 0
-                while passed < going and self.limiter.hit(item, "api", identity):
+                while passed < going and self.limiter.hit(item, self.namespace, identity):
                     passed += 1
                 if passed < going:
-                    reset = self.limiter.get_window_stats(item, "api", identity).reset_time
+                    reset = self.limiter.get_window_stats(item, self.namespace, identity).reset_time
                     retry_after = max(1, math.ceil(reset - time.time()))
                 going = passed
         except Exception as exc:

@@ -163,6 +163,10 @@ class Settings(BaseSettings):
 
     # The operators' console at /console/: off (404) while empty; its sign-in token otherwise.
     console_token: SecretStr = SecretStr("")
+    # A console session lasts this long from sign-in (signing out ends it sooner), and each
+    # client address may try this many sign-ins (`limits` notation) before a 429.
+    console_session_s: int = 12 * 3600
+    console_sign_in_limit: str = "5/minute"
 
     # Logging.
     log_format: Literal["json", "console"] = "json"
@@ -232,7 +236,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-negative amount with at most 2 decimal places")
         return value
 
-    @field_validator("webhook_attempt_retention_days", "retention_chunk")
+    @field_validator("console_sign_in_limit")
+    @classmethod
+    def _check_sign_in_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # ValueError says what it could not read
+        return value
+
+    @field_validator("webhook_attempt_retention_days", "retention_chunk", "console_session_s")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
