@@ -4,6 +4,8 @@ once, with one event. Prints the gaps the failover left (see docs/recovery.md)."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -38,6 +40,8 @@ def test_master_killed_mid_run_fails_over_and_every_contact_ends_active_once(
         redis_url="redis://mymaster/0",  # the host is the sentinels' to give
         redis_sentinels=cluster.sentinels,
         redis_sentinel_master=MASTER_NAME,
+        # The provider budgets on the same Redis, through the sentinels too.
+        provider_rate_limits="twilio=1000/second",
     )
     sandbox.set_faults(latency_ms=40)
     tenant = make_tenant(credits_cents=100_000, assistants=CONTACTS)
@@ -110,3 +114,38 @@ def test_master_killed_mid_run_fails_over_and_every_contact_ends_active_once(
     # Bounded by the sentinels' down-after (1 s) and election, the worker's reconnect
     # backoff (kombu: 2 s, then 4 s) and the reconciler (grace 1 s, every 0.5 s here).
     assert last_terminal < 30
+
+
+def test_status_wake_ups_follow_the_master_through_a_failover(cluster):
+    """A long poll's wake-up (worker.live publishes, api_stub.live subscribes) reaches the
+    API again once the sentinels have promoted the replica."""
+    from api_stub.live import Waiters
+    from worker.live import Notifier
+    from worker.redis_conn import RedisTarget
+
+    target = RedisTarget("redis://mymaster/0",
+                         tuple(("127.0.0.1", p) for p in cluster.sentinel_ports), MASTER_NAME)
+    notifier = Notifier(target)
+    waiters = Waiters(target)
+
+    async def woken_within(seconds: float) -> bool:
+        with waiters.watch(("contact", "ct_a")) as woken:
+            await waiters.ready(5)
+            deadline = asyncio.get_running_loop().time() + seconds
+            while not woken.is_set() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.to_thread(notifier.changed, "ct_a", None, 1, "active")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), 0.2)
+            return woken.is_set()
+
+    async def scenario() -> tuple[bool, float, bool]:
+        before = await woken_within(5)
+        cluster.kill_master()
+        kill = time.monotonic()
+        after = await woken_within(30)
+        return before, time.monotonic() - kill, after
+
+    before, took, after = asyncio.run(scenario())
+    notifier.close()
+    assert before and after
+    print(f"\nsentinel failover: kill -> wake-ups delivered again {took:.2f} s")
