@@ -78,14 +78,6 @@ class RedisTarget:
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "rediss"
 
-    def describe(self) -> str:
-        """For logs and errors: no password."""
-        if self.sentinels:
-            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
-            return f"sentinel master {self.master!r} via {hosts} (db {self._db()})"
-        parts = urlsplit(self.url)
-        return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="").geturl()
-
     # --- redis-py -----------------------------------------------------------------------
 
     def client(self, **options: Any) -> redis.Redis:
