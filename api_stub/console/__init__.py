@@ -271,7 +271,17 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
     async def console_events(request: Request) -> Response:
         """Every account's events, framed as `GET /v0/events` frames one account's."""
         await gate.check(request)
-        return events.stream_response(request, services.events, waiters, None)
+        if gate.by_bearer(request):
+            return events.stream_response(request, services.events, waiters, None)
+
+        async def still_signed_in() -> bool:
+            # A stream opened before sign-out (or expiry) ends with its session.
+            try:
+                return await gate.session_of(request) is not None
+            except SessionStoreUnavailable:
+                return True  # Redis down: no sign-out can happen either; keep streaming
+
+        return events.stream_response(request, services.events, waiters, None, still_signed_in)
 
     @app.get(PREFIX + "/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:

@@ -130,3 +130,18 @@ def test_sign_in_attempts_are_limited_per_client_address(live_url):
         # The bearer header (scripts) is not a sign-in, and still opens the console.
         bearer = http.get("/console/", headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"})
         assert bearer.status_code == 200
+
+
+def test_an_open_event_stream_ends_when_its_session_is_signed_out(live_url):
+    with signed_in_client(live_url) as http, \
+            http.stream("GET", "/console/events", timeout=8) as stream:
+        assert stream.status_code == 200
+        overview = http.get("/console/")
+        signed_out = time.monotonic()
+        assert http.post("/console/sign-out",
+                         data={"csrf": csrf_of(overview.text)}).status_code == 303
+        # The stream's next outbox read (within 5 s) ends it; one that went on would send
+        # nothing for 10 s (its first ping), and the 8 s read timeout would fail the test.
+        for _ in stream.iter_lines():
+            pass
+        assert time.monotonic() - signed_out < 8
