@@ -111,7 +111,7 @@ class Waiters:
                 self._ready.clear()
                 await asyncio.sleep(1.0)
             finally:
-                await client.aclose()
+                await self.redis.aclose(client)
 
     def _wake(self, data: bytes) -> None:
         message = decode(data)

@@ -46,6 +46,10 @@ SSL_OPTIONS = (
 )
 
 
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def target_of(where: str | RedisTarget) -> RedisTarget:
     """A target from a URL (tests, benchmarks) or the target itself."""
     return where if isinstance(where, RedisTarget) else RedisTarget(where)
@@ -105,6 +109,15 @@ class RedisTarget:
         )
         return sentinel.master_for(self.master)
 
+    @staticmethod
+    async def aclose(client: redis.asyncio.Redis) -> None:
+        """Close an `async_client`, and behind Sentinel its connections to the sentinels
+        (which closing the master's client leaves open)."""
+        await client.aclose()
+        manager = getattr(client.connection_pool, "sentinel_manager", None)
+        if manager is not None:
+            await manager.aclose()
+
     # --- limits -------------------------------------------------------------------------
 
     def limits_storage(self, **options: Any) -> tuple[str, dict[str, Any]]:
@@ -113,7 +126,7 @@ class RedisTarget:
             if self.url.startswith("unix://"):  # `limits` spells it `redis+unix://`
                 return "redis+unix://" + self.url.removeprefix("unix://"), options
             return self.url, options
-        hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+        hosts = ",".join(_netloc(h, p) for h, p in self.sentinels)
         return f"redis+sentinel://{hosts}/{quote(self.master, safe='')}", {
             **self._master_kwargs(),
             **options,
@@ -141,7 +154,7 @@ class RedisTarget:
             auth = f"{quote(master.get('username') or '', safe='')}:"
             auth += f"{quote(master['password'], safe='')}@"
         db = master.get("db", 0)
-        url = ";".join(f"sentinel://{auth}{h}:{p}/{db}" for h, p in self.sentinels)
+        url = ";".join(f"sentinel://{auth}{_netloc(h, p)}/{db}" for h, p in self.sentinels)
         options = {
             "broker_url": url,
             "broker_transport_options": {

@@ -114,3 +114,8 @@ def test_settings_name_the_sentinel_variable_that_is_wrong():
         Settings(redis_sentinels="10.0.0.1", redis_sentinel_master="m")
     settings = Settings(redis_sentinels="10.0.0.1:26379, [::1]:26380", redis_sentinel_master="m")
     assert RedisTarget.from_settings(settings).sentinels == (("10.0.0.1", 26379), ("::1", 26380))
+    target = RedisTarget.from_settings(settings)
+    assert target.celery_options()["broker_url"] == (
+        "sentinel://10.0.0.1:26379/0;sentinel://[::1]:26380/0"
+    )
+    assert target.limits_storage()[0] == "redis+sentinel://10.0.0.1:26379,[::1]:26380/m"
