@@ -145,3 +145,30 @@ def test_an_open_event_stream_ends_when_its_session_is_signed_out(live_url):
         for _ in stream.iter_lines():
             pass
         assert time.monotonic() - signed_out < 8
+
+
+def test_sessions_answer_503_while_redis_is_down_and_the_bearer_header_still_works(
+    make_settings, sandbox, db
+):
+    from api_stub.app import create_app
+
+    from support.services import free_port
+
+    settings = make_settings(sandbox_url=sandbox.url, console_token=CONSOLE_TOKEN,
+                             redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    with serve_in_thread(create_app(settings, db=db)) as url, \
+            httpx.Client(base_url=url, timeout=30) as http:
+        sign_in = http.post("/console/sign-in", data={"token": CONSOLE_TOKEN})
+        assert sign_in.status_code == 503 and sign_in.headers["Retry-After"] == "5"
+        assert "console_session" not in sign_in.cookies
+        with httpx.Client(base_url=url, cookies={"console_session": "x.y.z"}) as forged:
+            # A bad signature is refused without asking Redis.
+            assert forged.get("/console/").status_code == 303
+        # A well-signed cookie cannot be checked against sign-outs: refused, never a 500.
+        from api_stub.console.sessions import Sessions
+
+        signed = Sessions(CONSOLE_TOKEN, None, 3600)._signer.dumps("some-session")
+        with httpx.Client(base_url=url, cookies={"console_session": signed}) as unsure:
+            assert unsure.get("/console/").status_code == 503
+        bearer = http.get("/console/", headers={"Authorization": f"Bearer {CONSOLE_TOKEN}"})
+        assert bearer.status_code == 200
