@@ -6,7 +6,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import redis
 import structlog
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,8 +41,8 @@ from worker.app.readiness import ProviderReadiness
 from worker.app.services import Database, Services
 from worker.domain.contacts import ContactStatus
 from worker.domain.errors import DomainError, InvalidRequest
-from worker.embedded_redis import redis_url
 from worker.live import Notifier
+from worker.redis_conn import RedisTarget
 from worker.runtime.celery_app import CeleryPublisher, create_celery
 from worker.settings import Settings
 
@@ -98,16 +97,16 @@ def create_app(
     db: Database | None = None,
     publisher: Publisher | None = None,
 ) -> FastAPI:
-    url = redis_url(settings)
+    target = RedisTarget.from_settings(settings)  # one URL, or a master behind Sentinel
     if publisher is None:
-        publisher = CeleryPublisher(create_celery(settings, broker_url=url))
-    services = Services.build(settings, publisher, db, notifier=Notifier(url))
+        publisher = CeleryPublisher(create_celery(settings, redis=target))
+    services = Services.build(settings, publisher, db, notifier=Notifier(target))
     service, keys = services.contacts, services.accounts
-    limiter = RateLimiter(url, settings.rate_limit)
+    limiter = RateLimiter(target, settings.rate_limit)
     fast = FastAccept(service, limiter)
     readiness = ProviderReadiness(settings)
-    redis_client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    waiters = live.Waiters(url)  # one status subscription for the process's long polls
+    redis_client = target.client(socket_timeout=1, socket_connect_timeout=1)
+    waiters = live.Waiters(target)  # one status subscription for the process's long polls
     reads = live.SingleFlight()
 
     app = FastAPI(

@@ -22,23 +22,37 @@ RECHECK_S = 5.0  # read the outbox at least this often, whatever the wake-ups
 PAGE = 500
 
 
+class StreamEnded(Exception):
+    """The caller may no longer read the stream (its console session ended)."""
+
+
 def stream_response(
-    request: Request, feed: EventFeed, waiters: live.Waiters, account_id: int | None
+    request: Request,
+    feed: EventFeed,
+    waiters: live.Waiters,
+    account_id: int | None,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
 ) -> EventSourceResponse:
-    """The events of `account_id` (all accounts when None) after the request's Last-Event-ID."""
+    """The events of `account_id` (all accounts when None) after the request's Last-Event-ID.
+
+    `still_allowed`, asked before every read of the outbox (at least every RECHECK_S), ends
+    the stream once it answers False."""
     cursor = Cursor.start(request.headers.get("last-event-id"))
     key = live.ALL if account_id is None else ("account", account_id)
+
+    async def read() -> Any:
+        if still_allowed is not None and not await still_allowed():
+            raise StreamEnded
+        return await run_in_threadpool(feed.after, account_id, cursor, PAGE)
 
     async def events() -> Any:
         with waiters.watch(key) as woken:
             await waiters.ready()
-            async for event in live.event_stream(
-                woken,
-                lambda: run_in_threadpool(feed.after, account_id, cursor, PAGE),
-                RECHECK_S,
-                PAGE,
-            ):
-                yield event
+            try:
+                async for event in live.event_stream(woken, read, RECHECK_S, PAGE):
+                    yield event
+            except StreamEnded:
+                return
 
     return EventSourceResponse(
         events(), ping=PING_S, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from worker.live import channel_for, decode
+from worker.redis_conn import RedisTarget, target_of
 
 log = structlog.get_logger(__name__)
 
@@ -25,8 +25,8 @@ ALL: Key = ("all", None)
 
 
 class Waiters:
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, redis: str | RedisTarget) -> None:
+        self.redis = target_of(redis)
         self._waiters: dict[Key, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,7 +96,7 @@ class Waiters:
 
     async def _listen(self) -> None:
         while True:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2)
+            client = self.redis.async_client(socket_connect_timeout=2)
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(channel_for(client))
@@ -111,7 +111,7 @@ class Waiters:
                 self._ready.clear()
                 await asyncio.sleep(1.0)
             finally:
-                await client.aclose()
+                await self.redis.aclose(client)
 
     def _wake(self, data: bytes) -> None:
         message = decode(data)

@@ -10,21 +10,17 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
+from worker.redis_conn import RedisTarget, target_of
+
 log = structlog.get_logger(__name__)
 
 
-def limits_storage_uri(redis_url: str) -> str:
-    if redis_url.startswith("unix://"):
-        return "redis+unix://" + redis_url.removeprefix("unix://")
-    return redis_url
-
-
 class RateLimiter:
-    def __init__(self, redis_url: str, spec: str) -> None:
+    def __init__(self, redis: str | RedisTarget, spec: str, *, namespace: str = "api") -> None:
         self.items = parse_many(spec)
-        self.limiter = SlidingWindowCounterRateLimiter(
-            storage_from_string(limits_storage_uri(redis_url), socket_timeout=0.5)
-        )
+        self.namespace = namespace
+        uri, options = target_of(redis).limits_storage(socket_timeout=0.5)
+        self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(uri, **options))
 
     def check(self, identity: str) -> int | None:
         """None if the request may go on, else the seconds to wait (Retry-After)."""
@@ -43,13 +39,13 @@ class RateLimiter:
         retry_after: int | None = None
         try:
             for item in self.items:
-                if not going or self.limiter.hit(item, "api", identity, cost=going):
+                if not going or self.limiter.hit(item, self.namespace, identity, cost=going):
                     continue
                 passed = 0
-                while passed < going and self.limiter.hit(item, "api", identity):
+                while passed < going and self.limiter.hit(item, self.namespace, identity):
                     passed += 1
                 if passed < going:
-                    reset = self.limiter.get_window_stats(item, "api", identity).reset_time
+                    reset = self.limiter.get_window_stats(item, self.namespace, identity).reset_time
                     retry_after = max(1, math.ceil(reset - time.time()))
                 going = passed
         except Exception as exc:

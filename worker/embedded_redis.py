@@ -82,10 +82,3 @@ def ensure_embedded(var_dir: Path) -> str:
 def redis_url(settings: Settings) -> str:
     """The Redis URL to use: the configured one, or the embedded server's."""
     return settings.redis_url or ensure_embedded(settings.var_dir)
-
-
-def celery_broker_url(url: str) -> str:
-    """Kombu spells a unix-socket Redis `redis+socket://`; redis-py spells it `unix://`."""
-    if url.startswith("unix://"):
-        return "redis+socket://" + url.removeprefix("unix://")
-    return url

@@ -16,7 +16,7 @@ import orjson
 import redis
 import structlog
 
-from worker.embedded_redis import redis_url
+from worker.redis_conn import RedisTarget, target_of
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -46,13 +46,13 @@ def decode(data: bytes | str) -> dict[str, Any] | None:
 class Notifier:
     """Publishes status changes; one per process, its connection pooled."""
 
-    def __init__(self, url: str) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    def __init__(self, url: str | RedisTarget) -> None:
+        self._redis = target_of(url).client(socket_timeout=0.5, socket_connect_timeout=0.5)
         self.channel = channel_for(self._redis)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Notifier:
-        return cls(redis_url(settings))
+        return cls(RedisTarget.from_settings(settings))
 
     def changed(
         self, contact_id: str, batch_id: str | None, account_id: int | None, status: str

@@ -13,6 +13,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_WEBHOOK_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
+def parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (`[v6]:port` for IPv6) as pairs; ValueError naming the bad part."""
+    found: list[tuple[str, int]] = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        host, sep, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{part!r} is not host:port (e.g. 10.0.0.5:26379)")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
 class Settings(BaseSettings):
     """Configuration of every component. Nothing else in the project reads the environment."""
 
@@ -22,6 +36,12 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     database_url: str = ""
     redis_url: str = ""  # empty: an embedded Redis under var_dir (see worker.embedded_redis)
+    # Redis Sentinel (worker/redis_conn.py): `host:port,...` of the sentinels and the name of
+    # the master they watch. Set, every Redis user finds the master through them, and
+    # redis_url gives only the master's password, database and TLS (`rediss://`).
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: SecretStr = SecretStr("")  # the sentinels' own, if they ask
 
     # Providers. PROVISIONER_SANDBOX_URL, when set, points all three at one sandbox.
     sandbox_url: str = ""
@@ -150,6 +170,10 @@ class Settings(BaseSettings):
 
     # The operators' console at /console/: off (404) while empty; its sign-in token otherwise.
     console_token: SecretStr = SecretStr("")
+    # A console session lasts this long from sign-in (signing out ends it sooner), and each
+    # client address may try this many sign-ins (`limits` notation) before a 429.
+    console_session_s: int = 12 * 3600
+    console_sign_in_limit: str = "5/minute"
 
     # Logging.
     log_format: Literal["json", "console"] = "json"
@@ -200,6 +224,12 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: str) -> str:
+        parse_sentinels(value)  # ValueError names the part that is not host:port
+        return value
+
     @field_validator("provider_bulk_share")
     @classmethod
     def _check_share(cls, value: float) -> float:
@@ -221,7 +251,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-negative amount with at most 2 decimal places")
         return value
 
-    @field_validator("webhook_attempt_retention_days", "retention_chunk")
+    @field_validator("console_sign_in_limit")
+    @classmethod
+    def _check_sign_in_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # ValueError says what it could not read
+        return value
+
+    @field_validator("webhook_attempt_retention_days", "retention_chunk", "console_session_s")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -238,6 +276,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         # frozen model: derived defaults are set through object.__setattr__ once, at construction.
+        if self.redis_sentinels.strip() and not self.redis_sentinel_master:
+            raise ValueError(
+                "PROVISIONER_REDIS_SENTINEL_MASTER must name the master the sentinels watch "
+                "when PROVISIONER_REDIS_SENTINELS is set"
+            )
         if not self.database_url:
             path = (self.var_dir / "provisioner.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{path}")

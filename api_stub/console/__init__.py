@@ -2,35 +2,36 @@
 `worker.app.console`, live through the outbox's event stream, on only while
 `PROVISIONER_CONSOLE_TOKEN` is set.
 
-Signing in with that token sets an HttpOnly, SameSite=Strict cookie (an HMAC of the token, so
-changing the token signs everyone out); `Authorization: Bearer <console token>` also works, for
-scripts. An account's API key is not the token, so it never opens the console. Buttons are
-POST forms carrying a CSRF token (an HMAC of the token too), checked for cookie sessions.
+Signing in with that token sets an HttpOnly, SameSite=Strict cookie naming a session that
+expires and that signing out revokes (`sessions.py`); sign-in attempts are limited per client
+address. `Authorization: Bearer <console token>` also works, for scripts. An account's API key
+is not the token, so it never opens the console. Buttons are POST forms carrying the session's
+CSRF token, checked for cookie sessions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import redis
 from fastapi import FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from api_stub import events, live
+from api_stub.console.sessions import Sessions, SessionStoreUnavailable
 from api_stub.errors import error_response
 from api_stub.limits_mw import read_body
+from api_stub.ratelimit import RateLimiter
 from worker.app.console import Console
 from worker.app.services import Services
 from worker.domain.errors import DomainError
 from worker.domain.ids import is_id
-from worker.embedded_redis import redis_url
 from worker.live import Notifier
+from worker.redis_conn import RedisTarget
 from worker.settings import Settings
 
 HERE = Path(__file__).parent
@@ -48,15 +49,11 @@ class CsrfRejected(Exception):
 
 
 class Gate:
-    """Who may use the console: the token's holders, by cookie or by bearer header."""
+    """Who may use the console: the token's holders, by session cookie or by bearer header."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, sessions: Sessions) -> None:
         self._token = token.encode()
-        self.session = self._mac(b"console-session")
-        self.csrf = self._mac(b"console-csrf")
-
-    def _mac(self, purpose: bytes) -> str:
-        return hmac.new(self._token, purpose, hashlib.sha256).hexdigest()
+        self.sessions = sessions
 
     def token_matches(self, candidate: str) -> bool:
         return hmac.compare_digest(candidate.encode(), self._token)
@@ -65,23 +62,30 @@ class Gate:
         scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
         return scheme.lower() == "bearer" and self.token_matches(value.strip())
 
-    def by_cookie(self, request: Request) -> bool:
-        return hmac.compare_digest(request.cookies.get(COOKIE, ""), self.session)
+    async def session_of(self, request: Request) -> str | None:
+        """The live session the request's cookie names (a Redis read, off the event loop)."""
+        cookie = request.cookies.get(COOKIE, "")
+        session_id = await run_in_threadpool(self.sessions.session_id, cookie) if cookie else None
+        if session_id is not None:
+            request.state.console_csrf = self.sessions.csrf(session_id)
+        return session_id
 
-    def check(self, request: Request) -> None:
-        if not (self.by_bearer(request) or self.by_cookie(request)):
+    async def check(self, request: Request) -> None:
+        if not (self.by_bearer(request) or await self.session_of(request)):
             raise NotSignedIn
 
-    async def check_post(self, request: Request) -> dict[str, str]:
-        """The form of a state-changing POST, after its CSRF token (cookie sessions only)."""
+    async def check_post(self, request: Request) -> tuple[dict[str, str], str | None]:
+        """The form of a state-changing POST, after its CSRF token (cookie sessions only), and
+        the session's id (None for a bearer request)."""
         form = await _form(request)
         if self.by_bearer(request):
-            return form
-        if not self.by_cookie(request):
+            return form, None
+        session_id = await self.session_of(request)
+        if session_id is None:
             raise NotSignedIn
-        if not hmac.compare_digest(form.get("csrf", ""), self.csrf):
+        if not hmac.compare_digest(form.get("csrf", ""), self.sessions.csrf(session_id)):
             raise CsrfRejected
-        return form
+        return form, session_id
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -94,15 +98,18 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
     token = settings.console_token.get_secret_value()
     if not token:
         return  # the console is off: every /console path is a 404
-    gate = Gate(token)
-    url = redis_url(settings)
+    target = RedisTarget.from_settings(settings)
+    redis_client = target.client(socket_timeout=1, socket_connect_timeout=1)
+    gate = Gate(token, Sessions(token, redis_client, settings.console_session_s))
+    # Sign-in attempts per client address (`limits`, on the same Redis as the API's limits).
+    attempts = RateLimiter(target, settings.console_sign_in_limit, namespace="console-sign-in")
     console = Console(
         services.db,
         settings,
         services.publisher,
         services.webhooks,
-        Notifier(url),
-        redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1),
+        Notifier(target),
+        redis_client,
     )
     templates = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -111,13 +118,14 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
     )
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        csrf = getattr(request.state, "console_csrf", "")  # a bearer request needs none
         html = templates.get_template(name).render(
-            csrf=gate.csrf, prefix=PREFIX, path=request.url.path, **context
+            csrf=csrf, prefix=PREFIX, path=request.url.path, **context
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     async def view(request: Request, name: str, fn: Any, *args: Any, **context: Any) -> Response:
-        gate.check(request)
+        await gate.check(request)
         data = await run_in_threadpool(fn, *args)
         if data is None:
             return page(request, "missing.html", 404, **context)
@@ -129,43 +137,77 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
             return RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
         return error_response(401, "unauthenticated", "sign in to the console first")
 
+    @app.exception_handler(SessionStoreUnavailable)
+    async def _sessions_down(_: Request, __: SessionStoreUnavailable) -> Response:
+        return error_response(
+            503,
+            "unavailable",
+            "console sessions are kept in Redis, which is unavailable; retry later, or send "
+            "Authorization: Bearer <console token>",
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(CsrfRejected)
     async def _forbidden(_: Request, __: CsrfRejected) -> Response:
         return error_response(403, "forbidden", "missing or wrong CSRF token; reload the page")
 
     # --- signing in ----------------------------------------------------------------------
 
-    def signed_in(request: Request) -> Response:
+    async def signed_in(request: Request) -> Response:
+        cookie = await run_in_threadpool(gate.sessions.start)
         response = RedirectResponse(f"{PREFIX}/", status_code=303)
         response.set_cookie(
             COOKIE,
-            gate.session,
+            cookie,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
             path=PREFIX,
-            max_age=12 * 3600,
+            max_age=settings.console_session_s,
         )
+        return response
+
+    async def too_many_attempts(request: Request) -> Response | None:
+        """A 429 once this client address has spent its sign-in attempts, else None."""
+        client = request.client.host if request.client else "unknown"
+        retry_after = await run_in_threadpool(attempts.check, client)
+        if retry_after is None:
+            return None
+        response = page(
+            request,
+            "sign_in.html",
+            429,
+            error=f"Too many sign-in attempts; try again in {retry_after} s.",
+        )
+        response.headers["Retry-After"] = str(retry_after)
         return response
 
     @app.get(f"{PREFIX}/sign-in", include_in_schema=False)
     async def sign_in_form(request: Request) -> Response:
         # `?token=` is the link `make run` prints: it signs in and leaves the token out of
-        # the address bar at once.
-        if gate.token_matches(request.query_params.get("token", "")):
-            return signed_in(request)
+        # the address bar at once. It is an attempt like the form's.
+        candidate = request.query_params.get("token")
+        if candidate is not None:
+            if (refused := await too_many_attempts(request)) is not None:
+                return refused
+            if gate.token_matches(candidate):
+                return await signed_in(request)
         return page(request, "sign_in.html", error=None)
 
     @app.post(f"{PREFIX}/sign-in", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
         form = await _form(request)
+        if (refused := await too_many_attempts(request)) is not None:
+            return refused
         if not gate.token_matches(form.get("token", "")):
             return page(request, "sign_in.html", 401, error="That is not the console token.")
-        return signed_in(request)
+        return await signed_in(request)
 
     @app.post(f"{PREFIX}/sign-out", include_in_schema=False)
     async def sign_out(request: Request) -> Response:
-        await gate.check_post(request)
+        _, session_id = await gate.check_post(request)
+        if session_id is not None:
+            await run_in_threadpool(gate.sessions.end, session_id)
         response = RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
         response.delete_cookie(COOKIE, path=PREFIX)
         return response
@@ -182,7 +224,7 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
 
     @app.get(PREFIX + "/batches/{batch_id}", include_in_schema=False)
     async def batch(request: Request, batch_id: str) -> Response:
-        gate.check(request)
+        await gate.check(request)
         if not is_id("bt", batch_id):
             return page(request, "missing.html", 404)
         return await view(request, "batch.html", console.batch, batch_id)
@@ -228,8 +270,18 @@ def install(app: FastAPI, *, settings: Settings, services: Services, waiters: li
     @app.get(f"{PREFIX}/events", include_in_schema=False)
     async def console_events(request: Request) -> Response:
         """Every account's events, framed as `GET /v0/events` frames one account's."""
-        gate.check(request)
-        return events.stream_response(request, services.events, waiters, None)
+        await gate.check(request)
+        if gate.by_bearer(request):
+            return events.stream_response(request, services.events, waiters, None)
+
+        async def still_signed_in() -> bool:
+            # A stream opened before sign-out (or expiry) ends with its session.
+            try:
+                return await gate.session_of(request) is not None
+            except SessionStoreUnavailable:
+                return True  # Redis down: no sign-out can happen either; keep streaming
+
+        return events.stream_response(request, services.events, waiters, None, still_signed_in)
 
     @app.get(PREFIX + "/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:

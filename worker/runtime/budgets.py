@@ -49,9 +49,9 @@ from worker.domain.ratelimit import (
     parse_budgets,
     parse_caps,
 )
-from worker.embedded_redis import redis_url
 from worker.providers import Providers, RateLimited
 from worker.providers.http import ProviderClient
+from worker.redis_conn import RedisTarget, target_of
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -108,15 +108,10 @@ class Throttled(Exception):
         self.retry_in_s = retry_in_s
 
 
-def _storage_uri(url: str) -> str:
-    # `limits` spells a unix-socket Redis `redis+unix://`; redis-py spells it `unix://`.
-    return "redis+unix://" + url.removeprefix("unix://") if url.startswith("unix://") else url
-
-
 class ProviderLimiter:
     def __init__(
         self,
-        url: str,
+        url: str | RedisTarget,
         budgets: dict[str, Rate],
         *,
         bulk_share: float = 1.0,
@@ -131,10 +126,10 @@ class ProviderLimiter:
         self.caps = caps or {}
         self.slot_lease_ms = max(1, round(slot_lease_s * 1000))
         self.slot_wait_s = slot_wait_s
-        self._redis = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        self._windows = MovingWindowRateLimiter(
-            storage_from_string(_storage_uri(url), socket_timeout=0.5)
-        )
+        target = target_of(url)
+        self._redis = target.client(socket_timeout=0.5, socket_connect_timeout=0.5)
+        uri, options = target.limits_storage(socket_timeout=0.5)
+        self._windows = MovingWindowRateLimiter(storage_from_string(uri, **options))
         self._items: dict[Rate, RateLimitItem] = {}
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
         # provider -> (monotonic time until which it is known not paused, pause end or 0.0)
@@ -143,7 +138,7 @@ class ProviderLimiter:
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderLimiter:
         return cls(
-            redis_url(settings),
+            RedisTarget.from_settings(settings),
             parse_budgets(settings.provider_rate_limits),
             bulk_share=settings.provider_bulk_share,
             caps=parse_caps(settings.provider_concurrency),

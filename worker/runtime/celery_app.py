@@ -10,7 +10,7 @@ from kombu import Exchange, Queue
 from structlog.contextvars import get_contextvars
 
 from worker.domain.contacts import FirstRun
-from worker.embedded_redis import celery_broker_url, redis_url
+from worker.redis_conn import RedisTarget
 from worker.settings import Settings
 
 PROVISION_TASK = "worker.tasks.provision_contact"
@@ -27,11 +27,18 @@ QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 FIRST_RUN_HEADER = "first_run"
 
 
-def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celery:
+def create_celery(
+    settings: Settings, *, broker_url: str | None = None, redis: RedisTarget | None = None
+) -> Celery:
+    """The app on `broker_url`, else on `redis`, else on the settings' Redis (a URL or a
+    master behind Sentinel: worker.redis_conn)."""
     app = Celery("provisioner")
-    broker = celery_broker_url(broker_url or redis_url(settings))
+    target = RedisTarget(broker_url) if broker_url else redis or RedisTarget.from_settings(settings)
+    broker = target.celery_options()
     app.conf.update(
-        broker_url=broker,
+        broker_url=broker["broker_url"],
+        # `rediss://`: verify the certificate (kombu would not, unless the URL says so).
+        broker_use_ssl=broker.get("broker_use_ssl"),
         task_serializer="json",
         accept_content=["json"],
         result_backend=None,
@@ -52,6 +59,8 @@ def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celer
             # each at priority 0, then each at 3, 6, 9: a batch's later contacts wait behind
             # other queues' messages and newer batches' first ones; see queue_priority).
             "queue_order_strategy": "priority",
+            # With Sentinel: the master's name, and how to reach the sentinels.
+            **broker["broker_transport_options"],
         },
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,
