@@ -37,6 +37,7 @@ from api_stub.openapi import (
 )
 from api_stub.ratelimit import RateLimited, RateLimiter
 from worker.app.contacts import Publisher
+from worker.app.gauges import read_figures
 from worker.app.operations import stuck_counts
 from worker.app.readiness import ProviderReadiness
 from worker.app.services import Database, Services
@@ -401,7 +402,12 @@ def create_app(
         larger={batch.PATH: settings.max_batch_body_bytes},
     )
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
-    install_metrics(app, redis_client, lambda: stuck_counts(services.db))
+    install_metrics(
+        app,
+        redis_client,
+        lambda: stuck_counts(services.db),
+        lambda: read_figures(services.db, settings.worker_dead_after_s),
+    )
     document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
     return app
 

@@ -307,7 +307,9 @@ def worker(
 @app.command()
 def beat() -> None:
     """Run the scheduler: the reconciler and housekeeping (run exactly one per deployment)."""
+    from worker.embedded_redis import redis_url
     from worker.logging import configure
+    from worker.runtime.beat import recording_scheduler
     from worker.runtime.celery_app import create_celery
 
     settings = load_settings()
@@ -316,6 +318,7 @@ def beat() -> None:
     celery = create_celery(settings)
     celery.Beat(
         schedule=str(settings.var_dir / "celerybeat-schedule"),
+        scheduler=recording_scheduler(redis_url(settings)),
         loglevel=settings.log_level,
     ).run()
 
