@@ -148,6 +148,8 @@ def api(
         "port": port or settings.api_port,
         "log_level": "warning",
         "access_log": False,
+        # uvicorn's records go to the root logger that `configure` set up (JSON lines).
+        "log_config": None,
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
@@ -288,8 +290,11 @@ def worker(
     # pool's children count in registries of their own, which this does not serve).
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
     try:
+        # Celery's banner is printed text: not in JSON logs (the ready line says it started).
+        quiet = ["--quiet"] if settings.log_format == "json" else []
         celery.worker_main(
             [
+                *quiet,
                 "worker",
                 f"--pool={pool}",
                 f"--concurrency={concurrency}",
@@ -320,6 +325,7 @@ def beat() -> None:
         schedule=str(settings.var_dir / "celerybeat-schedule"),
         scheduler=recording_scheduler(redis_url(settings)),
         loglevel=settings.log_level,
+        quiet=settings.log_format == "json",  # its banner is printed text
     ).run()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 from structlog.contextvars import get_contextvars
 
@@ -25,6 +25,13 @@ QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 # A provisioning message's `FirstRun` hint (worker.domain.contacts): a header, so a worker of
 # a version before it reads the message as before.
 FIRST_RUN_HEADER = "first_run"
+
+
+@signals.setup_logging.connect(weak=False)
+def _keep_our_logging(**_: object) -> None:
+    """Celery configures logging only when nobody answers this signal: worker.logging's
+    `configure` has set the root logger up already (JSON through structlog), so Celery's and
+    kombu's records are rendered as ours are, not in Celery's own text format."""
 
 
 def create_celery(settings: Settings, *, broker_url: str | None = None) -> Celery:
