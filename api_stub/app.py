@@ -36,6 +36,7 @@ from api_stub.openapi import (
     document_bearer_auth,
 )
 from api_stub.ratelimit import RateLimited, RateLimiter
+from worker import tracing
 from worker.app.contacts import Publisher
 from worker.app.gauges import read_figures
 from worker.app.operations import stuck_counts
@@ -409,6 +410,7 @@ def create_app(
         lambda: read_figures(services.db, settings.worker_dead_after_s),
     )
     document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
+    tracing.instrument_app(app)  # a server span per request, when tracing is on
     return app
 
 
@@ -420,4 +422,5 @@ def app_from_environment() -> FastAPI:
     serve_threads_promptly()
     settings = Settings()
     configure(settings.log_format, settings.log_level)
+    tracing.configure(settings, "api")
     return create_app(settings)

@@ -138,11 +138,14 @@ def api(
     import uvicorn
 
     from api_stub.app import create_app, serve_threads_promptly
+    from worker import tracing
     from worker.logging import configure
 
     serve_threads_promptly()
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
+    if workers == 1:
+        tracing.configure(settings, "api")  # (uvicorn's worker processes: in their factory)
     options: dict[str, Any] = {
         "host": host or settings.api_host,
         "port": port or settings.api_port,
@@ -282,6 +285,9 @@ def worker(
             stop_timeout_s=worker_group.STOP_TIMEOUT_S,
         )
         raise typer.Exit(code)
+    from worker import tracing
+
+    tracing.configure(settings, "worker")  # before the runtime makes its engines and clients
     celery = create_celery(settings)
     runtime = Runtime(settings)
     register(celery, runtime)

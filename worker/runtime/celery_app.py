@@ -9,6 +9,7 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 from structlog.contextvars import get_contextvars
 
+from worker import tracing
 from worker.domain.contacts import FirstRun
 from worker.embedded_redis import celery_broker_url, redis_url
 from worker.settings import Settings
@@ -143,12 +144,15 @@ class CeleryPublisher:
         *,
         queue: str,
         first_runs: Sequence[FirstRun | None] | None = None,
+        traces: Sequence[dict[str, str] | None] | None = None,
     ) -> None:
         """One task per contact, sent together: kombu buffers the messages of a producer
         batch and pushes them in one Redis pipeline. On an error none may have been sent.
 
         `first_runs`: each new contact's `FirstRun` hint (None for none), sent as the
-        `first_run` header, so the worker runs a number search before it reads the row."""
+        `first_run` header, so the worker runs a number search before it reads the row.
+        `traces`: each contact's trace context (worker.tracing.carrier) when they came from
+        several requests; else each message continues the current one."""
         # The API request's id travels as a message header, and the task binds it to its log
         # lines. With group commit (PostgreSQL) a batch holds other requests' contacts too:
         # only a lone contact's task is sure to be this request's.
@@ -157,7 +161,7 @@ class CeleryPublisher:
             {FIRST_RUN_HEADER: hint.header()} if hint is not None else None
             for hint in (first_runs or [None] * len(contact_ids))
         ]
-        self._publish(PROVISION_TASK, contact_ids, queue, request_id, headers)
+        self._publish(PROVISION_TASK, contact_ids, queue, request_id, headers, traces)
 
     def deliver_webhooks(self, event_ids: Sequence[str]) -> None:
         """One `deliver_webhook` task per event, to the webhooks queue: what
@@ -172,10 +176,12 @@ class CeleryPublisher:
         queue: str,
         request_id: str | None,
         headers: Sequence[dict[str, Any] | None] | None = None,
+        traces: Sequence[dict[str, str] | None] | None = None,
     ) -> None:
         """One `task` per id (its only argument), with its extra `headers` if any; several go
         in one producer batch."""
         extra = headers or [None] * len(ids)
+        parents = traces or [None] * len(ids)
         pid = self._getpid()
         with self._lock:
             if pid != self._pid:  # a forked child: the parent's connections are not ours
@@ -186,11 +192,11 @@ class CeleryPublisher:
             producer = self.app.amqp.Producer(self.app.connection_for_write())
         try:
             if len(ids) == 1:
-                self._send(producer, task, ids[0], queue, request_id, extra[0])
+                self._send(producer, task, ids[0], queue, request_id, extra[0], parents[0])
             else:
                 with producer.batch():
-                    for one, more in zip(ids, extra, strict=True):
-                        self._send(producer, task, one, queue, None, more)
+                    for one, more, parent in zip(ids, extra, parents, strict=True):
+                        self._send(producer, task, one, queue, None, more, parent)
         except BaseException:
             producer.connection.release()  # possibly broken: the next caller makes a new one
             raise
@@ -207,6 +213,7 @@ class CeleryPublisher:
         queue: str,
         request_id: str | None,
         extra: dict[str, Any] | None,
+        parent: dict[str, str] | None = None,
     ) -> None:
         from kombu.utils.uuid import uuid
 
@@ -222,9 +229,12 @@ class CeleryPublisher:
             headers["request_id"] = request_id
         if extra:
             headers.update(extra)
-        producer.publish(
-            body, exchange="", routing_key=queue, headers=headers, **self._options, **properties
-        )
+        # Celery's publish signals (and so its instrumentation) are skipped here: the producer
+        # span and the W3C `traceparent` header are ours; the task's span continues from it.
+        with tracing.producing(task, arg, headers, parent):
+            producer.publish(
+                body, exchange="", routing_key=queue, headers=headers, **self._options, **properties
+            )
 
 
 def _reuse_redis_client(channel):  # type: ignore[no-untyped-def]
