@@ -112,7 +112,10 @@ def instrument_app(app: Any) -> None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=_state["provider"], excluded_urls="healthz,readyz,metrics"
+            app,
+            tracer_provider=_state["provider"],
+            excluded_urls="healthz,readyz,metrics",
+            exclude_spans=["receive", "send"],  # one span per request, not one per ASGI message
         )
 
 
