@@ -35,7 +35,9 @@ from api_stub.openapi import (
     document_bearer_auth,
 )
 from api_stub.ratelimit import RateLimited, RateLimiter
+from worker import tracing
 from worker.app.contacts import Publisher
+from worker.app.gauges import read_figures
 from worker.app.operations import stuck_counts
 from worker.app.readiness import ProviderReadiness
 from worker.app.services import Database, Services
@@ -400,8 +402,14 @@ def create_app(
         larger={batch.PATH: settings.max_batch_body_bytes},
     )
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
-    install_metrics(app, redis_client, lambda: stuck_counts(services.db))
+    install_metrics(
+        app,
+        redis_client,
+        lambda: stuck_counts(services.db),
+        lambda: read_figures(services.db, settings.worker_dead_after_s),
+    )
     document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
+    tracing.instrument_app(app)  # a server span per request, when tracing is on
     return app
 
 
@@ -413,4 +421,5 @@ def app_from_environment() -> FastAPI:
     serve_threads_promptly()
     settings = Settings()
     configure(settings.log_format, settings.log_level)
+    tracing.configure(settings, "api")
     return create_app(settings)

@@ -20,10 +20,14 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.metrics import (
+    HTTP_DURATION,
     HTTP_REQUESTS,
+    BeatTickCollector,
+    FiguresCollector,
     QueueDepthCollector,
     Registries,
     StuckContactsCollector,
+    status_class,
 )
 from worker.runtime.celery_app import QUEUES
 
@@ -75,15 +79,17 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - start
             template = self._template(scope)
             HTTP_REQUESTS.labels(template, scope["method"], str(status)).inc()
+            HTTP_DURATION.labels(template, scope["method"], status_class(status)).observe(elapsed)
             if template not in _QUIET_ROUTES:
                 log.info(
                     "http_request",
                     method=scope["method"],
                     route=template,
                     status=status,
-                    duration_ms=round((time.perf_counter() - start) * 1000, 1),
+                    duration_ms=round(elapsed * 1000, 1),
                 )
             structlog.contextvars.reset_contextvars(**tokens)
 
@@ -97,14 +103,24 @@ class RequestContext:
 
 
 def install(
-    app: FastAPI, redis_client: Any, stuck_counts: Callable[[], dict[str, int]] | None = None
+    app: FastAPI,
+    redis_client: Any,
+    stuck_counts: Callable[[], dict[str, int]] | None = None,
+    figures: Callable[[], dict[str, float]] | None = None,
 ) -> None:
     """Add `GET /metrics` (no authentication, like the health routes) and the middleware.
     Call it last in `create_app`, so the middleware is outermost and counts every answer.
-    `stuck_counts` feeds `provisioner_contacts_stuck` (read from the database per scrape)."""
-    collectors: list[Any] = [QueueDepthCollector(redis_client, QUEUES)]
+    `stuck_counts` feeds `provisioner_contacts_stuck` and `figures` the oldest pending age,
+    the webhook backlog and the live workers (both read from the database per scrape); beat's
+    last tick is read from Redis."""
+    collectors: list[Any] = [
+        QueueDepthCollector(redis_client, QUEUES),
+        BeatTickCollector(redis_client),
+    ]
     if stuck_counts is not None:
         collectors.append(StuckContactsCollector(stuck_counts))
+    if figures is not None:
+        collectors.append(FiguresCollector(figures))
     registry = Registries(*collectors)
 
     @app.get(

@@ -20,6 +20,7 @@ SECRET_KEYS = re.compile(
 )
 PHONE_KEYS = {"user_phone", "user_whatsapp_number", "phone", "phone_number", "address"}
 NAME_KEYS = {"first_name", "last_name", "given_name", "family_name", "name"}
+_HANDLER_NAME = "provisioner"  # our root handler, replaced (not doubled) by a second configure
 
 
 def mask_phone(value: str) -> str:
@@ -56,17 +57,22 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
 
 
 def configure(fmt: str = "json", level: str = "INFO") -> None:
+    """structlog for our own lines, and the root logger for the standard library's (Celery,
+    kombu, uvicorn, alembic): both rendered alike, JSON lines with the same keys."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
+            *shared,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -76,6 +82,25 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Standard-library records take the same processors (plus the logger's name) through
+    # structlog's ProcessorFormatter on one root handler; Celery leaves the root logger to us
+    # (worker.runtime.celery_app answers its setup_logging signal), uvicorn too (log_config=None).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared[:2], structlog.stdlib.add_logger_name, *shared[2:]],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
+    root.setLevel(logging.getLevelName(level.upper()))
+    logging.captureWarnings(True)  # Python's warnings too (logger `py.warnings`), not raw text
     # httpx logs every request at INFO with its URL, which can carry phone numbers and
     # addresses; our own step lines say what happened, masked.
     for name in ("httpx", "httpcore"):

@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import (
     REGISTRY,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     start_http_server,
@@ -55,8 +56,43 @@ WEBHOOK_ATTEMPTS = Counter(
     " refused_address).",
     ["outcome"],
 )
+HTTP_DURATION = Histogram(
+    "provisioner_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its answer, by route template, method and "
+    "status class (2xx, 4xx, 5xx). Long polls and event streams last as long as they wait.",
+    ["route", "method", "status_class"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PROVIDER_CREDENTIALS_OK = Gauge(
+    "provisioner_provider_credentials_ok",
+    "Whether the provider accepted the configured credentials at its last check (1) or refused"
+    " them (0); set by /readyz's provider check (an unreachable provider keeps its last value).",
+    ["provider"],
+)
 QUEUE_DEPTH = "provisioner_queue_depth"
 CONTACTS_STUCK = "provisioner_contacts_stuck"
+OLDEST_PENDING_AGE = "provisioner_oldest_pending_contact_age_seconds"
+WEBHOOK_BACKLOG = "provisioner_webhook_backlog"
+WORKERS_LIVE = "provisioner_workers_live"
+BEAT_LAST_TICK = "provisioner_beat_last_tick_timestamp_seconds"
+# Where beat records its last tick (a Unix time), for the API's scrape to read.
+BEAT_TICK_KEY = "provisioner:beat:last_tick"
+# The figures read from the database at scrape time: the key of worker.app.gauges'
+# read_figures, and the family it feeds with its help.
+FIGURES = {
+    "oldest_pending_age_s": (
+        OLDEST_PENDING_AGE,
+        "Seconds the contact waiting longest for a runner has been pending (0: none waits).",
+    ),
+    "webhook_backlog": (
+        WEBHOOK_BACKLOG,
+        "Webhook deliveries due and not yet delivered (counted up to 10,000).",
+    ),
+    "live_workers": (
+        WORKERS_LIVE,
+        "Worker processes whose heartbeat is younger than PROVISIONER_WORKER_DEAD_AFTER_S.",
+    ),
+}
 
 
 @contextmanager
@@ -151,6 +187,56 @@ class StuckContactsCollector(Collector):
         yield family
 
 
+class FiguresCollector(Collector):
+    """The unlabelled gauges of FIGURES, read together from the database at scrape time by
+    `read` (worker.app.gauges.read_figures). A failed read leaves them out of the scrape
+    (an alert on them then sees no sample, never a false zero)."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            figures = self._read()
+        except Exception as exc:  # database down: the rest of the scrape still answers
+            log.warning("figures_unavailable", error=type(exc).__name__)
+            return
+        for key, (name, documentation) in FIGURES.items():
+            yield GaugeMetricFamily(name, documentation, value=figures[key])
+
+
+class BeatTickCollector(Collector):
+    """`provisioner_beat_last_tick_timestamp_seconds`: when beat last ran its scheduler loop
+    (worker.runtime.beat records it in Redis on every tick). No sample before beat's first
+    tick, or while Redis does not answer."""
+
+    def __init__(self, redis_client: object) -> None:
+        self._redis = redis_client
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            raw = self._redis.get(BEAT_TICK_KEY)  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning("beat_tick_unavailable", error=type(exc).__name__)
+            return
+        if raw is not None:
+            yield GaugeMetricFamily(
+                BEAT_LAST_TICK,
+                "Unix time of beat's last scheduler tick (beat ticks at least every few seconds).",
+                value=float(raw),
+            )
+
+
+def record_beat_tick(redis_client: object, now: float) -> None:
+    """Beat's side of BeatTickCollector: the time of this tick."""
+    redis_client.set(BEAT_TICK_KEY, repr(now))  # type: ignore[attr-defined]
+
+
+def status_class(status: int) -> str:
+    """`200` -> `2xx`: the latency histogram's label (a status per series would multiply it)."""
+    return f"{status // 100}xx"
+
+
 class Registries:
     """The process's default registry plus collectors of one app (the queue depth), read as
     one: each app brings its own Redis client without registering globally twice."""
@@ -173,17 +259,23 @@ def serve_worker_metrics(port: int, host: str = "0.0.0.0") -> None:  # noqa: S10
 
 __all__ = [
     "CONTACTS",
+    "HTTP_DURATION",
     "HTTP_REQUESTS",
     "PROVIDER_CALLS",
+    "PROVIDER_CREDENTIALS_OK",
     "STEP_DURATION",
     "WEBHOOK_ATTEMPTS",
+    "BeatTickCollector",
+    "FiguresCollector",
     "QueueDepthCollector",
     "Registries",
     "StuckContactsCollector",
     "contact_outcome",
     "provider_call",
     "queue_keys",
+    "record_beat_tick",
     "serve_worker_metrics",
+    "status_class",
     "step_timer",
     "webhook_attempt",
 ]

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Svix's schedule after the first attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
@@ -179,6 +179,24 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
 
+    # OpenTelemetry tracing (worker/tracing.py), under the standard OTEL_* names, not
+    # PROVISIONER_*: off while the endpoint is empty. Read here like every other setting and
+    # passed to the SDK (which reads no environment of its own here).
+    otel_exporter_otlp_endpoint: str = Field(
+        "",
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
+    )
+    otel_exporter_otlp_headers: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_HEADERS", "otel_exporter_otlp_headers"),
+    )
+    otel_service_name: str = Field(
+        "", validation_alias=AliasChoices("OTEL_SERVICE_NAME", "otel_service_name")
+    )
+    otel_traces_sampler_arg: float = Field(
+        1.0, validation_alias=AliasChoices("OTEL_TRACES_SAMPLER_ARG", "otel_traces_sampler_arg")
+    )
+
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: object) -> object:
@@ -228,6 +246,20 @@ class Settings(BaseSettings):
     @classmethod
     def _check_sentinels(cls, value: str) -> str:
         parse_sentinels(value)  # ValueError names the part that is not host:port
+        return value
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be the collector's http:// or https:// base URL (OTLP/HTTP)")
+        return value
+
+    @field_validator("otel_traces_sampler_arg")
+    @classmethod
+    def _check_ratio(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("must be a ratio from 0 to 1")
         return value
 
     @field_validator("provider_bulk_share")

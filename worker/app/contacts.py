@@ -14,6 +14,7 @@ import orjson
 import structlog
 from sqlalchemy.exc import IntegrityError
 
+from worker import tracing
 from worker.app.connections import ConnectionService
 from worker.domain import idempotency as idem
 from worker.domain.batch import Item
@@ -66,6 +67,9 @@ class Prepared:
     brought: bool
     address: str | None
     cost: int
+    # The request's trace context (worker.tracing.carrier), for a publish made from a batch
+    # of several requests; None when tracing is off.
+    trace: dict[str, str] | None = field(default_factory=tracing.carrier)
 
 
 def _prices(settings: Settings) -> dict[ContactType, Any]:
@@ -283,13 +287,14 @@ class ContactService:
         else:
             pending = [contacts.Pending(p.contact, p.completion) for p in batch]
             results = contacts.accept_batch(self.db.autocommit, pending)
-        accepted = [
-            p.contact
+        taken = [
+            p
             for p, outcome in zip(batch, results, strict=True)
             if outcome is contacts.Acceptance.ACCEPTED
         ]
-        if accepted:
-            self.publish(accepted)
+        if taken:
+            traces = [p.trace for p in taken]
+            self.publish([p.contact for p in taken], traces=traces if any(traces) else None)
         return results
 
     def settle(self, prepared: Prepared, outcome: contacts.Acceptance | BaseException) -> Reply:
@@ -415,12 +420,14 @@ class ContactService:
         accepted: list[Contact],
         queue: str = "interactive",
         priorities: list[int] | None = None,
+        traces: list[dict[str, str] | None] | None = None,
     ) -> None:
         """Send the provisioning tasks of committed contacts; never raises.
 
         Only after the commit: a worker must never run before the row exists. If the publish
         fails, the contacts stay pending and the reconciler enqueues them later.
         `priorities`: each message's broker priority (a batch's positions), else none.
+        `traces`: each contact's request's trace context, when they came from several requests.
         """
         ids = [contact.id for contact in accepted]
         provision_many = getattr(self.publisher, "provision_many", None)
@@ -429,7 +436,11 @@ class ContactService:
             try:
                 if provision_many is not None:
                     first_runs = [_first_run(contact) for contact in accepted]
-                    extra = {"priorities": priorities} if priorities is not None else {}
+                    extra: dict[str, Any] = {}
+                    if priorities is not None:
+                        extra["priorities"] = priorities
+                    if traces is not None:
+                        extra["traces"] = traces
                     provision_many(batch, queue=queue, first_runs=first_runs, **extra)
                 else:
                     self.publisher.provision(batch[0], queue=queue)

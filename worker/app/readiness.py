@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import structlog
 
+from worker.metrics import PROVIDER_CREDENTIALS_OK
 from worker.providers import Providers
-from worker.providers.credentials import REFUSED, check_credentials
+from worker.providers.credentials import OK, REFUSED, check_credentials
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,8 @@ class ProviderReadiness:
         for provider, answer in status.items():
             if answer == REFUSED:
                 log.error("provider_credentials_refused", provider=provider)
+            if answer in (OK, REFUSED):  # unreachable: no news about the credentials
+                PROVIDER_CREDENTIALS_OK.labels(provider).set(1 if answer == OK else 0)
         with self._lock:
             self.status = status
             self._running = False

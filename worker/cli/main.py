@@ -138,16 +138,21 @@ def api(
     import uvicorn
 
     from api_stub.app import create_app, serve_threads_promptly
+    from worker import tracing
     from worker.logging import configure
 
     serve_threads_promptly()
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
+    if workers == 1:
+        tracing.configure(settings, "api")  # (uvicorn's worker processes: in their factory)
     options: dict[str, Any] = {
         "host": host or settings.api_host,
         "port": port or settings.api_port,
         "log_level": "warning",
         "access_log": False,
+        # uvicorn's records go to the root logger that `configure` set up (JSON lines).
+        "log_config": None,
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **options)
@@ -285,6 +290,9 @@ def worker(
             stop_timeout_s=worker_group.STOP_TIMEOUT_S,
         )
         raise typer.Exit(code)
+    from worker import tracing
+
+    tracing.configure(settings, "worker")  # before the runtime makes its engines and clients
     celery = create_celery(settings)
     runtime = Runtime(settings)
     register(celery, runtime)
@@ -293,8 +301,11 @@ def worker(
     # pool's children count in registries of their own, which this does not serve).
     serve_worker_metrics(settings.worker_metrics_port, settings.worker_metrics_host)
     try:
+        # Celery's banner is printed text: not in JSON logs (the ready line says it started).
+        quiet = ["--quiet"] if settings.log_format == "json" else []
         celery.worker_main(
             [
+                *quiet,
                 "worker",
                 f"--pool={pool}",
                 f"--concurrency={concurrency}",
@@ -313,6 +324,8 @@ def worker(
 def beat() -> None:
     """Run the scheduler: the reconciler and housekeeping (run exactly one per deployment)."""
     from worker.logging import configure
+    from worker.redis_conn import RedisTarget
+    from worker.runtime.beat import recording_scheduler
     from worker.runtime.celery_app import create_celery
 
     settings = load_settings()
@@ -321,7 +334,9 @@ def beat() -> None:
     celery = create_celery(settings)
     celery.Beat(
         schedule=str(settings.var_dir / "celerybeat-schedule"),
+        scheduler=recording_scheduler(RedisTarget.from_settings(settings)),
         loglevel=settings.log_level,
+        quiet=settings.log_format == "json",  # its banner is printed text
     ).run()
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 from structlog.contextvars import get_contextvars
 
+from worker import tracing
 from worker.domain.contacts import FirstRun
 from worker.redis_conn import RedisTarget
 from worker.settings import Settings
@@ -25,6 +26,13 @@ QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 # A provisioning message's `FirstRun` hint (worker.domain.contacts): a header, so a worker of
 # a version before it reads the message as before.
 FIRST_RUN_HEADER = "first_run"
+
+
+@signals.setup_logging.connect(weak=False)
+def _keep_our_logging(**_: object) -> None:
+    """Celery configures logging only when nobody answers this signal: worker.logging's
+    `configure` has set the root logger up already (JSON through structlog), so Celery's and
+    kombu's records are rendered as ours are, not in Celery's own text format."""
 
 
 def create_celery(
@@ -148,6 +156,7 @@ class CeleryPublisher:
         queue: str,
         first_runs: Sequence[FirstRun | None] | None = None,
         priorities: Sequence[int] | None = None,
+        traces: Sequence[dict[str, str] | None] | None = None,
     ) -> None:
         """One task per contact, sent together: kombu buffers the messages of a producer
         batch and pushes them in one Redis pipeline. On an error none may have been sent.
@@ -155,7 +164,9 @@ class CeleryPublisher:
         `first_runs`: each new contact's `FirstRun` hint (None for none), sent as the
         `first_run` header, so the worker runs a number search before it reads the row.
         `priorities`: each message's priority (kombu's Redis transport keeps one list per
-        step, 0 taken first; `worker.domain.batch.queue_priority`), else none (0)."""
+        step, 0 taken first; `worker.domain.batch.queue_priority`), else none (0).
+        `traces`: each contact's trace context (worker.tracing.carrier) when they came from
+        several requests; else each message continues the current one."""
         # The API request's id travels as a message header, and the task binds it to its log
         # lines. With group commit (PostgreSQL) a batch holds other requests' contacts too:
         # only a lone contact's task is sure to be this request's.
@@ -164,7 +175,7 @@ class CeleryPublisher:
             {FIRST_RUN_HEADER: hint.header()} if hint is not None else None
             for hint in (first_runs or [None] * len(contact_ids))
         ]
-        self._publish(PROVISION_TASK, contact_ids, queue, request_id, headers, priorities)
+        self._publish(PROVISION_TASK, contact_ids, queue, request_id, headers, priorities, traces)
 
     def deliver_webhooks(self, event_ids: Sequence[str]) -> None:
         """One `deliver_webhook` task per event, to the webhooks queue: what
@@ -180,11 +191,13 @@ class CeleryPublisher:
         request_id: str | None,
         headers: Sequence[dict[str, Any] | None] | None = None,
         priorities: Sequence[int] | None = None,
+        traces: Sequence[dict[str, str] | None] | None = None,
     ) -> None:
         """One `task` per id (its only argument), with its extra `headers` and its priority
         if any; several go in one producer batch."""
         extra = headers or [None] * len(ids)
         ranks: Sequence[int | None] = priorities or [None] * len(ids)
+        parents = traces or [None] * len(ids)
         pid = self._getpid()
         with self._lock:
             if pid != self._pid:  # a forked child: the parent's connections are not ours
@@ -195,11 +208,13 @@ class CeleryPublisher:
             producer = self.app.amqp.Producer(self.app.connection_for_write())
         try:
             if len(ids) == 1:
-                self._send(producer, task, ids[0], queue, request_id, extra[0], ranks[0])
+                self._send(
+                    producer, task, ids[0], queue, request_id, extra[0], ranks[0], parents[0]
+                )
             else:
                 with producer.batch():
-                    for one, more, rank in zip(ids, extra, ranks, strict=True):
-                        self._send(producer, task, one, queue, None, more, rank)
+                    for one, more, rank, parent in zip(ids, extra, ranks, parents, strict=True):
+                        self._send(producer, task, one, queue, None, more, rank, parent)
         except BaseException:
             producer.connection.release()  # possibly broken: the next caller makes a new one
             raise
@@ -217,6 +232,7 @@ class CeleryPublisher:
         request_id: str | None,
         extra: dict[str, Any] | None,
         priority: int | None = None,
+        parent: dict[str, str] | None = None,
     ) -> None:
         from kombu.utils.uuid import uuid
 
@@ -234,9 +250,12 @@ class CeleryPublisher:
             headers.update(extra)
         if priority:
             properties["priority"] = priority
-        producer.publish(
-            body, exchange="", routing_key=queue, headers=headers, **self._options, **properties
-        )
+        # Celery's publish signals (and so its instrumentation) are skipped here: the producer
+        # span and the W3C `traceparent` header are ours; the task's span continues from it.
+        with tracing.producing(task, arg, headers, parent):
+            producer.publish(
+                body, exchange="", routing_key=queue, headers=headers, **self._options, **properties
+            )
 
 
 def _reuse_redis_client(channel):  # type: ignore[no-untyped-def]

@@ -12,6 +12,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import tracing
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -82,6 +84,8 @@ class Database:
                 **JSON_OPTIONS,
             )
             self._read_engine = self.engine
+        for engine in {self.engine, self._read_engine}:
+            tracing.instrument_engine(engine)  # statement spans, when tracing is on
         # Shares the write engine's pool; each checkout is put in autocommit and reset on return.
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = sessionmaker(self.engine, expire_on_commit=False)

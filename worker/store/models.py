@@ -201,6 +201,17 @@ Index(
     postgresql_where=text("stuck_since IS NOT NULL"),
 )
 
+# The oldest pending contact's age (worker/store/gauges.py): one probe at every scrape. Only
+# pending contacts have an entry, so a contact pays one at acceptance and none after. `status`
+# leads so that SQLite's planner sees the equality it needs to take the index for min().
+Index(
+    "ix_contacts_pending_since",
+    Contact.status,
+    Contact.updated_at,
+    sqlite_where=text("status = 'pending'"),
+    postgresql_where=text("status = 'pending'"),
+)
+
 
 class WorkerHeartbeat(Base):
     """A worker process (`host:pid`, the prefix of its lease owners) and its last heartbeat."""
