@@ -410,8 +410,13 @@ def app_from_environment() -> FastAPI:
     """The app on the settings of the environment: what each `provisioner api --workers N`
     worker process builds."""
     from worker.logging import configure
+    from worker.production import refusal_line, refusals
 
     serve_threads_promptly()
     settings = Settings()
+    found = refusals(settings)
+    if found:  # `provisioner api` refused these already; this is a process it did not vet
+        print(refusal_line(found), file=sys.stderr)
+        raise SystemExit(2)
     configure(settings.log_format, settings.log_level)
     return create_app(settings)
