@@ -202,8 +202,13 @@ def create_app(
         "/readyz",
         tags=["health"],
         responses={
-            200: schemas.ok(schemas.ReadinessResponse, "The database and Redis answer"),
-            503: error_schema("Not ready (`not_ready`; `fields` names what is failing)"),
+            200: schemas.ok(
+                schemas.ReadinessResponse,
+                "The database and Redis answer (the providers' answers are reported only)",
+            ),
+            503: error_schema(
+                "The database or Redis does not answer (`not_ready`; `fields` names each check)"
+            ),
         },
     )
     async def readyz() -> JSONResponse:
@@ -214,12 +219,13 @@ def create_app(
                 status["redis"] = "ok"
             except Exception as exc:
                 status["redis"] = type(exc).__name__
-            # The providers' last answers (cached; an unreachable one is reported, not failed).
+            # The providers' last answers (cached): reported, never failed on.
             status.update(readiness.read())
             return status
 
         status = await run_in_threadpool(check)
-        failing = ", ".join(k for k, v in status.items() if v not in ("ok", "unreachable"))
+        # Only what this process needs to answer: the API never calls a provider.
+        failing = ", ".join(k for k in ("database", "redis") if status[k] != "ok")
         if not failing:
             return JSONResponse({"info": status})
         return error_response(503, "not_ready", f"unavailable: {failing}", fields=status)
@@ -401,7 +407,7 @@ def create_app(
         larger={batch.PATH: settings.max_batch_body_bytes},
     )
     # Last, so that its middleware is outermost: request ids and metrics for every answer.
-    install_metrics(app, redis_client, lambda: stuck_counts(services.db))
+    install_metrics(app, redis_client, lambda: stuck_counts(services.db), readiness.credentials_ok)
     document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
     return app
 

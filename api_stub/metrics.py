@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.metrics import (
     HTTP_REQUESTS,
+    ProviderCredentialsCollector,
     QueueDepthCollector,
     Registries,
     StuckContactsCollector,
@@ -97,14 +98,20 @@ class RequestContext:
 
 
 def install(
-    app: FastAPI, redis_client: Any, stuck_counts: Callable[[], dict[str, int]] | None = None
+    app: FastAPI,
+    redis_client: Any,
+    stuck_counts: Callable[[], dict[str, int]] | None = None,
+    credentials_ok: Callable[[], dict[str, bool]] | None = None,
 ) -> None:
     """Add `GET /metrics` (no authentication, like the health routes) and the middleware.
     Call it last in `create_app`, so the middleware is outermost and counts every answer.
-    `stuck_counts` feeds `provisioner_contacts_stuck` (read from the database per scrape)."""
+    `stuck_counts` feeds `provisioner_contacts_stuck` (read from the database per scrape),
+    `credentials_ok` `provisioner_provider_credentials_ok` (the providers' cached verdicts)."""
     collectors: list[Any] = [QueueDepthCollector(redis_client, QUEUES)]
     if stuck_counts is not None:
         collectors.append(StuckContactsCollector(stuck_counts))
+    if credentials_ok is not None:
+        collectors.append(ProviderCredentialsCollector(credentials_ok))
     registry = Registries(*collectors)
 
     @app.get(

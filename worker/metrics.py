@@ -57,6 +57,7 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 QUEUE_DEPTH = "provisioner_queue_depth"
 CONTACTS_STUCK = "provisioner_contacts_stuck"
+PROVIDER_CREDENTIALS_OK = "provisioner_provider_credentials_ok"
 
 
 @contextmanager
@@ -150,6 +151,26 @@ class StuckContactsCollector(Collector):
         yield family
 
 
+class ProviderCredentialsCollector(Collector):
+    """`provisioner_provider_credentials_ok{provider}`: 1 when the provider accepted the
+    configured credentials at its last answer, 0 when it refused them (/readyz's cached check,
+    worker.app.readiness); no series for a provider that has not judged them yet."""
+
+    def __init__(self, verdicts: Callable[[], dict[str, bool]]) -> None:
+        self._verdicts = verdicts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            PROVIDER_CREDENTIALS_OK,
+            "1 if the provider accepted the configured credentials at its last answer, 0 if "
+            "it refused them (checked every PROVISIONER_PROVIDER_CHECK_INTERVAL_S).",
+            labels=["provider"],
+        )
+        for provider, ok in sorted(self._verdicts().items()):
+            family.add_metric([provider], 1 if ok else 0)
+        yield family
+
+
 class Registries:
     """The process's default registry plus collectors of one app (the queue depth), read as
     one: each app brings its own Redis client without registering globally twice."""
@@ -176,6 +197,7 @@ __all__ = [
     "PROVIDER_CALLS",
     "STEP_DURATION",
     "WEBHOOK_ATTEMPTS",
+    "ProviderCredentialsCollector",
     "QueueDepthCollector",
     "Registries",
     "StuckContactsCollector",
