@@ -274,17 +274,17 @@ def worker(
     ] = False,
 ) -> None:
     """Run a Celery worker for the provisioning tasks."""
+    if check_alive:  # first: a probe imports no more than it needs
+        from worker.health import check_workers
+
+        settings = load_settings(check_production=False)
+        _verdict(check_workers(settings.var_dir, settings.worker_dead_after_s))
     from worker.logging import configure
     from worker.metrics import serve_worker_metrics
     from worker.providers.credentials import missing_credentials
     from worker.runtime.celery_app import create_celery
     from worker.runtime.tasks import Runtime, register
 
-    if check_alive:
-        from worker.health import check_workers
-
-        settings = load_settings(check_production=False)
-        _verdict(check_workers(settings.var_dir, settings.worker_dead_after_s))
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
     missing = missing_credentials(settings)
@@ -352,13 +352,14 @@ def beat(
 ) -> None:
     """Run the scheduler: the reconciler and housekeeping (run exactly one per deployment)."""
     from worker import health
+
+    if check_alive:  # first: a probe imports no more than it needs
+        settings = load_settings(check_production=False)
+        _verdict(health.check_beat(settings.var_dir, max_age))
     from worker.logging import configure
     from worker.runtime.beat_health import MAX_INTERVAL_S, ticking_scheduler
     from worker.runtime.celery_app import create_celery
 
-    if check_alive:
-        settings = load_settings(check_production=False)
-        _verdict(health.check_beat(settings.var_dir, max_age))
     settings = load_settings()
     configure(settings.log_format, settings.log_level)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
