@@ -203,8 +203,13 @@ def create_app(
         "/readyz",
         tags=["health"],
         responses={
-            200: schemas.ok(schemas.ReadinessResponse, "The database and Redis answer"),
-            503: error_schema("Not ready (`not_ready`; `fields` names what is failing)"),
+            200: schemas.ok(
+                schemas.ReadinessResponse,
+                "The database and Redis answer (the providers' answers are reported only)",
+            ),
+            503: error_schema(
+                "The database or Redis does not answer (`not_ready`; `fields` names each check)"
+            ),
         },
     )
     async def readyz() -> JSONResponse:
@@ -215,12 +220,13 @@ def create_app(
                 status["redis"] = "ok"
             except Exception as exc:
                 status["redis"] = type(exc).__name__
-            # The providers' last answers (cached; an unreachable one is reported, not failed).
+            # The providers' last answers (cached): reported, never failed on.
             status.update(readiness.read())
             return status
 
         status = await run_in_threadpool(check)
-        failing = ", ".join(k for k, v in status.items() if v not in ("ok", "unreachable"))
+        # Only what this process needs to answer: the API never calls a provider.
+        failing = ", ".join(k for k in ("database", "redis") if status[k] != "ok")
         if not failing:
             return JSONResponse({"info": status})
         return error_response(503, "not_ready", f"unavailable: {failing}", fields=status)
@@ -407,6 +413,7 @@ def create_app(
         redis_client,
         lambda: stuck_counts(services.db),
         lambda: read_figures(services.db, settings.worker_dead_after_s),
+        readiness.credentials_ok,
     )
     document_bearer_auth(app, public_paths={"/healthz", "/readyz", "/metrics"})
     tracing.instrument_app(app)  # a server span per request, when tracing is on
@@ -417,9 +424,14 @@ def app_from_environment() -> FastAPI:
     """The app on the settings of the environment: what each `provisioner api --workers N`
     worker process builds."""
     from worker.logging import configure
+    from worker.production import refusal_line, refusals
 
     serve_threads_promptly()
     settings = Settings()
+    found = refusals(settings)
+    if found:  # `provisioner api` refused these already; this is a process it did not vet
+        print(refusal_line(found), file=sys.stderr)
+        raise SystemExit(2)
     configure(settings.log_format, settings.log_level)
     tracing.configure(settings, "api")
     return create_app(settings)

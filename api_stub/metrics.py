@@ -24,6 +24,7 @@ from worker.metrics import (
     HTTP_REQUESTS,
     BeatTickCollector,
     FiguresCollector,
+    ProviderCredentialsCollector,
     QueueDepthCollector,
     Registries,
     StuckContactsCollector,
@@ -107,12 +108,14 @@ def install(
     redis_client: Any,
     stuck_counts: Callable[[], dict[str, int]] | None = None,
     figures: Callable[[], dict[str, float]] | None = None,
+    credentials_ok: Callable[[], dict[str, bool]] | None = None,
 ) -> None:
     """Add `GET /metrics` (no authentication, like the health routes) and the middleware.
     Call it last in `create_app`, so the middleware is outermost and counts every answer.
     `stuck_counts` feeds `provisioner_contacts_stuck` and `figures` the oldest pending age,
     the webhook backlog and the live workers (both read from the database per scrape); beat's
-    last tick is read from Redis."""
+    last tick is read from Redis; `credentials_ok` feeds `provisioner_provider_credentials_ok`
+    (the providers' cached verdicts)."""
     collectors: list[Any] = [
         QueueDepthCollector(redis_client, QUEUES),
         BeatTickCollector(redis_client),
@@ -121,6 +124,8 @@ def install(
         collectors.append(StuckContactsCollector(stuck_counts))
     if figures is not None:
         collectors.append(FiguresCollector(figures))
+    if credentials_ok is not None:
+        collectors.append(ProviderCredentialsCollector(credentials_ok))
     registry = Registries(*collectors)
 
     @app.get(

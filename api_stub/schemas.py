@@ -284,13 +284,14 @@ class HealthResponse(_Shape):
 class Readiness(_Shape):
     database: Literal["ok"]
     redis: Literal["ok"]
-    twilio: Literal["ok", "unreachable"] | None = Field(
+    twilio: Literal["ok", "credentials_refused", "unreachable"] | None = Field(
         None,
         description="Twilio's last answer to the configured credentials (checked at most"
-        " once per PROVISIONER_PROVIDER_CHECK_INTERVAL_S); absent until the first check. A"
-        " refusal (`credentials_refused`) makes the answer a 503 `not_ready`.",
+        " once per PROVISIONER_PROVIDER_CHECK_INTERVAL_S); absent until the first check."
+        " Reported only: a refusal leaves the answer 200 (the API calls no provider) and sets"
+        " `provisioner_provider_credentials_ok{provider}` to 0.",
     )
-    google: Literal["ok", "unreachable"] | None = Field(
+    google: Literal["ok", "credentials_refused", "unreachable"] | None = Field(
         None, description="The Google Directory's last answer, as for `twilio`"
     )
 

@@ -80,5 +80,8 @@ def ensure_embedded(var_dir: Path) -> str:
 
 
 def redis_url(settings: Settings) -> str:
-    """The Redis URL to use: the configured one, or the embedded server's."""
+    """The Redis URL to use: the configured one, or the embedded server's (never in
+    production: each pod would have a Redis of its own)."""
+    if not settings.redis_url and settings.env == "production":
+        raise RuntimeError("PROVISIONER_REDIS_URL is empty: production has no embedded Redis")
     return settings.redis_url or ensure_embedded(settings.var_dir)

@@ -17,7 +17,6 @@ import structlog
 from prometheus_client import (
     REGISTRY,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     start_http_server,
@@ -63,12 +62,6 @@ HTTP_DURATION = Histogram(
     ["route", "method", "status_class"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-PROVIDER_CREDENTIALS_OK = Gauge(
-    "provisioner_provider_credentials_ok",
-    "Whether the provider accepted the configured credentials at its last check (1) or refused"
-    " them (0); set by /readyz's provider check (an unreachable provider keeps its last value).",
-    ["provider"],
-)
 QUEUE_DEPTH = "provisioner_queue_depth"
 CONTACTS_STUCK = "provisioner_contacts_stuck"
 OLDEST_PENDING_AGE = "provisioner_oldest_pending_contact_age_seconds"
@@ -93,6 +86,7 @@ FIGURES = {
         "Worker processes whose heartbeat is younger than PROVISIONER_WORKER_DEAD_AFTER_S.",
     ),
 }
+PROVIDER_CREDENTIALS_OK = "provisioner_provider_credentials_ok"
 
 
 @contextmanager
@@ -237,6 +231,26 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+class ProviderCredentialsCollector(Collector):
+    """`provisioner_provider_credentials_ok{provider}`: 1 when the provider accepted the
+    configured credentials at its last answer, 0 when it refused them (/readyz's cached check,
+    worker.app.readiness); no series for a provider that has not judged them yet."""
+
+    def __init__(self, verdicts: Callable[[], dict[str, bool]]) -> None:
+        self._verdicts = verdicts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            PROVIDER_CREDENTIALS_OK,
+            "1 if the provider accepted the configured credentials at its last answer, 0 if "
+            "it refused them (checked every PROVISIONER_PROVIDER_CHECK_INTERVAL_S).",
+            labels=["provider"],
+        )
+        for provider, ok in sorted(self._verdicts().items()):
+            family.add_metric([provider], 1 if ok else 0)
+        yield family
+
+
 class Registries:
     """The process's default registry plus collectors of one app (the queue depth), read as
     one: each app brings its own Redis client without registering globally twice."""
@@ -262,11 +276,11 @@ __all__ = [
     "HTTP_DURATION",
     "HTTP_REQUESTS",
     "PROVIDER_CALLS",
-    "PROVIDER_CREDENTIALS_OK",
     "STEP_DURATION",
     "WEBHOOK_ATTEMPTS",
     "BeatTickCollector",
     "FiguresCollector",
+    "ProviderCredentialsCollector",
     "QueueDepthCollector",
     "Registries",
     "StuckContactsCollector",

@@ -41,6 +41,9 @@ class SecretBox:
     def from_settings(cls, settings: Settings) -> SecretBox:
         raw = settings.secret_keys.get_secret_value()
         keys = [k.strip() for k in raw.split(",") if k.strip()]
+        if not keys and settings.env == "production":
+            # A key made here would be this process's alone: what it seals no other can open.
+            raise ValueError("PROVISIONER_SECRET_KEYS is unset: production makes no key of its own")
         return cls(keys or [_local_key(settings.var_dir)])
 
     def seal(self, value: dict[str, Any]) -> str:

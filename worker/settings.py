@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROVISIONER_", extra="ignore", frozen=True)
 
+    # `production` refuses to start on the development defaults (worker/production.py).
+    env: Literal["development", "production"] = "development"
+
     # Storage and broker.
     var_dir: Path = Path("var")
     database_url: str = ""

@@ -1,5 +1,7 @@
 """/readyz's view of the providers: do they accept the configured credentials? Asked at most
-once per `PROVISIONER_PROVIDER_CHECK_INTERVAL_S`, in the background, and cached."""
+once per `PROVISIONER_PROVIDER_CHECK_INTERVAL_S`, in the background, and cached. Reported, never
+a reason to be unready: the API calls no provider, so a refused credential must not take its
+pods out of their Service (it is `provisioner_provider_credentials_ok` that alerts)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from collections.abc import Callable
 
 import structlog
 
-from worker.metrics import PROVIDER_CREDENTIALS_OK
 from worker.providers import Providers
 from worker.providers.credentials import OK, REFUSED, check_credentials
 from worker.settings import Settings
@@ -36,6 +37,9 @@ class ProviderReadiness:
         self._checked_at: float | None = None
         self._running = False
         self.status: dict[str, str] = {}
+        # Each provider's last verdict on the credentials (True: accepted); an unreachable
+        # provider gives none, so it keeps the one before.
+        self.verdicts: dict[str, bool] = {}
 
     def read(self) -> dict[str, str]:
         with self._lock:
@@ -60,8 +64,15 @@ class ProviderReadiness:
         for provider, answer in status.items():
             if answer == REFUSED:
                 log.error("provider_credentials_refused", provider=provider)
-            if answer in (OK, REFUSED):  # unreachable: no news about the credentials
-                PROVIDER_CREDENTIALS_OK.labels(provider).set(1 if answer == OK else 0)
         with self._lock:
             self.status = status
+            for provider, answer in status.items():
+                if answer in (OK, REFUSED):
+                    self.verdicts[provider] = answer == OK
             self._running = False
+
+    def credentials_ok(self) -> dict[str, bool]:
+        """The verdicts, for the gauge; reading them also starts a check when stale."""
+        self.read()
+        with self._lock:
+            return dict(self.verdicts)

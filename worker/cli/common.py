@@ -14,16 +14,24 @@ from worker.settings import Settings
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def load_settings() -> Settings:
+def load_settings(*, check_production: bool = True) -> Settings:
     """The settings of the environment, with logging set up (on stderr: stdout is the
-    command's output, one JSON object with `--json`)."""
+    command's output, one JSON object with `--json`). In production (`PROVISIONER_ENV`), a
+    command that opens the database, Redis or the providers exits 2 on the development
+    defaults, one line naming each variable (worker/production.py); `check_production=False`
+    for the API's clients (onboard, offboard) and the probes, which open none of them."""
     from worker.logging import configure
+    from worker.production import refusal_line, refusals
 
     try:
         settings = Settings()
     except Exception as exc:  # pydantic's ValidationError names the variable
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    found = refusals(settings) if check_production else []
+    if found:
+        typer.echo(refusal_line(found), err=True)
+        raise typer.Exit(2)
     configure(settings.log_format, settings.log_level)
     return settings
 

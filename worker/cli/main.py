@@ -32,12 +32,31 @@ Port = Annotated[int | None, typer.Option(help="Port to listen on.")]
 
 
 @app.command()
-def migrate(as_json: JsonFlag = False) -> None:
+def migrate(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Change nothing: exit 0 if the schema is at this version's head (or newer), "
+            "1 if not (yet).",
+        ),
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(min=0, help="With --check: keep checking this many seconds.")
+    ] = 0.0,
+    as_json: JsonFlag = False,
+) -> None:
     """Create or upgrade the database schema (safe to run repeatedly)."""
     from worker.store.migrate import upgrade
 
     settings = load_settings()
     db = database(settings)
+    if check:
+        from worker.store.migrate import wait_for_head
+
+        state = wait_for_head(db, wait)
+        emit(state.as_dict(), as_json, state.message)
+        raise typer.Exit(0 if state.ready else 1)
     upgrade(db)
     emit({"migrated": True}, as_json, "database is up to date")
 
@@ -255,8 +274,21 @@ def worker(
             "metrics port is PROVISIONER_WORKER_METRICS_PORT + its index.",
         ),
     ] = 1,
+    check_alive: Annotated[
+        bool,
+        typer.Option(
+            "--check-alive",
+            help="Start nothing: exit 0 if every worker process here beat within "
+            "PROVISIONER_WORKER_DEAD_AFTER_S, 1 if not (a container's liveness probe).",
+        ),
+    ] = False,
 ) -> None:
     """Run a Celery worker for the provisioning tasks."""
+    if check_alive:  # first: a probe imports no more than it needs
+        from worker.health import check_workers
+
+        settings = load_settings(check_production=False)
+        _verdict(check_workers(settings.var_dir, settings.worker_dead_after_s))
     from worker.logging import configure
     from worker.metrics import serve_worker_metrics
     from worker.providers.credentials import missing_credentials
@@ -321,11 +353,29 @@ def worker(
 
 
 @app.command()
-def beat() -> None:
+def beat(
+    check_alive: Annotated[
+        bool,
+        typer.Option(
+            "--check-alive",
+            help="Start nothing: exit 0 if beat here ticked within --max-age, 1 if not "
+            "(a container's liveness probe).",
+        ),
+    ] = False,
+    max_age: Annotated[
+        float, typer.Option(min=1, help="With --check-alive: the oldest tick still alive (s).")
+    ] = 60.0,
+) -> None:
     """Run the scheduler: the reconciler and housekeeping (run exactly one per deployment)."""
+    from worker import health
+
+    if check_alive:  # first: a probe imports no more than it needs
+        settings = load_settings(check_production=False)
+        _verdict(health.check_beat(settings.var_dir, max_age))
     from worker.logging import configure
     from worker.redis_conn import RedisTarget
     from worker.runtime.beat import recording_scheduler
+    from worker.runtime.beat_health import MAX_INTERVAL_S
     from worker.runtime.celery_app import create_celery
 
     settings = load_settings()
@@ -334,10 +384,19 @@ def beat() -> None:
     celery = create_celery(settings)
     celery.Beat(
         schedule=str(settings.var_dir / "celerybeat-schedule"),
-        scheduler=recording_scheduler(RedisTarget.from_settings(settings)),
+        scheduler=recording_scheduler(
+            RedisTarget.from_settings(settings), health.beat_file(settings.var_dir)
+        ),
+        max_interval=MAX_INTERVAL_S,
         loglevel=settings.log_level,
         quiet=settings.log_format == "json",  # its banner is printed text
     ).run()
+
+
+def _verdict(verdict: Any) -> None:
+    """A probe's answer: its message, and exit 0 (alive) or 1."""
+    typer.echo(verdict.message, err=not verdict.alive)
+    raise typer.Exit(0 if verdict.alive else 1)
 
 
 @app.command()
@@ -345,7 +404,11 @@ def dev() -> None:
     """The whole stack on this machine until Ctrl-C (`make run`): embedded Redis, SQLite under
     var/, the provider sandbox, API, worker and beat, and a demo account."""
     from worker.cli.devstack import main as run_dev_stack
+    from worker.production import PRODUCTION
 
+    if load_settings(check_production=False).env == PRODUCTION:
+        typer.echo("PROVISIONER_ENV=production: `provisioner dev` is for development", err=True)
+        raise typer.Exit(2)
     run_dev_stack()
 
 
@@ -415,7 +478,7 @@ def offboard(
 
 def _api_target(api_url: str | None, api_key: str | None) -> tuple[str, str]:
     """Where the API is and the key to call it with, from the options or the settings."""
-    settings = load_settings()
+    settings = load_settings(check_production=False)  # a client of the API, nothing more
     key = api_key or settings.api_key.get_secret_value()
     if not key:
         raise typer.BadParameter(

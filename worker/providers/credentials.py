@@ -39,7 +39,11 @@ def missing_credentials(settings: Settings) -> list[str]:
         if not settings.twilio_auth_token.get_secret_value():
             missing.append("PROVISIONER_TWILIO_AUTH_TOKEN")
     google = _real(settings, settings.google_directory_url)
-    if google and not settings.google_access_token.get_secret_value():
+    service_account = (
+        settings.google_service_account_json.get_secret_value()
+        or settings.google_service_account_file is not None
+    )
+    if google and not service_account and not settings.google_access_token.get_secret_value():
         missing.append("PROVISIONER_GOOGLE_ACCESS_TOKEN")
     return missing
 

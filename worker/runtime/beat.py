@@ -4,6 +4,7 @@ API's `provisioner_beat_last_tick_timestamp_seconds` (the "beat silent" alert)."
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import redis as redis_py
@@ -12,15 +13,20 @@ from celery.beat import PersistentScheduler
 
 from worker.metrics import record_beat_tick
 from worker.redis_conn import RedisTarget, target_of
+from worker.runtime.beat_health import ticking_scheduler
 
 log = structlog.get_logger(__name__)
 
 
-def recording_scheduler(redis: str | RedisTarget) -> type[PersistentScheduler]:
+def recording_scheduler(
+    redis: str | RedisTarget, health_file: Path | None = None
+) -> type[PersistentScheduler]:
     """A PersistentScheduler class that records its ticks in `redis` (a URL, or the settings'
-    Redis: one URL or a master behind Sentinel)."""
+    Redis: one URL or a master behind Sentinel) for the API's gauge and, with `health_file`,
+    in that file for `provisioner beat --check-alive` (worker.runtime.beat_health)."""
+    base = ticking_scheduler(health_file) if health_file is not None else PersistentScheduler
 
-    class RecordingScheduler(PersistentScheduler):
+    class RecordingScheduler(base):  # type: ignore[valid-type,misc]
         _client = target_of(redis).client(socket_timeout=1, socket_connect_timeout=1)
         _failing = False
 

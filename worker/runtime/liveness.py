@@ -14,10 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 
+from worker import health
 from worker.store import liveness as store
 from worker.store import pipeline as pipeline_store
 from worker.store.db import Database
@@ -47,11 +49,14 @@ class Heartbeat:
         *,
         ident: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        health_file: Path | None = None,
     ) -> None:
         self.db = db
         self.interval_s = interval_s
         self.ident = ident or worker_id()
         self.clock = clock
+        # Where each attempt is mirrored for the container's liveness probe (worker.health).
+        self.health_file = health_file
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,8 +72,14 @@ class Heartbeat:
                 store.beat(session, self.ident, self.clock())
         except Exception as exc:  # the database is down: so is every runner's progress
             log.warning("heartbeat_failed", error=type(exc).__name__)
+            self._mirror(type(exc).__name__)
             return False
+        self._mirror("ok")
         return True
+
+    def _mirror(self, database: str) -> None:
+        if self.health_file is not None:
+            health.record(self.health_file, database=database, worker=self.ident)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -84,6 +95,8 @@ class Heartbeat:
                 store.forget(session, self.ident)
         except Exception as exc:
             log.warning("heartbeat_forget_failed", error=type(exc).__name__)
+        if self.health_file is not None:
+            health.forget(self.health_file)
 
 
 def take_over_dead_runners(

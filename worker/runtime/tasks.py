@@ -15,6 +15,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready
 from sqlalchemy.exc import DBAPIError
 
+from worker import health
 from worker.app.lifecycle import LifecycleService
 from worker.app.retention import RetentionService
 from worker.domain.contacts import FirstRun
@@ -66,7 +67,11 @@ class Runtime:
                     self._pipeline = Pipeline(db, providers, self.settings)
                     self._pid = os.getpid()
                     # This process runs tasks from now on: it beats while it does.
-                    self._heartbeat = Heartbeat(db, self.settings.worker_heartbeat_s).start()
+                    self._heartbeat = Heartbeat(
+                        db,
+                        self.settings.worker_heartbeat_s,
+                        health_file=health.worker_file(self.settings.var_dir),
+                    ).start()
         return self._pipeline
 
     @property

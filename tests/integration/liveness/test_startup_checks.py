@@ -23,15 +23,46 @@ def test_worker_with_real_provider_urls_and_an_empty_credential_exits_naming_it(
     assert "PROVISIONER_GOOGLE_ACCESS_TOKEN" not in done.stderr
 
 
-def test_readyz_reports_a_provider_that_refuses_the_credentials(make_settings, sandbox, db):
+def test_readyz_reports_a_provider_that_refuses_the_credentials_and_stays_ready(
+    make_settings, sandbox, db
+):
+    """CONTRACT.md "Production": /readyz fails only on the database and Redis; a refused
+    credential is reported in its body and by `provisioner_provider_credentials_ok`, and the
+    API pods stay in their Service (they call no provider)."""
     settings = make_settings(sandbox_url=sandbox.url, twilio_auth_token="",
                              google_access_token="sandbox-token")
     with serve_in_thread(create_app(settings, db=db)) as api, httpx.Client(base_url=api) as http:
-        answer = wait_for(lambda: (r := http.get("/readyz")).status_code == 503 and r, timeout=10)
+        answer = wait_for(
+            lambda: (r := http.get("/readyz")).json()["info"].get("twilio") and r, timeout=10)
+        metrics = http.get("/metrics").text
+    assert answer.status_code == 200
+    assert answer.json()["info"] == {"database": "ok", "redis": "ok",
+                                     "twilio": "credentials_refused", "google": "ok"}
+    assert 'provisioner_provider_credentials_ok{provider="twilio"} 0.0' in metrics
+    assert 'provisioner_provider_credentials_ok{provider="google"} 1.0' in metrics
+
+
+def test_readyz_fails_when_redis_does_not_answer_whatever_the_providers_say(
+    make_settings, sandbox, db
+):
+    # A port nothing listens on: the API's Redis is gone.
+    settings = make_settings(sandbox_url=sandbox.url, twilio_auth_token="t",
+                             google_access_token="sandbox-token",
+                             redis_url="redis://127.0.0.1:1/0")
+    app = create_app(settings, db=db, publisher=_NoPublisher())
+    with serve_in_thread(app) as api, httpx.Client(base_url=api) as http:
+        answer = http.get("/readyz")
+    assert answer.status_code == 503
     error = answer.json()["error"]
     assert error["code"] == "not_ready"
-    assert error["fields"]["twilio"] == "credentials_refused"
-    assert error["fields"]["google"] == "ok"
+    assert error["fields"]["database"] == "ok"
+    assert error["fields"]["redis"] != "ok"
+    assert "redis" in error["message"] and "database" not in error["message"]
+
+
+class _NoPublisher:
+    def provision(self, *args, **kwargs):
+        raise AssertionError("not called")
 
 
 def test_readyz_asks_the_providers_at_most_once_a_minute(make_settings, sandbox, db):
