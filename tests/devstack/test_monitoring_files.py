@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,11 +88,23 @@ SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 
 
 @pytest.fixture
+def settings(make_settings, sandbox):
+    """The API's providers are the sandbox, so that /readyz's check reaches a verdict."""
+    return make_settings(sandbox_url=sandbox.url)
+
+
+@pytest.fixture
 def exported(client, tenant, db, settings) -> dict[str, set[str]]:
     """Every sample name a real API's `/metrics` exports (the worker's registry is the same
-    module's), with the label names each carries. Beat has ticked and one contact is stuck,
-    so that every family read at scrape time is in the scrape."""
+    module's), with the label names each carries. Beat has ticked, one contact is stuck and
+    the providers have judged the credentials, so that every family read at scrape time is in
+    the scrape."""
     record_beat_tick(redis.Redis.from_url(settings.redis_url), 1_800_000_000.0)
+    client.get("/readyz")  # starts the providers' check; its verdicts feed a gauge
+    deadline = time.monotonic() + 30
+    while "provisioner_provider_credentials_ok{" not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the providers' check gave no verdict"
+        time.sleep(0.1)
     posted = client.post(f"/v0/assistant/{tenant.assistant_ids[0]}/contact",
                          json={"contact_type": "phone"}, headers=tenant.headers)
     assert posted.status_code == 202
