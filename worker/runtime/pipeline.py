@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 import random
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy import Connection
 
 from worker.domain.compensation import attempt_made_nothing, nothing_created
 from worker.domain.contacts import (
@@ -45,9 +49,27 @@ from worker.store import pipeline as store
 from worker.store import stuck as stuck_store
 from worker.store.credits import FeeNotCovered
 from worker.store.db import Database
+from worker.store.journal import LeaseLost
 from worker.store.models import Contact, ContactStep
 
 log = structlog.get_logger(__name__)
+
+# Steps whose request makes something at a provider: the lease is confirmed just before each.
+CREATING = frozenset({"buy_number", "create_sender", "create_user"})
+
+
+class _Refused(Exception):
+    """A later statement of the transaction was refused: roll back what came before it."""
+
+
+def _stamp() -> tuple[float, float]:
+    """Now, on the monotonic and on the wall clock: a pause is measured on both (a frozen
+    VM may not advance the first, a clock step may move the second)."""
+    return time.monotonic(), time.time()
+
+
+def no_checkpoint(point: str, contact_id: str, owner: str) -> None:
+    """The runner's checkpoints do nothing outside tests (they freeze a runner there)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,10 @@ class Pipeline:
             db, settings, providers, on_new_client=self.limiter.install_client
         )
         self.policy, self.compensation_policy = _policies(settings)
+        # Called at the points where a frozen runner matters (tests freeze it there).
+        self.checkpoint: Callable[[str, str, str], None] = no_checkpoint
+        # Per thread: when this thread's run last confirmed its lease (see `_confirm`).
+        self._local = threading.local()
         self.rng = random.Random()
         self.grace = timedelta(days=settings.grace_period_days)
         self.releaser = Releaser(
@@ -117,7 +143,19 @@ class Pipeline:
     def run(self, contact_id: str, owner: str, first_run: FirstRun | None = None) -> Outcome:
         """Run the contact as far as it goes now. `first_run`: the task message's hint (see
         `FirstRun`); without one, the contact's row is read first to tell whether to search
-        ahead."""
+        ahead.
+
+        Every write under the lease is fenced (the owner checked in the statement itself); one
+        that finds the lease gone (`LeaseLost`) rolls its transaction back and the run stops:
+        another runner holds the contact."""
+        self._local.confirmed = None
+        try:
+            return self._run(contact_id, owner, first_run)
+        except LeaseLost as exc:
+            log.warning("lease_lost", contact_id=contact_id, error=str(exc))
+            return Outcome("busy")
+
+    def _run(self, contact_id: str, owner: str, first_run: FirstRun | None) -> Outcome:
         # One transaction per step in the common case: take the lease and start the first
         # step; finish each step and start the next; finish the last and activate. A phone or
         # WhatsApp contact's first step only searches, so it runs before the lease and is
@@ -140,6 +178,7 @@ class Pipeline:
                     store.start_step(session, step, owner, now, self.settings.lease_s, renew=False)
         if lease is None:
             return Outcome("busy")  # finished, missing, or another runner holds it
+        self._local.confirmed = _stamp()
         contact, steps = lease.contact, lease.steps
         # Every lease, not only the first (pending -> provisioning): one PUBLISH is cheaper
         # than telling the cases apart, and a woken waiter that sees no change waits on.
@@ -263,6 +302,11 @@ class Pipeline:
     ) -> Outcome | ContactStep:
         """Run a started step; the next step (already started), or what to do next."""
         structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts)
+        if step.name in CREATING:
+            self.checkpoint("before_create", contact.id, owner)
+            step.attempts = self._confirm(contact, owner, step)
+        # The attempts as the database answered them under the lease, just now (`start_step`,
+        # `_confirm`): the first attempt skips the look-up by tag, any other makes it.
         first = step.attempts == 1
         sent = requests_sent()
         try:
@@ -275,17 +319,20 @@ class Pipeline:
             # An attempt that made nothing is not counted: the journal then still proves
             # what was (not) sent, and a contact that created nothing fails without clean-up.
             made_nothing = attempt_made_nothing(sent=requests_sent() != sent, code=exc.code)
-            self._journal_failure(step, str(exc), take_back=made_nothing)
+            self._journal_failure(step, owner, str(exc), take_back=made_nothing)
             return self._fail(contact, steps, owner, exc.code, str(exc))
         except ProviderError as exc:  # retryable, rate-limited
             return self._retry(contact, steps, step, owner, exc)
+        self.checkpoint("after_request", contact.id, owner)
         if isinstance(result, Wait):
             due = self.clock() + timedelta(seconds=result.delay_s)
             # A poll that got an answer is an attempt in the journal but no failure: the retry
             # budget counts consecutive failures, so it starts again here.
             detail = {**result.detail, "polls": (step.detail or {}).get("polls", 0) + 1}
             with self.db.write() as session:
-                store.record_step(session, step, StepStatus.RUNNING, self.clock(), detail=detail)
+                store.record_step(
+                    session, step, StepStatus.RUNNING, self.clock(), owner=owner, detail=detail
+                )
                 store.release_lease(session, contact.id, owner, self._due(due))
             log.info("step_waiting", wait_s=result.delay_s, **result.detail)
             return Outcome("wait", result.delay_s)
@@ -309,10 +356,18 @@ class Pipeline:
             )
         following = self._next(steps)
         if following is not None:
-            with self.db.write() as session:
-                if done is not None:
-                    journal.write_journal(session, done)
-                started = store.start_step(session, following, owner, now, self.settings.lease_s)
+            # One transaction: the step done and the next started, or neither (a journal
+            # write is never committed when the start after it is refused).
+            try:
+                with self.db.write() as session:
+                    if done is not None:
+                        journal.write_journal(session, done, owner)
+                    if not store.start_step(session, following, owner, now, self.settings.lease_s):
+                        raise _Refused
+                started = True
+                self._local.confirmed = _stamp()
+            except _Refused:
+                started = False
         else:
             started = self._activate(contact, steps, owner, now, events, done)
         if step is not None and result is not None:
@@ -370,11 +425,13 @@ class Pipeline:
         delay = self.policy.delay(failures, elapsed, retry_after, self.rng)
         if delay is None:
             log.warning("step_gave_up", error_code=exc.code, error=str(exc))
-            self._journal_failure(step, str(exc))
+            self._journal_failure(step, owner, str(exc))
             message = f"{step.name} failed after {step.attempts} attempts: {exc}"
             return self._fail(contact, steps, owner, exc.code or "provider_unavailable", message)
         with self.db.write() as session:
-            store.record_step(session, step, StepStatus.PENDING, now, detail=detail, error=str(exc))
+            store.record_step(
+                session, step, StepStatus.PENDING, now, owner=owner, detail=detail, error=str(exc)
+            )
             store.release_lease(
                 session, contact.id, owner, self._due(now + timedelta(seconds=delay))
             )
@@ -390,8 +447,8 @@ class Pipeline:
         request sent before makes necessary)."""
         now = self.clock()
         with self.db.write() as session:
-            store.unstart_step(session, step, now, take_back_attempt=unsent)
-            store.hold_back(session, contact, exc.retry_in_s, now)
+            store.unstart_step(session, step, owner, now, take_back_attempt=unsent)
+            store.hold_back(session, contact, owner, exc.retry_in_s, now)
             store.release_lease(
                 session, contact.id, owner, self._due(now + timedelta(seconds=exc.retry_in_s))
             )
@@ -412,11 +469,17 @@ class Pipeline:
         message = message or code
         structlog.contextvars.bind_contextvars(step="compensate")
         if contact.error_code is None:
+            self.checkpoint("before_fail", contact.id, owner)
             with self.db.write() as session:
-                store.mark_failing(session, contact, owner, code, message, self.clock())
+                marked = store.mark_failing(session, contact, owner, code, message, self.clock())
+            if not marked:  # another runner holds the contact now: nothing here is ours to undo
+                log.warning("lease_lost", contact_id=contact.id, error="mark_failing refused")
+                return Outcome("busy")
         try:
             # Nothing to delete when the journal proves no creating request was ever sent.
             if not nothing_created(steps.values()):
+                self.checkpoint("before_compensate", contact.id, owner)
+                self._confirm(contact, owner)
                 compensate(self._context(contact, steps))
         except Throttled as exc:
             with self.db.write() as session:
@@ -495,17 +558,51 @@ class Pipeline:
     def _changed(self, contact: Contact) -> None:
         self.notifier.changed(contact.id, contact.batch_id, contact.account_id, contact.status)
 
-    def _journal_failure(self, step: ContactStep, error: str, *, take_back: bool = False) -> None:
-        if take_back:
-            step.attempts -= 1
+    def _confirm(self, contact: Contact, owner: str, step: ContactStep | None = None) -> int:
+        """Check the lease just before a creating request or a compensation: if this run last
+        confirmed it more than `lease_recheck_s` ago (a pause: GC, a frozen VM, SIGSTOP),
+        renew it, and stop (`LeaseLost`) if it is not ours any more. The step's attempts as
+        the journal has them (the ones known from the last confirmation when that is recent:
+        no runner can lose its lease faster than `worker_dead_after_s`)."""
+        known = step.attempts if step is not None else 0
+        last = getattr(self._local, "confirmed", None)
+        now_m, now_w = _stamp()
+        limit = self.settings.lease_recheck_s
+        if last is not None and now_m - last[0] <= limit and now_w - last[1] <= limit:
+            return known
+        with self._confirming() as connection:
+            attempts = store.confirm_lease(
+                connection,
+                contact.id,
+                owner,
+                self.clock(),
+                self.settings.lease_s,
+                step.id if step is not None else None,
+            )
+        if attempts is None:
+            raise LeaseLost(f"contact {contact.id}: the lease is not {owner}'s")
+        self._local.confirmed = _stamp()
+        return attempts if step is not None else 0
+
+    def _confirming(self) -> AbstractContextManager[Connection]:
+        """One statement: autocommit on PostgreSQL (one round trip), a write on SQLite."""
+        if self.db.is_sqlite:
+            return _session_connection(self.db)
+        return self.db.autocommit()
+
+    def _journal_failure(
+        self, step: ContactStep, owner: str, error: str, *, take_back: bool = False
+    ) -> None:
+        attempts = step.attempts - 1 if take_back else None
         with self.db.write() as session:
             store.record_step(
                 session,
                 step,
                 StepStatus.FAILED,
                 self.clock(),
+                owner=owner,
                 error=error,
-                attempts=step.attempts if take_back else None,
+                attempts=attempts,
             )
 
     def _due(self, at: datetime) -> datetime:
@@ -519,4 +616,10 @@ class Pipeline:
         )
 
 
-__all__ = ["Outcome", "Pipeline"]
+@contextmanager
+def _session_connection(db: Database) -> Iterator[Connection]:
+    with db.write() as session:
+        yield session.connection()
+
+
+__all__ = ["CREATING", "Outcome", "Pipeline"]

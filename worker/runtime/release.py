@@ -81,7 +81,7 @@ class Releaser:
                 log.warning("release_retry", error_code=exc.code, retry_in_s=round(delay, 2))
                 return self._later(contact, step, owner, delay, exc, failures=failures)
             with p.db.write() as session:
-                store.record_step(session, step, StepStatus.DONE, p.clock())
+                store.record_step(session, step, StepStatus.DONE, p.clock(), owner=owner)
             log.info("step_done")
         structlog.contextvars.unbind_contextvars("step", "attempt")
         ordered = sorted(steps.values(), key=lambda s: s.position)
@@ -113,10 +113,16 @@ class Releaser:
             detail["failures"] = failures
         with p.db.write() as session:
             if unsent:
-                store.unstart_step(session, step, now, take_back_attempt=True)
+                store.unstart_step(session, step, owner, now, take_back_attempt=True)
             else:
                 store.record_step(
-                    session, step, StepStatus.PENDING, now, detail=detail, error=str(exc)
+                    session,
+                    step,
+                    StepStatus.PENDING,
+                    now,
+                    owner=owner,
+                    detail=detail,
+                    error=str(exc),
                 )
             due = now + timedelta(seconds=delay + p.settings.reconcile_grace_s)
             store.release_lease(session, contact.id, owner, due)
