@@ -89,7 +89,8 @@ def activate_in_one(
     """Run the first statement: whether the contact moved to `active`, whether its event was
     kept at once (it has nowhere to go), and the ledger keys it wrote. `step_update` is the
     journal row's UPDATE (binds `s_*`; unfenced, the fence is this statement's), `finish`
-    the contact's (binds in `finish_params`), `event` the event's row (`outbox.event_row`), `ledger` the activation's rows."""
+    the contact's (binds in `finish_params`), `event` the event's row (`outbox.event_row`),
+    `ledger` the activation's rows."""
     capture, *rest = ledger
     fee_row = rest[0] if rest else {**capture, "key": "", "kind": "monthly_fee"}
     params: dict[str, Any] = {
