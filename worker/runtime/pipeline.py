@@ -162,6 +162,8 @@ class Pipeline:
         # journaled when the lease is taken: one transaction fewer.
         ahead = self._run_ahead(contact_id, first_run)
         now = self.clock()
+        # Taken before the lease's statement: the lease runs from no earlier than this.
+        stamp = _stamp()
         if ahead is not None and first_run is not None and not self.db.is_sqlite:
             taken = self._take_first_lease(contact_id, owner, now, ahead, first_run)
             if isinstance(taken, Outcome):
@@ -178,7 +180,7 @@ class Pipeline:
                     store.start_step(session, step, owner, now, self.settings.lease_s, renew=False)
         if lease is None:
             return Outcome("busy")  # finished, missing, or another runner holds it
-        self._local.confirmed = _stamp()
+        self._local.confirmed = stamp
         contact, steps = lease.contact, lease.steps
         # Every lease, not only the first (pending -> provisioning): one PUBLISH is cheaper
         # than telling the cases apart, and a woken waiter that sees no change waits on.
@@ -358,6 +360,7 @@ class Pipeline:
         if following is not None:
             # One transaction: the step done and the next started, or neither (a journal
             # write is never committed when the start after it is refused).
+            stamp = _stamp()
             try:
                 with self.db.write() as session:
                     if done is not None:
@@ -365,7 +368,7 @@ class Pipeline:
                     if not store.start_step(session, following, owner, now, self.settings.lease_s):
                         raise _Refused
                 started = True
-                self._local.confirmed = _stamp()
+                self._local.confirmed = stamp
             except _Refused:
                 started = False
         else:
@@ -570,6 +573,7 @@ class Pipeline:
         limit = self.settings.lease_recheck_s
         if last is not None and now_m - last[0] <= limit and now_w - last[1] <= limit:
             return known
+        stamp = _stamp()
         with self._confirming() as connection:
             attempts = store.confirm_lease(
                 connection,
@@ -581,7 +585,7 @@ class Pipeline:
             )
         if attempts is None:
             raise LeaseLost(f"contact {contact.id}: the lease is not {owner}'s")
-        self._local.confirmed = _stamp()
+        self._local.confirmed = stamp
         return attempts if step is not None else 0
 
     def _confirming(self) -> AbstractContextManager[Connection]:
