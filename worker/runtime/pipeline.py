@@ -365,6 +365,7 @@ class Pipeline:
                 with self.db.write() as session:
                     if done is not None:
                         journal.write_journal(session, done, owner)
+                        self.checkpoint("in_transaction", contact.id, owner)
                     if not store.start_step(session, following, owner, now, self.settings.lease_s):
                         raise _Refused
                 started = True

@@ -61,7 +61,13 @@ class Runtime:
         if self._pipeline is None or self._pid != os.getpid():
             with self._lock:
                 if self._pipeline is None or self._pid != os.getpid():
-                    db = Database(self.settings.database_url, pool_size=64, pre_ping=False)
+                    db = Database(
+                        self.settings.database_url,
+                        pool_size=64,
+                        pre_ping=False,
+                        lock_timeout_ms=self.settings.db_lock_timeout_ms,
+                        idle_in_transaction_timeout_ms=self.settings.db_idle_in_transaction_timeout_ms,
+                    )
                     providers = Providers.from_settings(self.settings)
                     self._pipeline = Pipeline(db, providers, self.settings)
                     self._pid = os.getpid()

@@ -68,13 +68,22 @@ def take_over_dead(
     dead = [owner for owner in owners if owner and worker_of(owner) not in alive]
     if not dead:
         return []
-    rows = session.execute(
-        update(Contact)
+    # A row another transaction holds locked (a runner frozen inside its transaction) is
+    # skipped, not waited for: every other dead runner's contacts are taken over now, and
+    # that one at a later pass, once the server has ended the frozen session
+    # (`idle_in_transaction_session_timeout`). PostgreSQL only; SQLite has no row locks.
+    unlocked = (
+        select(Contact.id)
         .where(
             Contact.lease_owner.in_(dead),
             Contact.status.in_(RUNNABLE),
             Contact.lease_expires_at > now,
         )
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(Contact)
+        .where(Contact.id.in_(unlocked), Contact.lease_owner.in_(dead))
         .values(lease_expires_at=now - timedelta(microseconds=1))
         .returning(Contact.id, Contact.batch_id)
     ).all()

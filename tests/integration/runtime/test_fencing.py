@@ -15,12 +15,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from support.invariants import check_invariants
-from support.pipeline import FAST, drive, submit
+from support.pipeline import FAST, drive, submit, wait_for
+from support.services import TEST_DATABASE_URL
 
 from worker.providers import Providers
 from worker.runtime.pipeline import Outcome, Pipeline
 from worker.store import liveness
+from worker.store import pipeline as store
+from worker.store.db import Database
 from worker.store.models import Contact, ContactStep, Event, LedgerEntry
 
 PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
@@ -248,3 +252,50 @@ def test_frozen_before_compensating_leaves_the_clean_up_to_the_new_owner(
     ledger, events = money_and_events(db, cid)
     assert ledger == ["release", "reserve"] and events == ["contact.failed"]
     assert check_invariants(db, sandbox) == {"failed": 1}
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="row locks and session timeouts: PostgreSQL")
+def test_frozen_inside_a_transaction_holds_no_takeover_up(
+    service, make_pipeline, fsettings, tenant, sandbox, db
+):
+    """A froze inside a write transaction (its purchase journaled, the contact's row locked,
+    not yet committed). The liveness takeover skips that row instead of waiting behind it,
+    and takes over another dead runner's contact at once; the server ends A's idle session
+    after `db_idle_in_transaction_timeout_ms`, and the next pass takes A's contact over. A,
+    resumed, finds its connection gone: nothing of its transaction was committed."""
+    bounded = fsettings.model_copy(
+        update={"db_lock_timeout_ms": 500, "db_idle_in_transaction_timeout_ms": 1500})
+    a_db = Database(bounded.database_url, lock_timeout_ms=500,
+                    idle_in_transaction_timeout_ms=1500)
+    a_providers = Providers.from_settings(bounded)
+    a_pipeline = Pipeline(a_db, a_providers, bounded)
+    try:
+        sandbox.set_faults(sender_online_after_s=0)
+        cid = submit(service, tenant, WHATSAPP)
+        other = submit(service, tenant, PHONE)
+        with db.write() as session:  # a second dead runner's contact
+            assert store.take_lease(session, other, "worker-c:3:task-c", datetime.now(UTC), 60)
+        frozen = Freeze(a_pipeline, "in_transaction").start(cid)
+
+        def taken_over() -> list[str]:
+            # Every lease counts as silent long enough (a lease_s far beyond the real one).
+            with db.write() as session:
+                return [c for c, _ in liveness.take_over_dead(
+                    session, datetime.now(UTC), fsettings.worker_dead_after_s,
+                    fsettings.lease_s + 60)]
+
+        started = time.monotonic()
+        assert taken_over() == [other]
+        assert time.monotonic() - started < 0.5  # not waiting behind A's lock
+        assert wait_for(taken_over, timeout=10, every=0.2) == [cid]
+        assert drive(make_pipeline(), cid, B) == "active"
+        after_b = journal(db, cid)
+        requests = sandbox.stats()["requests"]
+        with pytest.raises(DBAPIError):
+            frozen.resume()
+        assert journal(db, cid) == after_b
+        assert sandbox.stats()["requests"] == requests
+        assert len(numbers_of(sandbox, cid)) == 1
+    finally:
+        a_providers.close()
+        a_db.dispose()
