@@ -55,6 +55,12 @@ WEBHOOK_ATTEMPTS = Counter(
     " refused_address).",
     ["outcome"],
 )
+SWEEP_RELEASED = Counter(
+    "provisioner_sweep_released",
+    "Resources the sweep found on a finished contact that it should not hold, and released"
+    " (numbers, senders, users): each left by a runner frozen past its lease.",
+    ["resource"],
+)
 QUEUE_DEPTH = "provisioner_queue_depth"
 CONTACTS_STUCK = "provisioner_contacts_stuck"
 
@@ -75,6 +81,10 @@ def contact_outcome(contact_type: str, outcome: str) -> None:
 
 def provider_call(provider: str, status: int | str) -> None:
     PROVIDER_CALLS.labels(provider, str(status)).inc()
+
+
+def sweep_released(resource: str, count: int) -> None:
+    SWEEP_RELEASED.labels(resource).inc(count)
 
 
 def webhook_attempt(outcome: str) -> None:

@@ -28,6 +28,7 @@ from worker.runtime.celery_app import (
     PURGE_TASK,
     RECONCILE_TASK,
     RELAY_WEBHOOKS_TASK,
+    SWEEP_TASK,
     WEBHOOK_QUEUE,
     CeleryPublisher,
     share_ack_client,
@@ -35,6 +36,7 @@ from worker.runtime.celery_app import (
 from worker.runtime.delivery import Deliverer, WebhookSender
 from worker.runtime.liveness import Heartbeat, let_go, take_over_dead_runners, worker_id
 from worker.runtime.pipeline import Outcome, Pipeline
+from worker.runtime.sweep import Sweeper
 from worker.settings import Settings
 from worker.store import recovery
 from worker.store.db import Database
@@ -54,6 +56,7 @@ class Runtime:
         self._pipeline: Pipeline | None = None
         self._deliverer: Deliverer | None = None
         self._heartbeat: Heartbeat | None = None
+        self._sweeper: Sweeper | None = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -74,6 +77,17 @@ class Runtime:
                     # This process runs tasks from now on: it beats while it does.
                     self._heartbeat = Heartbeat(db, self.settings.worker_heartbeat_s).start()
         return self._pipeline
+
+    @property
+    def sweeper(self) -> Sweeper:
+        pipeline = self.pipeline
+        if self._sweeper is None or self._sweeper.db is not pipeline.db:
+            with self._lock:
+                if self._sweeper is None or self._sweeper.db is not pipeline.db:
+                    self._sweeper = Sweeper(
+                        pipeline.db, pipeline.providers, self.settings, pipeline.email_targets
+                    )
+        return self._sweeper
 
     @property
     def deliverer(self) -> Deliverer:
@@ -234,6 +248,12 @@ def register(app: Celery, runtime: Runtime) -> None:
                 PROVISION_TASK, args=[contact_id], queue="bulk" if batch_id else "interactive"
             )
         return len(taken)
+
+    @app.task(name=SWEEP_TASK, ignore_result=True)
+    def sweep() -> dict[str, int]:
+        """List once more the tags of contacts that ended or went active, and release what
+        each should not hold (worker/runtime/sweep.py)."""
+        return runtime.sweeper.run()
 
     @app.task(name=PURGE_TASK, ignore_result=True)
     def purge_idempotency_keys() -> dict[str, int]:
