@@ -1,5 +1,6 @@
 """Chaos: mixed contacts through the batch API while the providers misbehave, the worker is
-SIGKILLed three times, Redis is killed and restarted and the database fails (every backend
+frozen (SIGSTOP past the dead-after time, then SIGCONT, while a second worker has taken
+over) once and SIGKILLed three times, Redis is killed and restarted and the database fails (every backend
 terminated three times on PostgreSQL, a writer lock held 5 s on SQLite) while the API keeps
 taking contacts; then every contract invariant, and the recovery time: from the last fault to
 the last terminal contact (docs/recovery.md says what bounds it). A third account
@@ -11,6 +12,7 @@ CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make c
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -150,6 +152,25 @@ def test_contract_invariants_hold_under_chaos(
         def terminal() -> int:
             return sum(s in ("active", "failed") for s in statuses(db).values())
 
+        # A freeze first (a long GC pause, a frozen VM): the worker SIGSTOPped past the
+        # dead-after time while a second one takes its contacts over, then SIGCONTed while
+        # that one is still at work. Both run on; the kills below land on the second.
+        wait_for(lambda: terminal() >= total // 10, timeout=240, every=0.05)
+        frozen = worker
+        os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        try:
+            worker = spawn("worker", settings, "--concurrency", "16")
+            with db.read() as session:
+                before = session.execute(select(func.sum(Contact.takeovers))).scalar_one() or 0
+            time.sleep(settings.worker_dead_after_s + settings.liveness_interval_s + 1)
+        finally:
+            os.killpg(frozen.proc.pid, signal.SIGCONT)
+        with db.read() as session:
+            frozen_taken = (
+                session.execute(select(func.sum(Contact.takeovers))).scalar_one() or 0
+            ) - before
+        assert frozen_taken >= 1, "the freeze held no contact: it proved nothing"
+
         # Three crashes, spread over the run, each followed by a fresh worker.
         for kill in range(3):
             wait_for(lambda k=kill: terminal() >= total * (k + 1) // 5, timeout=240, every=0.05)
@@ -225,10 +246,12 @@ def test_contract_invariants_hold_under_chaos(
                 ids_by_contact[contact_id].add(receipt["headers"]["webhook-id"])
             assert all(len(ids) == 1 for ids in ids_by_contact.values()), ids_by_contact
 
+    lost = frozen.log.read_text().count("lease_lost")
     print(  # the counts the issue asks for; visible with -s or in the CI log on failure
         f"\nchaos: {total} contacts in {elapsed:.0f} s, {dict(by_status)}, "
         f"failed by code {dict(codes)}, provider answers {stats}, worker kills 3 "
-        f"({takeovers} leases taken over), redis restarts 1, database faults 3 "
+        f"({takeovers} leases taken over), worker freezes 1 ({frozen_taken} taken over while "
+        f"frozen, {lost} writes refused once resumed), redis restarts 1, database faults 3 "
         f"(API answers {dict(answers)})"
         f"\nrecovery: {recovery:.1f} s from the last fault to the last terminal contact"
     )
