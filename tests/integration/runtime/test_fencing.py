@@ -299,3 +299,19 @@ def test_frozen_inside_a_transaction_holds_no_takeover_up(
     finally:
         a_providers.close()
         a_db.dispose()
+
+
+@pytest.mark.parametrize(("body", "requests"), [
+    (PHONE, 2),  # the search, the purchase
+    (WHATSAPP, 4),  # the search, the purchase, the sender, one look at it (online at once)
+    ({"contact_type": "email", "email_local": "ada", "first_name": "Ada", "last_name": "L"},
+     2),  # the insert, the read that confirms it
+])
+def test_the_fence_costs_no_provider_request(body, requests, service, pipeline, tenant, sandbox,
+                                              db):
+    """A run that nobody froze confirms its lease in the statements it makes anyway: no
+    look-up by tag on a first attempt, no extra request (the same counts as before fencing)."""
+    sandbox.set_faults(sender_online_after_s=0)
+    cid = submit(service, tenant, body)
+    assert drive(pipeline, cid) == "active"
+    assert sandbox.stats()["requests"] == requests
