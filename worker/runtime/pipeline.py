@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from worker.domain.compensation import attempt_made_nothing, nothing_created
 from worker.domain.contacts import (
@@ -26,6 +27,7 @@ from worker.domain.contacts import (
     FirstRun,
     StepStatus,
     read_only_first_step,
+    step_plan,
 )
 from worker.domain.retry import RetryPolicy
 from worker.live import NoNotifier, Notifier
@@ -142,8 +144,8 @@ class Pipeline:
 
     def run(self, contact_id: str, owner: str, first_run: FirstRun | None = None) -> Outcome:
         """Run the contact as far as it goes now. `first_run`: the task message's hint (see
-        `FirstRun`); without one, the contact's row is read first to tell whether to search
-        ahead.
+        `FirstRun`): on PostgreSQL the lease and a first run's journal are then one
+        statement, before the row is read.
 
         Every write under the lease is fenced (the owner checked in the statement itself); one
         that finds the lease gone (`LeaseLost`) rolls its transaction back and the run stops:
@@ -157,13 +159,18 @@ class Pipeline:
 
     def _run(self, contact_id: str, owner: str, first_run: FirstRun | None) -> Outcome:
         # One transaction per step in the common case: take the lease and start the first
-        # step; finish each step and start the next; finish the last and activate. A phone or
-        # WhatsApp contact's first step only searches, so it runs before the lease and is
-        # journaled when the lease is taken: one transaction fewer.
-        ahead = self._run_ahead(contact_id, first_run)
+        # step; finish each step and start the next; finish the last and activate. Nothing
+        # is sent to a provider before the lease: the liveness takeover sees every run. A
+        # phone or WhatsApp contact's first step only searches, so a new journal has it done
+        # and the purchase started, and the search is made right after the lease, in memory,
+        # as the first part of the purchase's first attempt: one transaction fewer.
         now = self.clock()
         # Taken before the lease's statement: the lease runs from no earlier than this.
         stamp = _stamp()
+        ahead = None
+        if first_run is not None:
+            kind = first_run.contact_type
+            ahead = journal.folded(kind, step_plan(kind))
         if ahead is not None and first_run is not None and not self.db.is_sqlite:
             taken = self._take_first_lease(contact_id, owner, now, ahead, first_run)
             if isinstance(taken, Outcome):
@@ -172,7 +179,7 @@ class Pipeline:
         else:
             with self.db.write() as session:
                 lease = store.take_lease(
-                    session, contact_id, owner, now, self.settings.lease_s, ahead=ahead
+                    session, contact_id, owner, now, self.settings.lease_s, fold=True
                 )
                 step = self._first_step(lease)
                 if lease is not None and step is not None and lease.started is None:
@@ -189,8 +196,6 @@ class Pipeline:
         mark_bulk(contact.batch_id is not None)  # a batch's work draws on the bulk share
         if contact.status == ContactStatus.DELETING.value:
             return self.releaser.run(contact, steps, owner)
-        if ahead is not None and steps[ahead.name].status == StepStatus.DONE.value:
-            log.info("step_done", step=ahead.name, attempt=1, provider_id=ahead.provider_id)
         if contact.takeovers > self.settings.max_deliveries:
             return self._fail(
                 contact,
@@ -203,6 +208,14 @@ class Pipeline:
             return self._fail(contact, steps, owner, contact.error_code, contact.error_message)
         if step is None:  # every step done by earlier deliveries; only activation is left
             return self._finish_steps(contact, steps, None, None, owner)
+        if lease.started is not None:  # this lease made the journal
+            searched = self._search_first(contact, steps, step, owner)
+            if isinstance(searched, Outcome):
+                return searched
+            if searched is not None:  # no numbers in that country: nothing was created
+                log.warning("step_failed", error_code=searched.code, error=str(searched))
+                self._journal_failure(step, owner, str(searched), take_back=True)
+                return self._fail(contact, steps, owner, searched.code, str(searched))
         while True:
             outcome = self._run_step(contact, steps, step, owner)
             if isinstance(outcome, Outcome):
@@ -242,49 +255,85 @@ class Pipeline:
             return self._stopped(lease.contact, lease.steps, owner)
         return lease, step
 
-    def _run_ahead(self, contact_id: str, first_run: FirstRun | None) -> store.Ahead | None:
-        """Run a contact's first step before taking its lease, if that step only reads from
-        the provider (a number search) and the contact has never been run: its result is
-        journaled in the transaction that takes the lease. None when it does not apply or
-        the step did not succeed; the step then runs under the lease as usual, where errors
-        and rate budgets are handled (a search that failed here is simply made again).
-
-        With the message's `first_run` hint the row is not read first: the search runs on
-        the hint alone, and the lease ignores its result if this is not the first run after
-        all (a redelivered message)."""
-        if first_run is not None:
-            contact = Contact(
-                id=contact_id,
-                contact_type=first_run.contact_type.value,
-                request=first_run.request,
-            )
-            bulk = first_run.bulk
-        else:
-            with self.db.peek() as connection:
-                peeked = store.peek(connection, contact_id)
-            if (
-                peeked is None
-                or peeked.status != ContactStatus.PENDING.value
-                or peeked.deliveries
-                or peeked.lease_owner is not None
-                or peeked.error_code
-            ):
-                return None
-            contact, bulk = peeked, peeked.batch_id is not None
-            structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
+    def _search_first(
+        self, contact: Contact, steps: dict[str, ContactStep], started: ContactStep, owner: str
+    ) -> Outcome | Permanent | None:
+        """Make a new journal's folded read-only first step (`journal.folded`: the number
+        search, journaled done with the lease), in memory: its candidates go to the purchase
+        that follows (`started`). A permanent refusal (no numbers in the country) is
+        returned, for the contact to fail with nothing created. A transient error or a spent
+        budget unfolds it (`_unfold`): the search is then a step of its own, retried as any."""
         name = read_only_first_step(ContactType(contact.contact_type))
-        if name is None:
+        if name is None or name not in steps or not (steps[name].detail or {}).get("folded"):
             return None
-        mark_bulk(bulk)
         try:
             with step_timer(contact.contact_type, name):
-                result = STEPS[name](self._context(contact, {}), True)
-        except (ProviderError, Throttled) as exc:
-            log.info("step_ahead_failed", step=name, error=str(exc))
-            return None
-        if not isinstance(result, StepResult):
-            return None
-        return store.Ahead(name, result.provider_id, result.detail)
+                result = STEPS[name](self._context(contact, steps), True)
+        except Permanent as exc:
+            return exc
+        except Throttled as exc:
+            return self._unfold(contact, steps[name], started, owner, exc.retry_in_s, None)
+        except ProviderError as exc:
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            if isinstance(exc, RateLimited):
+                self.limiter.pause(exc.provider, retry_after)
+            delay = self.policy.delay(1, 0.0, retry_after, self.rng)
+            assert delay is not None  # one failure is within every bound
+            log.info("step_retry", step=name, error_code=exc.code, retry_in_s=round(delay, 2))
+            return self._unfold(contact, steps[name], started, owner, delay, exc)
+        if isinstance(result, StepResult):
+            steps[name].detail = {**result.detail, "folded": True}
+            log.info("step_done", step=name, attempt=1)
+        return None
+
+    def _keep_search(
+        self, session: Session, steps: dict[str, ContactStep], owner: str, now: datetime
+    ) -> None:
+        """A purchase that will run again keeps the folded search's candidates in the journal
+        (written with the retry), so that its next attempt does not search again."""
+        for step in steps.values():
+            detail = step.detail or {}
+            if detail.get("folded") and "candidates" in detail and not detail.get("kept"):
+                store.record_step(
+                    session,
+                    step,
+                    StepStatus.DONE,
+                    now,
+                    owner=owner,
+                    detail={**detail, "kept": True},
+                )
+
+    def _unfold(
+        self,
+        contact: Contact,
+        search: ContactStep,
+        started: ContactStep,
+        owner: str,
+        delay: float,
+        exc: ProviderError | None,
+    ) -> Outcome:
+        """The folded search did not get an answer: journal it pending, a failure counted
+        when `exc` (else a spent budget: no attempt, and the time held back is not counted, as
+        in `_throttled`), the purchase back to never attempted, and let go until `delay`."""
+        now = self.clock()
+        with self.db.write() as session:
+            store.unstart_step(session, started, owner, now, take_back_attempt=True)
+            store.record_step(
+                session,
+                search,
+                StepStatus.PENDING,
+                now,
+                owner=owner,
+                detail={"failures": 1} if exc is not None else {},
+                error=str(exc) if exc is not None else None,
+                attempts=None if exc is not None else search.attempts - 1,
+            )
+            if exc is None:
+                store.hold_back(session, contact, owner, delay, now)
+            store.release_lease(
+                session, contact.id, owner, self._due(now + timedelta(seconds=delay))
+            )
+        return Outcome("retry" if exc is not None else "wait", delay)
 
     def _healthy(self, contact: Contact) -> bool:
         return contact.takeovers <= self.settings.max_deliveries and not contact.error_code
@@ -315,7 +364,9 @@ class Pipeline:
             with step_timer(contact.contact_type, step.name):
                 result = STEPS[step.name](self._context(contact, steps), first)
         except Throttled as exc:
-            return self._throttled(contact, step, owner, exc, unsent=requests_sent() == sent)
+            return self._throttled(
+                contact, step, owner, exc, unsent=requests_sent() == sent, contact_steps=steps
+            )
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
             # An attempt that made nothing is not counted: the journal then still proves
@@ -433,6 +484,7 @@ class Pipeline:
             message = f"{step.name} failed after {step.attempts} attempts: {exc}"
             return self._fail(contact, steps, owner, exc.code or "provider_unavailable", message)
         with self.db.write() as session:
+            self._keep_search(session, steps, owner, now)
             store.record_step(
                 session, step, StepStatus.PENDING, now, owner=owner, detail=detail, error=str(exc)
             )
@@ -443,7 +495,14 @@ class Pipeline:
         return Outcome("retry", delay)
 
     def _throttled(
-        self, contact: Contact, step: ContactStep, owner: str, exc: Throttled, *, unsent: bool
+        self,
+        contact: Contact,
+        step: ContactStep,
+        owner: str,
+        exc: Throttled,
+        *,
+        unsent: bool,
+        contact_steps: dict[str, ContactStep],
     ) -> Outcome:
         """A provider budget is spent: come back when it has a token. Not a failure, and the
         wait does not count against the retry bound. If this attempt sent nothing it is taken
@@ -451,6 +510,7 @@ class Pipeline:
         request sent before makes necessary)."""
         now = self.clock()
         with self.db.write() as session:
+            self._keep_search(session, contact_steps, owner, now)
             store.unstart_step(session, step, owner, now, take_back_attempt=unsent)
             store.hold_back(session, contact, owner, exc.retry_in_s, now)
             store.release_lease(

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Table, bindparam, insert, literal_column, select, u
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
-from worker.domain.contacts import StepStatus
+from worker.domain.contacts import ContactType, StepStatus, read_only_first_step
 from worker.store import driver
 from worker.store.models import Contact, ContactStep
 
@@ -133,11 +133,24 @@ def set_state(
 
 @dataclass(frozen=True)
 class Ahead:
-    """A read-only first step that ran before the lease was taken (see `take_lease`)."""
+    """A read-only first step journaled done with the lease that makes the journal (see
+    `take_lease`): one that ran before the lease, or (`folded`) one the runner makes right
+    after it, in memory, as the first part of the next step's first attempt."""
 
     name: str
     provider_id: str | None
     detail: dict[str, Any]
+
+
+def folded(contact_type: ContactType, plan: Sequence[str]) -> Ahead | None:
+    """The plan's read-only first step (a number search), journaled done as the lease is
+    taken and made just after it: no provider request of a first run comes before its lease,
+    and its search costs no transaction of its own. Its result is the runner's alone (not
+    journaled): a later attempt of the purchase, by this runner or another, searches again."""
+    name = read_only_first_step(contact_type)
+    if name is None or not plan or plan[0] != name:
+        return None
+    return Ahead(name, None, {"folded": True})
 
 
 # The new journal: one INSERT of all its rows (one per step; `journal_stmt(n)` binds each

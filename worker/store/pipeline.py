@@ -35,6 +35,7 @@ from worker.store.journal import (
     Ahead,
     JournalWrite,
     LeaseLost,
+    folded,
     journal_params,
     journal_stmt,
     new_journal,
@@ -212,8 +213,12 @@ def take_lease(
     lease_s: float,
     *,
     ahead: Ahead | None = None,
+    fold: bool = False,
 ) -> Lease | None:
     """Become the contact's only runner, or None if it is finished, missing or held.
+
+    `fold`: a new journal's read-only first step is journaled done, to be made right after
+    the lease (`journal.folded`).
 
     One conditional UPDATE: of two deliveries of one message, exactly one gets the row. A
     lease left by a runner that died (expired, owner still set) counts as a takeover.
@@ -251,6 +256,8 @@ def take_lease(
     plan = step_plan(ContactType(contact.contact_type), contact.request)
     if not plan:  # nothing to run (an address the customer brought)
         return Lease(contact, steps)
+    if ahead is None and fold:
+        ahead = folded(ContactType(contact.contact_type), plan)
     values, started = new_journal(contact_id, plan, ahead, now)
     params = journal_params(values)
     ids = {r.name: r.id for r in driver.rows(connection, journal_stmt(len(values)), params)}

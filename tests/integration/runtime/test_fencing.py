@@ -198,15 +198,18 @@ def test_frozen_after_its_purchase_does_not_write_over_the_new_owners_journal(
 def test_frozen_before_marking_failed_does_not_compensate_the_new_owners_number(
     service, make_pipeline, fsettings, tenant, sandbox, db
 ):
-    """A's search failed for good (its retries spent), and A froze before recording the
-    error. B took over, searched, bought and activated (charged). Resumed, A's
-    `mark_failing` is refused: A stops, and B's number stays (it used to compensate anyway,
-    deleting every number with the tag)."""
+    """A's purchase failed for good (its retries spent), and A froze before recording the
+    error. B took over, bought and activated (charged). Resumed, A's `mark_failing` is
+    refused: A stops, and B's number stays (it used to compensate anyway, deleting every
+    number with the tag)."""
     a_pipeline = make_pipeline(step_max_attempts=1)
     b_pipeline = make_pipeline()
-    sandbox.set_faults(error_rate=1.0, error_status=503)
     cid = submit(service, tenant, PHONE)
-    frozen = Freeze(a_pipeline, "before_fail").start(cid)
+    frozen = Freeze(a_pipeline, "before_fail")
+    a_pipeline.checkpoint = lambda point, c, owner: (  # the purchase meets 503s
+        sandbox.set_faults(error_rate=1.0, error_status=503)
+        if point == "before_create" and owner == A else frozen(point, c, owner))
+    frozen.start(cid)
     sandbox.set_faults(error_rate=0.0)
     take_over(db, fsettings, cid)
     assert drive(b_pipeline, cid, B) == "active"
