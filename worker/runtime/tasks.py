@@ -34,7 +34,13 @@ from worker.runtime.celery_app import (
     share_ack_client,
 )
 from worker.runtime.delivery import Deliverer, WebhookSender
-from worker.runtime.liveness import Heartbeat, let_go, take_over_dead_runners, worker_id
+from worker.runtime.liveness import (
+    Heartbeat,
+    let_go,
+    orphaned_messages,
+    take_over_dead_runners,
+    worker_id,
+)
 from worker.runtime.pipeline import Outcome, Pipeline
 from worker.runtime.sweep import Sweeper
 from worker.settings import Settings
@@ -247,7 +253,23 @@ def register(app: Celery, runtime: Runtime) -> None:
             app.send_task(
                 PROVISION_TASK, args=[contact_id], queue="bulk" if batch_id else "interactive"
             )
-        return len(taken)
+        # The messages a dead worker had received but not started die with it: publish again
+        # what it may have held, at once (its scheduled retries when they are due).
+        orphaned = orphaned_messages(
+            runtime.pipeline.db,
+            datetime.now(UTC),
+            settings.worker_dead_after_s,
+            settings.reconcile_grace_s,
+            settings.reconcile_batch,
+        )
+        for contact_id, batch_id, due_in_s in orphaned:
+            app.send_task(
+                PROVISION_TASK,
+                args=[contact_id],
+                queue="bulk" if batch_id else "interactive",
+                countdown=due_in_s or None,
+            )
+        return len(taken) + len(orphaned)
 
     @app.task(name=SWEEP_TASK, ignore_result=True)
     def sweep() -> dict[str, int]:

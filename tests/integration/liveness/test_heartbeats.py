@@ -125,9 +125,9 @@ def test_contacts_of_a_sigkilled_worker_run_again_long_before_its_leases_expire(
             return session.execute(select(Contact.id).where(Contact.lease_owner.is_not(None))
                                    ).scalars().all()
 
-    # Every contact leased: each is mid-purchase when the kill lands. (A contact still in its
-    # number search, run ahead of the lease, holds no lease: the reconciler's, after its
-    # grace, like a message the dead worker had not started.)
+    # Every contact leased: each is inside a provider request when the kill lands (the lease
+    # comes before a run's first request; tests/integration/liveness/test_kill_anywhere.py
+    # kills with contacts queued and releasing too).
     wait_for(lambda: len(leased()) == 6, timeout=30, every=0.05)
     worker.kill()
     sandbox.set_faults(latency_ms=0)
