@@ -614,7 +614,10 @@ class Pipeline:
         else another runner has it."""
         with self.db.peek() as connection:
             now = store.peek(connection, contact.id)
-        if now is None or now.status != ContactStatus.DELETING.value or now.lease_owner != owner:
+        if now is None or now.lease_owner != owner:
+            log.warning("lease_lost", contact_id=contact.id, error="a write under it was refused")
+            return Outcome("busy")
+        if now.status != ContactStatus.DELETING.value:
             return Outcome("busy")
         log.info("contact_cancelled", deleted_reason=now.deleted_reason)
         return self.releaser.run(now, steps, owner)
