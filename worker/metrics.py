@@ -62,6 +62,12 @@ HTTP_DURATION = Histogram(
     ["route", "method", "status_class"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+SWEEP_RELEASED = Counter(
+    "provisioner_sweep_released",
+    "Resources the sweep found on a finished contact that it should not hold, and released"
+    " (numbers, senders, users): each left by a runner frozen past its lease.",
+    ["resource"],
+)
 QUEUE_DEPTH = "provisioner_queue_depth"
 CONTACTS_STUCK = "provisioner_contacts_stuck"
 OLDEST_PENDING_AGE = "provisioner_oldest_pending_contact_age_seconds"
@@ -105,6 +111,10 @@ def contact_outcome(contact_type: str, outcome: str) -> None:
 
 def provider_call(provider: str, status: int | str) -> None:
     PROVIDER_CALLS.labels(provider, str(status)).inc()
+
+
+def sweep_released(resource: str, count: int) -> None:
+    SWEEP_RELEASED.labels(resource).inc(count)
 
 
 def webhook_attempt(outcome: str) -> None:

@@ -144,6 +144,20 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = 3.0
     worker_dead_after_s: float = 15.0
     liveness_interval_s: float = 5.0
+    # Fencing (docs/recovery.md): a runner whose lease was last confirmed longer ago than this
+    # (a long GC pause, a frozen VM) renews it before a creating request or a compensation,
+    # and stops if it lost it. Far below `worker_dead_after_s`, the least a lease can be lost in.
+    lease_recheck_s: float = 1.0
+    # PostgreSQL, worker and beat sessions: a statement waits this long for a lock at most, and
+    # a session idle inside a transaction this long is ended by the server (its locks freed):
+    # a frozen runner cannot hold a contact's row against the liveness takeover. 0: no bound.
+    db_lock_timeout_ms: int = 5_000
+    db_idle_in_transaction_timeout_ms: int = 10_000
+    # The sweep (beat): a contact that ended (failed, deleted) or went active this long ago has
+    # its tag listed at the providers once more, and what it should not hold released.
+    sweep_interval_s: float = 30.0
+    sweep_after_s: float = 60.0
+    sweep_batch: int = 100
     # /readyz asks each provider whether it accepts the configured credentials this often.
     provider_check_interval_s: float = 60.0
 

@@ -1,5 +1,6 @@
 """Chaos: mixed contacts through the batch API while the providers misbehave, the worker is
-SIGKILLed three times, Redis is killed and restarted and the database fails (every backend
+frozen (SIGSTOP past the dead-after time, then SIGCONT, while a second worker has taken
+over) once and SIGKILLed three times, Redis is killed and restarted and the database fails (every backend
 terminated three times on PostgreSQL, a writer lock held 5 s on SQLite) while the API keeps
 taking contacts; then every contract invariant, and the recovery time: from the last fault to
 the last terminal contact (docs/recovery.md says what bounds it). A third account
@@ -11,6 +12,8 @@ CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make c
 from __future__ import annotations
 
 import os
+import random
+import signal
 import sqlite3
 import threading
 import time
@@ -35,7 +38,9 @@ from worker.store.models import Contact
 pytestmark = pytest.mark.chaos
 
 CONTACTS = int(os.environ.get("PROVISIONER_TEST_CHAOS_CONTACTS", "150"))
+SEED = int(os.environ.get("PROVISIONER_TEST_CHAOS_SEED", str(int(time.time()))))
 M365 = max(6, CONTACTS // 10)  # Microsoft 365 email contacts of the third account
+WAVE = max(10, CONTACTS // 10)  # phone contacts posted for the freeze
 CHUNK = 100
 TAKEN_EVERY = 7  # of the email items: a permanent failure (email_taken), compensated
 FOREIGN = "someone-else"
@@ -94,6 +99,7 @@ def test_contract_invariants_hold_under_chaos(
             directory.insert_user(f"{local}@{settings.email_domain}", "Other", "Owner", FOREIGN)
 
     probe = make_tenant(credits_cents=10_000, assistants=3, name="probe")
+    wave = make_tenant(credits_cents=WAVE * 100, assistants=WAVE, name="wave")
     spawn("beat", settings)
     worker = spawn("worker", settings, "--concurrency", "16")
     with serve_in_thread(create_app(settings, db=db)) as api, httpx.Client(
@@ -150,10 +156,19 @@ def test_contract_invariants_hold_under_chaos(
         def terminal() -> int:
             return sum(s in ("active", "failed") for s in statuses(db).values())
 
-        # Three crashes, spread over the run, each followed by a fresh worker.
+        # Three crashes, spread over the run and each at a random moment (the seed is
+        # printed), each followed by a fresh worker.
+        rng = random.Random(SEED)
+        kills: list[tuple[datetime, set[str]]] = []
+        next_faults: list[datetime] = []
         for kill in range(3):
             wait_for(lambda k=kill: terminal() >= total * (k + 1) // 5, timeout=240, every=0.05)
+            time.sleep(rng.uniform(0.0, 2.0))
             worker.kill()
+            kills.append((datetime.now(UTC), {
+                cid for cid, s in statuses(db).items() if s not in ("active", "failed")}))
+            if kill == 1:  # the Redis restart and the database faults follow at once
+                next_faults.append(datetime.now(UTC))
             if kill == 1:
                 chaos_redis.restart()  # mid-run, while the worker is down: queues may be lost
             worker = spawn("worker", settings, "--concurrency", "16")
@@ -162,6 +177,35 @@ def test_contract_invariants_hold_under_chaos(
                 for _ in range(3):  # database faults, while contacts run
                     database_fault(db, post_during_fault)
                     last_fault = datetime.now(UTC)
+        # Then a freeze (a long GC pause, a frozen VM), on a wave of new contacts: the worker
+        # SIGSTOPped past the dead-after time while a second one takes its contacts over,
+        # then SIGCONTed while that one is still at work. Both run on to the end.
+        answer = http.post("/v0/contact/batch", headers=wave.headers, json={"items": [
+            {"assistant_id": a, "contact_type": "phone", "phone_country": "US"}
+            for a in wave.assistant_ids]})
+        assert answer.status_code == 202, answer.text
+        total += len(wave.assistant_ids)
+
+        def leased() -> int:  # the wave's contacts leased
+            with db.read() as session:
+                return session.execute(select(func.count()).select_from(Contact).where(
+                    Contact.account_id == wave.account_id,
+                    Contact.lease_owner.is_not(None))).scalar_one()
+
+        wait_for(lambda: leased() >= 3, timeout=60, every=0.02)
+        frozen = worker
+        os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        freeze_at = datetime.now(UTC)
+        try:
+            worker = spawn("worker", settings, "--concurrency", "16")
+            time.sleep(settings.worker_dead_after_s + settings.liveness_interval_s + 1)
+        finally:
+            os.killpg(frozen.proc.pid, signal.SIGCONT)
+        last_fault = datetime.now(UTC)
+        # The fault after each kill: the next kill, the restart after the second, the freeze.
+        faults_after = [kills[1][0], next_faults[0], freeze_at]
+        kills = [(at, open_then, after) for (at, open_then), after in zip(kills, faults_after)]
+
         # Then the faults stop, and everything must reach a terminal state.
         sandbox.set_faults(**NO_FAULTS)
         wait_for(lambda: all_terminal(db, total), timeout=600, every=0.2)
@@ -171,6 +215,18 @@ def test_contract_invariants_hold_under_chaos(
         if last_terminal.tzinfo is None:
             last_terminal = last_terminal.replace(tzinfo=UTC)
         recovery = (last_terminal - last_fault).total_seconds()
+        # Each kill: from the kill to the last of the contacts open then reaching its end; if
+        # the next fault came first, only that it took longer than the time to that fault.
+        kill_times = []
+        with db.read() as session:
+            for at, open_then, next_fault in kills:
+                ends = session.execute(select(Contact.updated_at).where(
+                    Contact.id.in_(sorted(open_then)))).scalars().all()
+                ends = [e if e.tzinfo else e.replace(tzinfo=UTC) for e in ends]
+                last = max(((e - at).total_seconds() for e in ends), default=0.0)
+                cap = (next_fault - at).total_seconds()
+                kill_times.append(f"{last:.1f}" if last <= cap else f">{cap:.1f} (next fault)")
+        measured = [float(t) for t in kill_times if not t.startswith(">")]
 
         # Every invariant of the database and the providers.
         by_status = check_invariants(db, sandbox, foreign_tags=frozenset({FOREIGN}))
@@ -179,7 +235,6 @@ def test_contract_invariants_hold_under_chaos(
         with db.read() as session:
             codes = Counter(session.execute(
                 select(Contact.error_code).where(Contact.status == "failed")).scalars())
-            takeovers = session.execute(select(func.sum(Contact.takeovers))).scalar_one() or 0
         assert codes["email_taken"] == len(taken), codes
         graph_users = [u for u in sandbox.resources()["users"] if u["provider"] == "microsoft"]
         every = statuses(db)
@@ -187,7 +242,15 @@ def test_contract_invariants_hold_under_chaos(
         # One licensed user per active Microsoft contact, none for a failed one, no doubles.
         assert sorted(u["tag"] for u in graph_users) == sorted(m365_active)
         assert all(u["licenses"] for u in graph_users)
+        # Takeovers of the contacts open at a kill (the kills'), and of the wave's (the freeze's).
+        killed = sorted(set().union(*(open_then for _, open_then, _ in kills)))
+        with db.read() as session:
+            takeovers = session.execute(select(func.sum(Contact.takeovers)).where(
+                Contact.id.in_(killed))).scalar_one() or 0
+            frozen_taken = session.execute(select(func.sum(Contact.takeovers)).where(
+                Contact.account_id == wave.account_id)).scalar_one() or 0
         assert takeovers >= 1, "the kills interrupted no contact: the test proved nothing"
+        assert frozen_taken >= 1, "the freeze held no contact: it proved nothing"
         stats = sandbox.stats()["by_status"]
 
         # Batches report done, and another account cannot see them.
@@ -228,9 +291,13 @@ def test_contract_invariants_hold_under_chaos(
     print(  # the counts the issue asks for; visible with -s or in the CI log on failure
         f"\nchaos: {total} contacts in {elapsed:.0f} s, {dict(by_status)}, "
         f"failed by code {dict(codes)}, provider answers {stats}, worker kills 3 "
-        f"({takeovers} leases taken over), redis restarts 1, database faults 3 "
+        f"({takeovers} leases taken over), worker freezes 1 ({frozen_taken} taken over while "
+        f"frozen), redis restarts 1, database faults 3 "
         f"(API answers {dict(answers)})"
         f"\nrecovery: {recovery:.1f} s from the last fault to the last terminal contact"
+        f"\nkills at random moments (seed {SEED}): kill to the last contact open at it "
+        f"terminal {', '.join(kill_times)} s, worst measured "
+        f"{f'{max(measured):.1f} s' if measured else 'n/a'}"
     )
 
 

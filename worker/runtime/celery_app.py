@@ -21,6 +21,7 @@ DELIVER_WEBHOOK_TASK = "worker.tasks.deliver_webhook"
 RELAY_WEBHOOKS_TASK = "worker.tasks.relay_webhooks"
 BILLING_TASK = "worker.tasks.billing_pass"
 LIVENESS_TASK = "worker.tasks.take_over_dead_runners"
+SWEEP_TASK = "worker.tasks.sweep"
 WEBHOOK_QUEUE = "webhooks"  # its own queue: a slow receiver never holds up provisioning
 QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 # A provisioning message's `FirstRun` hint (worker.domain.contacts): a header, so a worker of
@@ -80,6 +81,11 @@ def create_celery(
         worker_redirect_stdouts=False,
         enable_utc=True,
         beat_schedule={
+            "sweep": {
+                "task": SWEEP_TASK,
+                "schedule": settings.sweep_interval_s,
+                "options": {"queue": "interactive", "expires": settings.sweep_interval_s},
+            },
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_interval_s,

@@ -111,6 +111,18 @@ def take_over_dead_runners(
     return taken
 
 
+def orphaned_messages(
+    db: Database, now: datetime, dead_after_s: float, grace_s: float, limit: int
+) -> list[tuple[str, str | None, float]]:
+    """After a worker died: the contacts whose messages it may have held, to publish again
+    (`worker.store.liveness.orphaned`), each with its delay."""
+    with db.write() as session:
+        found = store.orphaned(session, now, dead_after_s, grace_s, limit)
+    if found:
+        log.warning("dead_worker_messages_republished", count=len(found))
+    return found
+
+
 def let_go(db: Database, contact_id: str, owner: str, again_in_s: float, attempts: int = 3) -> bool:
     """After a database error cut a run short, release its lease (due in `again_in_s`), so
     that the contact runs again at once instead of after the lease. A terminated connection

@@ -7,11 +7,16 @@ again after a delay). The Celery task maps that onto the broker.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from worker.domain.compensation import attempt_made_nothing, nothing_created
 from worker.domain.contacts import (
@@ -20,6 +25,7 @@ from worker.domain.contacts import (
     FirstRun,
     StepStatus,
     read_only_first_step,
+    step_plan,
 )
 from worker.domain.retry import RetryPolicy
 from worker.live import NoNotifier, Notifier
@@ -43,9 +49,27 @@ from worker.store import first_lease, journal
 from worker.store import pipeline as store
 from worker.store.credits import FeeNotCovered
 from worker.store.db import Database
+from worker.store.journal import LeaseLost
 from worker.store.models import Contact, ContactStep
 
 log = structlog.get_logger(__name__)
+
+# Steps whose request makes something at a provider: the lease is confirmed just before each.
+CREATING = frozenset({"buy_number", "create_sender", "create_user"})
+
+
+class _Refused(Exception):
+    """A later statement of the transaction was refused: roll back what came before it."""
+
+
+def _stamp() -> tuple[float, float]:
+    """Now, on the monotonic and on the wall clock: a pause is measured on both (a frozen
+    VM may not advance the first, a clock step may move the second)."""
+    return time.monotonic(), time.time()
+
+
+def no_checkpoint(point: str, contact_id: str, owner: str) -> None:
+    """The runner's checkpoints do nothing outside tests (they freeze a runner there)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +116,10 @@ class Pipeline:
             db, settings, providers, on_new_client=self.limiter.install_client
         )
         self.policy = _policy(settings)
+        # Called at the points where a frozen runner matters (tests freeze it there).
+        self.checkpoint: Callable[[str, str, str], None] = no_checkpoint
+        # Per thread: when this thread's run last confirmed its lease (see `_confirm`).
+        self._local = threading.local()
         self.rng = random.Random()
         self.grace = timedelta(days=settings.grace_period_days)
         # Compensation and release: one way to meet an error, one stuck state.
@@ -109,14 +137,33 @@ class Pipeline:
 
     def run(self, contact_id: str, owner: str, first_run: FirstRun | None = None) -> Outcome:
         """Run the contact as far as it goes now. `first_run`: the task message's hint (see
-        `FirstRun`); without one, the contact's row is read first to tell whether to search
-        ahead."""
+        `FirstRun`): on PostgreSQL the lease and a first run's journal are then one
+        statement, before the row is read.
+
+        Every write under the lease is fenced (the owner checked in the statement itself); one
+        that finds the lease gone (`LeaseLost`) rolls its transaction back and the run stops:
+        another runner holds the contact."""
+        self._local.confirmed = None
+        try:
+            return self._run(contact_id, owner, first_run)
+        except LeaseLost as exc:
+            log.warning("lease_lost", contact_id=contact_id, error=str(exc))
+            return Outcome("busy")
+
+    def _run(self, contact_id: str, owner: str, first_run: FirstRun | None) -> Outcome:
         # One transaction per step in the common case: take the lease and start the first
-        # step; finish each step and start the next; finish the last and activate. A phone or
-        # WhatsApp contact's first step only searches, so it runs before the lease and is
-        # journaled when the lease is taken: one transaction fewer.
-        ahead = self._run_ahead(contact_id, first_run)
+        # step; finish each step and start the next; finish the last and activate. Nothing
+        # is sent to a provider before the lease: the liveness takeover sees every run. A
+        # phone or WhatsApp contact's first step only searches, so a new journal has it done
+        # and the purchase started, and the search is made right after the lease, in memory,
+        # as the first part of the purchase's first attempt: one transaction fewer.
         now = self.clock()
+        # Taken before the lease's statement: the lease runs from no earlier than this.
+        stamp = _stamp()
+        ahead = None
+        if first_run is not None:
+            kind = first_run.contact_type
+            ahead = journal.folded(kind, step_plan(kind))
         if ahead is not None and first_run is not None and not self.db.is_sqlite:
             taken = self._take_first_lease(contact_id, owner, now, ahead, first_run)
             if isinstance(taken, Outcome):
@@ -125,7 +172,7 @@ class Pipeline:
         else:
             with self.db.write() as session:
                 lease = store.take_lease(
-                    session, contact_id, owner, now, self.settings.lease_s, ahead=ahead
+                    session, contact_id, owner, now, self.settings.lease_s, fold=True
                 )
                 step = self._first_step(lease)
                 if lease is not None and step is not None and lease.started is None:
@@ -133,6 +180,7 @@ class Pipeline:
                     store.start_step(session, step, owner, now, self.settings.lease_s, renew=False)
         if lease is None:
             return Outcome("busy")  # finished, missing, or another runner holds it
+        self._local.confirmed = stamp
         contact, steps = lease.contact, lease.steps
         # Every lease, not only the first (pending -> provisioning): one PUBLISH is cheaper
         # than telling the cases apart, and a woken waiter that sees no change waits on.
@@ -141,8 +189,6 @@ class Pipeline:
         mark_bulk(contact.batch_id is not None)  # a batch's work draws on the bulk share
         if contact.status == ContactStatus.DELETING.value:
             return self.releaser.run(contact, steps, owner)
-        if ahead is not None and steps[ahead.name].status == StepStatus.DONE.value:
-            log.info("step_done", step=ahead.name, attempt=1, provider_id=ahead.provider_id)
         if contact.takeovers > self.settings.max_deliveries:
             return self._fail(
                 contact,
@@ -155,6 +201,14 @@ class Pipeline:
             return self._fail(contact, steps, owner, contact.error_code, contact.error_message)
         if step is None:  # every step done by earlier deliveries; only activation is left
             return self._finish_steps(contact, steps, None, None, owner)
+        if lease.started is not None:  # this lease made the journal
+            searched = self._search_first(contact, steps, step, owner)
+            if isinstance(searched, Outcome):
+                return searched
+            if searched is not None:  # no numbers in that country: nothing was created
+                log.warning("step_failed", error_code=searched.code, error=str(searched))
+                self._journal_failure(step, owner, str(searched), take_back=True)
+                return self._fail(contact, steps, owner, searched.code, str(searched))
         while True:
             outcome = self._run_step(contact, steps, step, owner)
             if isinstance(outcome, Outcome):
@@ -194,49 +248,84 @@ class Pipeline:
             return self._stopped(lease.contact, lease.steps, owner)
         return lease, step
 
-    def _run_ahead(self, contact_id: str, first_run: FirstRun | None) -> store.Ahead | None:
-        """Run a contact's first step before taking its lease, if that step only reads from
-        the provider (a number search) and the contact has never been run: its result is
-        journaled in the transaction that takes the lease. None when it does not apply or
-        the step did not succeed; the step then runs under the lease as usual, where errors
-        and rate budgets are handled (a search that failed here is simply made again).
-
-        With the message's `first_run` hint the row is not read first: the search runs on
-        the hint alone, and the lease ignores its result if this is not the first run after
-        all (a redelivered message)."""
-        if first_run is not None:
-            contact = Contact(
-                id=contact_id,
-                contact_type=first_run.contact_type.value,
-                request=first_run.request,
-            )
-            bulk = first_run.bulk
-        else:
-            with self.db.peek() as connection:
-                peeked = store.peek(connection, contact_id)
-            if (
-                peeked is None
-                or peeked.status != ContactStatus.PENDING.value
-                or peeked.deliveries
-                or peeked.lease_owner is not None
-                or peeked.error_code
-            ):
-                return None
-            contact, bulk = peeked, peeked.batch_id is not None
-            structlog.contextvars.bind_contextvars(assistant_id=contact.assistant_id)
+    def _search_first(
+        self, contact: Contact, steps: dict[str, ContactStep], started: ContactStep, owner: str
+    ) -> Outcome | Permanent | None:
+        """Make a new journal's folded read-only first step (`journal.folded`: the number
+        search, journaled done with the lease), in memory: its candidates go to the purchase
+        that follows (`started`). A permanent refusal (no numbers in the country) is
+        returned, for the contact to fail with nothing created. A transient error or a spent
+        budget unfolds it (`_unfold`): the search is then a step of its own, retried as any."""
         name = read_only_first_step(ContactType(contact.contact_type))
-        if name is None:
+        if name is None or name not in steps or not (steps[name].detail or {}).get("folded"):
             return None
-        mark_bulk(bulk)
         try:
             with step_timer(contact.contact_type, name):
-                result = STEPS[name](self._context(contact, {}), True)
-        except (ProviderError, Throttled) as exc:
-            log.info("step_ahead_failed", step=name, error=str(exc))
-            return None
-        if not isinstance(result, StepResult):
-            return None
-        return store.Ahead(name, result.provider_id, result.detail)
+                result = STEPS[name](self._context(contact, steps), True)
+        except Permanent as exc:
+            return exc
+        except Throttled as exc:
+            return self._unfold(contact, steps[name], started, owner, exc.retry_in_s, None)
+        except ProviderError as exc:
+            # (A 429 has already paused every worker's requests to that connection.)
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            delay = self.policy.delay(1, 0.0, retry_after, self.rng)
+            assert delay is not None  # one failure is within every bound
+            log.info("step_retry", step=name, error_code=exc.code, retry_in_s=round(delay, 2))
+            return self._unfold(contact, steps[name], started, owner, delay, exc)
+        if isinstance(result, StepResult):
+            steps[name].detail = {**result.detail, "folded": True}
+            log.info("step_done", step=name, attempt=1)
+        return None
+
+    def _keep_search(
+        self, session: Session, steps: dict[str, ContactStep], owner: str, now: datetime
+    ) -> None:
+        """A purchase that will run again keeps the folded search's candidates in the journal
+        (written with the retry), so that its next attempt does not search again."""
+        for step in steps.values():
+            detail = step.detail or {}
+            if detail.get("folded") and "candidates" in detail and not detail.get("kept"):
+                store.record_step(
+                    session,
+                    step,
+                    StepStatus.DONE,
+                    now,
+                    owner=owner,
+                    detail={**detail, "kept": True},
+                )
+
+    def _unfold(
+        self,
+        contact: Contact,
+        search: ContactStep,
+        started: ContactStep,
+        owner: str,
+        delay: float,
+        exc: ProviderError | None,
+    ) -> Outcome:
+        """The folded search did not get an answer: journal it pending, a failure counted
+        when `exc` (else a spent budget: no attempt, and the time held back is not counted, as
+        in `_throttled`), the purchase back to never attempted, and let go until `delay`."""
+        now = self.clock()
+        with self.db.write() as session:
+            store.unstart_step(session, started, owner, now, take_back_attempt=True)
+            store.record_step(
+                session,
+                search,
+                StepStatus.PENDING,
+                now,
+                owner=owner,
+                detail={"failures": 1} if exc is not None else {},
+                error=str(exc) if exc is not None else None,
+                attempts=None if exc is not None else search.attempts - 1,
+            )
+            if exc is None:
+                store.hold_back(session, contact, owner, delay, now)
+            store.release_lease(
+                session, contact.id, owner, self._due(now + timedelta(seconds=delay))
+            )
+        return Outcome("retry" if exc is not None else "wait", delay)
 
     def _healthy(self, contact: Contact) -> bool:
         return contact.takeovers <= self.settings.max_deliveries and not contact.error_code
@@ -256,29 +345,39 @@ class Pipeline:
     ) -> Outcome | ContactStep:
         """Run a started step; the next step (already started), or what to do next."""
         structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts)
+        if step.name in CREATING:
+            self.checkpoint("before_create", contact.id, owner)
+            step.attempts = self._confirm(contact, owner, step)
+        # The attempts as the database answered them under the lease, just now (`start_step`,
+        # `_confirm`): the first attempt skips the look-up by tag, any other makes it.
         first = step.attempts == 1
         sent = requests_sent()
         try:
             with step_timer(contact.contact_type, step.name):
                 result = STEPS[step.name](self._context(contact, steps), first)
         except Throttled as exc:
-            return self._throttled(contact, step, owner, exc, unsent=requests_sent() == sent)
+            return self._throttled(
+                contact, step, owner, exc, unsent=requests_sent() == sent, contact_steps=steps
+            )
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
             # An attempt that made nothing is not counted: the journal then still proves
             # what was (not) sent, and a contact that created nothing fails without clean-up.
             made_nothing = attempt_made_nothing(sent=requests_sent() != sent, code=exc.code)
-            self._journal_failure(step, str(exc), take_back=made_nothing)
+            self._journal_failure(step, owner, str(exc), take_back=made_nothing)
             return self._fail(contact, steps, owner, exc.code, str(exc))
         except ProviderError as exc:  # retryable, rate-limited
             return self._retry(contact, steps, step, owner, exc)
+        self.checkpoint("after_request", contact.id, owner)
         if isinstance(result, Wait):
             due = self.clock() + timedelta(seconds=result.delay_s)
             # A poll that got an answer is an attempt in the journal but no failure: the retry
             # budget counts consecutive failures, so it starts again here.
             detail = {**result.detail, "polls": (step.detail or {}).get("polls", 0) + 1}
             with self.db.write() as session:
-                store.record_step(session, step, StepStatus.RUNNING, self.clock(), detail=detail)
+                store.record_step(
+                    session, step, StepStatus.RUNNING, self.clock(), owner=owner, detail=detail
+                )
                 store.release_lease(session, contact.id, owner, self._due(due))
             log.info("step_waiting", wait_s=result.delay_s, **result.detail)
             return Outcome("wait", result.delay_s)
@@ -302,10 +401,20 @@ class Pipeline:
             )
         following = self._next(steps)
         if following is not None:
-            with self.db.write() as session:
-                if done is not None:
-                    journal.write_journal(session, done)
-                started = store.start_step(session, following, owner, now, self.settings.lease_s)
+            # One transaction: the step done and the next started, or neither (a journal
+            # write is never committed when the start after it is refused).
+            stamp = _stamp()
+            try:
+                with self.db.write() as session:
+                    if done is not None:
+                        journal.write_journal(session, done, owner)
+                        self.checkpoint("in_transaction", contact.id, owner)
+                    if not store.start_step(session, following, owner, now, self.settings.lease_s):
+                        raise _Refused
+                started = True
+                self._local.confirmed = stamp
+            except _Refused:
+                started = False
         else:
             started = self._activate(contact, steps, owner, now, events, done)
         if step is not None and result is not None:
@@ -363,11 +472,14 @@ class Pipeline:
         delay = self.policy.delay(failures, elapsed, retry_after, self.rng)
         if delay is None:
             log.warning("step_gave_up", error_code=exc.code, error=str(exc))
-            self._journal_failure(step, str(exc))
+            self._journal_failure(step, owner, str(exc))
             message = f"{step.name} failed after {step.attempts} attempts: {exc}"
             return self._fail(contact, steps, owner, exc.code or "provider_unavailable", message)
         with self.db.write() as session:
-            store.record_step(session, step, StepStatus.PENDING, now, detail=detail, error=str(exc))
+            self._keep_search(session, steps, owner, now)
+            store.record_step(
+                session, step, StepStatus.PENDING, now, owner=owner, detail=detail, error=str(exc)
+            )
             store.release_lease(
                 session, contact.id, owner, self._due(now + timedelta(seconds=delay))
             )
@@ -375,7 +487,14 @@ class Pipeline:
         return Outcome("retry", delay)
 
     def _throttled(
-        self, contact: Contact, step: ContactStep, owner: str, exc: Throttled, *, unsent: bool
+        self,
+        contact: Contact,
+        step: ContactStep,
+        owner: str,
+        exc: Throttled,
+        *,
+        unsent: bool,
+        contact_steps: dict[str, ContactStep],
     ) -> Outcome:
         """A provider budget is spent: come back when it has a token. Not a failure, and the
         wait does not count against the retry bound. If this attempt sent nothing it is taken
@@ -383,8 +502,9 @@ class Pipeline:
         request sent before makes necessary)."""
         now = self.clock()
         with self.db.write() as session:
-            store.unstart_step(session, step, now, take_back_attempt=unsent)
-            store.hold_back(session, contact, exc.retry_in_s, now)
+            self._keep_search(session, contact_steps, owner, now)
+            store.unstart_step(session, step, owner, now, take_back_attempt=unsent)
+            store.hold_back(session, contact, owner, exc.retry_in_s, now)
             store.release_lease(
                 session, contact.id, owner, self._due(now + timedelta(seconds=exc.retry_in_s))
             )
@@ -405,11 +525,17 @@ class Pipeline:
         message = message or code
         structlog.contextvars.bind_contextvars(step="compensate")
         if contact.error_code is None:
+            self.checkpoint("before_fail", contact.id, owner)
             with self.db.write() as session:
-                store.mark_failing(session, contact, owner, code, message, self.clock())
+                marked = store.mark_failing(session, contact, owner, code, message, self.clock())
+            if not marked:  # another runner holds the contact now: nothing here is ours to undo
+                log.warning("lease_lost", contact_id=contact.id, error="mark_failing refused")
+                return Outcome("busy")
         try:
             # Nothing to delete when the journal proves no creating request was ever sent.
             if not nothing_created(steps.values()):
+                self.checkpoint("before_compensate", contact.id, owner)
+                self._confirm(contact, owner)
                 compensate(self._context(contact, steps))
         except (Throttled, ProviderError) as exc:
             # Compensation must finish, whatever the error: as a release does (`Cleanup`).
@@ -435,7 +561,10 @@ class Pipeline:
         else another runner has it."""
         with self.db.peek() as connection:
             now = store.peek(connection, contact.id)
-        if now is None or now.status != ContactStatus.DELETING.value or now.lease_owner != owner:
+        if now is None or now.lease_owner != owner:
+            log.warning("lease_lost", contact_id=contact.id, error="a write under it was refused")
+            return Outcome("busy")
+        if now.status != ContactStatus.DELETING.value:
             return Outcome("busy")
         log.info("contact_cancelled", deleted_reason=now.deleted_reason)
         return self.releaser.run(now, steps, owner)
@@ -443,17 +572,52 @@ class Pipeline:
     def _changed(self, contact: Contact) -> None:
         self.notifier.changed(contact.id, contact.batch_id, contact.account_id, contact.status)
 
-    def _journal_failure(self, step: ContactStep, error: str, *, take_back: bool = False) -> None:
-        if take_back:
-            step.attempts -= 1
+    def _confirm(self, contact: Contact, owner: str, step: ContactStep | None = None) -> int:
+        """Check the lease just before a creating request or a compensation: if this run last
+        confirmed it more than `lease_recheck_s` ago (a pause: GC, a frozen VM, SIGSTOP),
+        renew it, and stop (`LeaseLost`) if it is not ours any more. The step's attempts as
+        the journal has them (the ones known from the last confirmation when that is recent:
+        no runner can lose its lease faster than `worker_dead_after_s`)."""
+        known = step.attempts if step is not None else 0
+        last = getattr(self._local, "confirmed", None)
+        now_m, now_w = _stamp()
+        limit = self.settings.lease_recheck_s
+        if last is not None and now_m - last[0] <= limit and now_w - last[1] <= limit:
+            return known
+        stamp = _stamp()
+        with self._confirming() as connection:
+            attempts = store.confirm_lease(
+                connection,
+                contact.id,
+                owner,
+                self.clock(),
+                self.settings.lease_s,
+                step.id if step is not None else None,
+            )
+        if attempts is None:
+            raise LeaseLost(f"contact {contact.id}: the lease is not {owner}'s")
+        self._local.confirmed = stamp
+        return attempts if step is not None else 0
+
+    def _confirming(self) -> AbstractContextManager[Connection]:
+        """One statement: autocommit on PostgreSQL (one round trip), a write on SQLite."""
+        if self.db.is_sqlite:
+            return _session_connection(self.db)
+        return self.db.autocommit()
+
+    def _journal_failure(
+        self, step: ContactStep, owner: str, error: str, *, take_back: bool = False
+    ) -> None:
+        attempts = step.attempts - 1 if take_back else None
         with self.db.write() as session:
             store.record_step(
                 session,
                 step,
                 StepStatus.FAILED,
                 self.clock(),
+                owner=owner,
                 error=error,
-                attempts=step.attempts if take_back else None,
+                attempts=attempts,
             )
 
     def _due(self, at: datetime) -> datetime:
@@ -467,4 +631,10 @@ class Pipeline:
         )
 
 
-__all__ = ["Outcome", "Pipeline"]
+@contextmanager
+def _session_connection(db: Database) -> Iterator[Connection]:
+    with db.write() as session:
+        yield session.connection()
+
+
+__all__ = ["CREATING", "Outcome", "Pipeline"]

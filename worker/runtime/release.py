@@ -74,7 +74,7 @@ class Releaser:
             except (Throttled, ProviderError) as exc:
                 return self._later(contact, step, owner, exc)
             with p.db.write() as session:
-                store.record_step(session, step, StepStatus.DONE, p.clock())
+                store.record_step(session, step, StepStatus.DONE, p.clock(), owner=owner)
             log.info("step_done")
         structlog.contextvars.unbind_contextvars("step", "attempt")
         ordered = sorted(steps.values(), key=lambda s: s.position)
@@ -99,9 +99,11 @@ class Releaser:
 
         def journal(session: Session) -> None:
             if isinstance(exc, Throttled):
-                store.unstart_step(session, step, now, take_back_attempt=True)
+                store.unstart_step(session, step, owner, now, take_back_attempt=True)
             else:
-                store.record_step(session, step, StepStatus.PENDING, now, error=str(exc))
+                store.record_step(
+                    session, step, StepStatus.PENDING, now, owner=owner, error=str(exc)
+                )
 
         return self.cleanup.met(contact, owner, exc, cleanup="release", journal=journal)
 

@@ -29,13 +29,21 @@ from worker.runtime.celery_app import (
     PURGE_TASK,
     RECONCILE_TASK,
     RELAY_WEBHOOKS_TASK,
+    SWEEP_TASK,
     WEBHOOK_QUEUE,
     CeleryPublisher,
     share_ack_client,
 )
 from worker.runtime.delivery import Deliverer, WebhookSender
-from worker.runtime.liveness import Heartbeat, let_go, take_over_dead_runners, worker_id
+from worker.runtime.liveness import (
+    Heartbeat,
+    let_go,
+    orphaned_messages,
+    take_over_dead_runners,
+    worker_id,
+)
 from worker.runtime.pipeline import Outcome, Pipeline
+from worker.runtime.sweep import Sweeper
 from worker.settings import Settings
 from worker.store import recovery
 from worker.store.db import Database
@@ -55,6 +63,7 @@ class Runtime:
         self._pipeline: Pipeline | None = None
         self._deliverer: Deliverer | None = None
         self._heartbeat: Heartbeat | None = None
+        self._sweeper: Sweeper | None = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -62,7 +71,13 @@ class Runtime:
         if self._pipeline is None or self._pid != os.getpid():
             with self._lock:
                 if self._pipeline is None or self._pid != os.getpid():
-                    db = Database(self.settings.database_url, pool_size=64, pre_ping=False)
+                    db = Database(
+                        self.settings.database_url,
+                        pool_size=64,
+                        pre_ping=False,
+                        lock_timeout_ms=self.settings.db_lock_timeout_ms,
+                        idle_in_transaction_timeout_ms=self.settings.db_idle_in_transaction_timeout_ms,
+                    )
                     providers = Providers.from_settings(self.settings)
                     self._pipeline = Pipeline(db, providers, self.settings)
                     self._pid = os.getpid()
@@ -73,6 +88,17 @@ class Runtime:
                         health_file=health.worker_file(self.settings.var_dir),
                     ).start()
         return self._pipeline
+
+    @property
+    def sweeper(self) -> Sweeper:
+        pipeline = self.pipeline
+        if self._sweeper is None or self._sweeper.db is not pipeline.db:
+            with self._lock:
+                if self._sweeper is None or self._sweeper.db is not pipeline.db:
+                    self._sweeper = Sweeper(
+                        pipeline.db, pipeline.providers, self.settings, pipeline.email_targets
+                    )
+        return self._sweeper
 
     @property
     def deliverer(self) -> Deliverer:
@@ -232,7 +258,29 @@ def register(app: Celery, runtime: Runtime) -> None:
             app.send_task(
                 PROVISION_TASK, args=[contact_id], queue="bulk" if batch_id else "interactive"
             )
-        return len(taken)
+        # The messages a dead worker had received but not started die with it: publish again
+        # what it may have held, at once (its scheduled retries when they are due).
+        orphaned = orphaned_messages(
+            runtime.pipeline.db,
+            datetime.now(UTC),
+            settings.worker_dead_after_s,
+            settings.reconcile_grace_s,
+            settings.reconcile_batch,
+        )
+        for contact_id, batch_id, due_in_s in orphaned:
+            app.send_task(
+                PROVISION_TASK,
+                args=[contact_id],
+                queue="bulk" if batch_id else "interactive",
+                countdown=due_in_s or None,
+            )
+        return len(taken) + len(orphaned)
+
+    @app.task(name=SWEEP_TASK, ignore_result=True)
+    def sweep() -> dict[str, int]:
+        """List once more the tags of contacts that ended or went active, and release what
+        each should not hold (worker/runtime/sweep.py)."""
+        return runtime.sweeper.run()
 
     @app.task(name=PURGE_TASK, ignore_result=True)
     def purge_idempotency_keys() -> dict[str, int]:

@@ -36,8 +36,23 @@ def _bind(column: str, prefix: str) -> Any:
 
 @functools.cache
 def _statement(step_update: Any, finish: Any) -> Any:
-    step = step_update.cte("step")
-    fin = finish.returning(finish.table.c.id).cte("fin")
+    # The fence of both writes (the journal's and the contact's): the contact's row locked
+    # while this runner holds its lease. The lock is taken first (an InitPlan of each write)
+    # and read again if a takeover committed since the statement's snapshot, so a runner
+    # that lost its lease writes neither, and no takeover commits until this transaction
+    # ends. (A sub-select's own FOR UPDATE in the journal's UPDATE would not do here: the
+    # contact's UPDATE in the same statement may come first, and a row changed by the same
+    # statement is not locked again.)
+    contacts = finish.table
+    held = exists(
+        select(contacts.c.id)
+        .where(contacts.c.id == bindparam("p_id"), contacts.c.lease_owner == bindparam("p_owner"))
+        .with_for_update(key_share=True)
+        .cte("held")
+        .select()
+    )
+    step = step_update.where(held).cte("step")
+    fin = finish.where(held).returning(finish.table.c.id).cte("fin")
     kept = event_ctes(gate=fin)
     now = bindparam("e_created_at", type_=_ledger.c.created_at.type)
     capture = select(*(_bind(c, "c") for c in _LEDGER_COLUMNS), now).select_from(fin)
@@ -73,8 +88,9 @@ def activate_in_one(
 ) -> tuple[bool, bool, set[str]]:
     """Run the first statement: whether the contact moved to `active`, whether its event was
     kept at once (it has nowhere to go), and the ledger keys it wrote. `step_update` is the
-    journal row's UPDATE (binds `s_*`), `finish` the contact's (binds in `finish_params`),
-    `event` the event's row (`outbox.event_row`), `ledger` the activation's rows."""
+    journal row's UPDATE (binds `s_*`; unfenced, the fence is this statement's), `finish`
+    the contact's (binds in `finish_params`), `event` the event's row (`outbox.event_row`),
+    `ledger` the activation's rows."""
     capture, *rest = ledger
     fee_row = rest[0] if rest else {**capture, "key": "", "kind": "monthly_fee"}
     params: dict[str, Any] = {

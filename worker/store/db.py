@@ -64,10 +64,24 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
 class Database:
     """The store's connection: `write()` and `read()` transactions as context managers."""
 
-    def __init__(self, url: str, *, pool_size: int = 20, pre_ping: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        pre_ping: bool = True,
+        lock_timeout_ms: int = 0,
+        idle_in_transaction_timeout_ms: int = 0,
+    ) -> None:
         """`pre_ping=False` saves a round trip per transaction where a dead connection is
         already survivable (the worker: its lease expires and the reconciler re-runs the
-        contact); connections are then recycled every few minutes instead."""
+        contact); connections are then recycled every few minutes instead.
+
+        PostgreSQL: `lock_timeout_ms` bounds how long any statement waits for a lock, and
+        `idle_in_transaction_timeout_ms` how long a session may sit idle inside a
+        transaction before the server ends it (freeing its locks); 0 is no bound. The
+        worker's (and so beat's tasks') pool sets both: a runner frozen inside a transaction
+        (SIGSTOP, a long pause) cannot hold a contact's row against the liveness takeover."""
         url = normalise_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -75,8 +89,17 @@ class Database:
             self.engine = _sqlite_engine(url, immediate=True, pool_size=pool_size)
             self._read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
         else:
+            options = " ".join(
+                f"-c {name}={value}"
+                for name, value in (
+                    ("lock_timeout", lock_timeout_ms),
+                    ("idle_in_transaction_session_timeout", idle_in_transaction_timeout_ms),
+                )
+                if value
+            )
             self.engine = create_engine(
                 url,
+                connect_args={"options": options} if options else {},
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=pre_ping,

@@ -1,8 +1,9 @@
 """A first run's lease and its new journal in one statement, in autocommit (PostgreSQL).
 
-A phone or WhatsApp contact's first run searches for numbers before it takes the lease, on
-the task message's hint (`FirstRun`). Then the lease's UPDATE and the new journal's INSERT
-(the search done, the purchase started) are one statement of two data-modifying CTEs: the
+A phone or WhatsApp contact's first run takes its lease on the task message's hint
+(`FirstRun`: its type), before it reads the row and before any provider request. The lease's
+UPDATE and the new journal's INSERT (the search journaled done, to be made right after the
+lease, and the purchase started: `journal.folded`) are one statement of two data-modifying CTEs: the
 journal is written only if the row the UPDATE returns is this contact's first delivery and
 not being deleted. Run in autocommit, that is one round trip, where a transaction of the two
 statements takes four (BEGIN, the UPDATE, the INSERT, COMMIT). A redelivery, whose journal
@@ -22,6 +23,7 @@ from worker.store import driver
 from worker.store.journal import (
     JOURNAL_COLUMNS,
     Ahead,
+    folded,
     journal_bind,
     journal_params,
     journal_stmt,
@@ -95,8 +97,8 @@ def take_first_lease(
     if steps or contact.status == ContactStatus.DELETING.value:
         return Lease(contact, steps)
     # A first delivery whose row is of another type than the hint said: its own journal.
-    values, started = new_journal(
-        contact_id, step_plan(ContactType(contact.contact_type), contact.request), None, now
-    )
+    kind = ContactType(contact.contact_type)
+    plan = step_plan(kind, contact.request)
+    values, started = new_journal(contact_id, plan, folded(kind, plan), now)
     made = driver.rows(connection, journal_stmt(len(values)), journal_params(values))
     return journal_lease(contact, values, {r.name: r.id for r in made}, started)

@@ -8,34 +8,71 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Table, bindparam, insert, update
+from sqlalchemy import JSON, Table, bindparam, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
-from worker.domain.contacts import StepStatus
+from worker.domain.contacts import ContactType, StepStatus, read_only_first_step
 from worker.store import driver
-from worker.store.models import ContactStep
+from worker.store.models import Contact, ContactStep
 
 _steps: Table = ContactStep.__table__  # type: ignore[assignment]
 _s = _steps.c
+_contacts: Table = Contact.__table__  # type: ignore[assignment]
+
+
+class LeaseLost(Exception):
+    """A write under the contact's lease matched no row: another runner holds it now (a
+    runner frozen past the dead-after time was taken over). Nothing of the transaction is
+    to be committed; the runner stops."""
+
+
+def owner_holds(prefix: str = "p") -> Any:
+    """The fence of a write under a lease: the journal row's contact is leased to
+    `<prefix>_owner`. On PostgreSQL the contact's row is locked (FOR NO KEY UPDATE, as the
+    lease's own UPDATE locks it): a takeover that commits while this statement runs is seen
+    (the row is read again once its lock is free, and no longer matches), and none can
+    commit until this transaction ends. SQLite has one writer at a time."""
+    return (
+        select(literal_column("1"))
+        .select_from(_contacts)
+        .where(
+            _contacts.c.id == _s.contact_id,
+            _contacts.c.lease_owner
+            == bindparam(f"{prefix}_owner", type_=_contacts.c.lease_owner.type),
+        )
+        .with_for_update(key_share=True)
+        .exists()
+    )
 
 
 @functools.cache
-def record_step_stmt(columns: tuple[str, ...], prefix: str = "p") -> Any:
+def record_step_stmt(columns: tuple[str, ...], prefix: str = "p", fenced: bool = True) -> Any:
     """UPDATE of one journal row setting `columns` (each bound as `<prefix>_<column>`, the
-    row's id as `<prefix>_id`)."""
-    return (
-        update(_steps)
-        .where(_s.id == bindparam(f"{prefix}_id"))
-        .values({name: bindparam(f"{prefix}_{name}", type_=_s[name].type) for name in columns})
+    row's id as `<prefix>_id`), only while the contact is leased to `<prefix>_owner`
+    (`fenced`; unfenced only after the transaction's own terminal UPDATE, which checked the
+    owner and holds the contact's row)."""
+    statement = update(_steps).where(_s.id == bindparam(f"{prefix}_id"))
+    if fenced:
+        statement = statement.where(owner_holds(prefix))
+    return statement.values(
+        {name: bindparam(f"{prefix}_{name}", type_=_s[name].type) for name in columns}
     )
 
 
 def record_step(
-    session: Session, step: ContactStep, status: StepStatus, now: datetime, **changes: Any
+    session: Session,
+    step: ContactStep,
+    status: StepStatus,
+    now: datetime,
+    *,
+    owner: str | None,
+    **changes: Any,
 ) -> None:
-    """Write the step's new state (`set_state`'s `changes`) in the caller's transaction."""
-    write_journal(session, set_state(step, status, now, **changes))
+    """Write the step's new state (`set_state`'s `changes`) in the caller's transaction,
+    under `owner`'s lease (`LeaseLost` if it is not held); `owner=None` only after the
+    transaction's terminal UPDATE (see `record_step_stmt`)."""
+    write_journal(session, set_state(step, status, now, **changes), owner)
 
 
 @dataclass(frozen=True)
@@ -49,12 +86,13 @@ class JournalWrite:
     def columns(self) -> tuple[str, ...]:
         return tuple(self.values)
 
-    def params(self, prefix: str = "p") -> dict[str, Any]:
-        """The parameters of `record_step_stmt(self.columns, prefix)`."""
-        return {
-            f"{prefix}_id": self.step_id,
-            **{f"{prefix}_{name}": value for name, value in self.values.items()},
-        }
+    def params(self, prefix: str = "p", owner: str | None = None) -> dict[str, Any]:
+        """The parameters of `record_step_stmt(self.columns, prefix)` (fenced on `owner`)."""
+        params = {f"{prefix}_{name}": value for name, value in self.values.items()}
+        params[f"{prefix}_id"] = self.step_id
+        if owner is not None:
+            params[f"{prefix}_owner"] = owner
+        return params
 
 
 def mark_done(step: ContactStep, now: datetime, **changes: Any) -> JournalWrite:
@@ -62,8 +100,12 @@ def mark_done(step: ContactStep, now: datetime, **changes: Any) -> JournalWrite:
     return set_state(step, StepStatus.DONE, now, **changes)
 
 
-def write_journal(session: Session, write: JournalWrite) -> None:
-    driver.count(session.connection(), record_step_stmt(write.columns), write.params())
+def write_journal(session: Session, write: JournalWrite, owner: str | None) -> None:
+    """Write `write` under `owner`'s lease: `LeaseLost` if the contact is not leased to it
+    (the caller's transaction is then to be rolled back). `owner=None`: see `record_step`."""
+    statement = record_step_stmt(write.columns, fenced=owner is not None)
+    if driver.count(session.connection(), statement, write.params(owner=owner)) != 1:
+        raise LeaseLost(f"journal row {write.step_id}: the lease is not {owner}'s")
 
 
 def set_state(
@@ -91,11 +133,24 @@ def set_state(
 
 @dataclass(frozen=True)
 class Ahead:
-    """A read-only first step that ran before the lease was taken (see `take_lease`)."""
+    """A read-only first step journaled done with the lease that makes the journal (see
+    `take_lease`): one that ran before the lease, or (`folded`) one the runner makes right
+    after it, in memory, as the first part of the next step's first attempt."""
 
     name: str
     provider_id: str | None
     detail: dict[str, Any]
+
+
+def folded(contact_type: ContactType, plan: Sequence[str]) -> Ahead | None:
+    """The plan's read-only first step (a number search), journaled done as the lease is
+    taken and made just after it: no provider request of a first run comes before its lease,
+    and its search costs no transaction of its own. Its result is the runner's alone (not
+    journaled): a later attempt of the purchase, by this runner or another, searches again."""
+    name = read_only_first_step(contact_type)
+    if name is None or not plan or plan[0] != name:
+        return None
+    return Ahead(name, None, {"folded": True})
 
 
 # The new journal: one INSERT of all its rows (one per step; `journal_stmt(n)` binds each

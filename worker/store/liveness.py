@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker.store.models import Contact, WorkerHeartbeat
@@ -68,17 +68,72 @@ def take_over_dead(
     dead = [owner for owner in owners if owner and worker_of(owner) not in alive]
     if not dead:
         return []
-    rows = session.execute(
-        update(Contact)
+    # A row another transaction holds locked (a runner frozen inside its transaction) is
+    # skipped, not waited for: every other dead runner's contacts are taken over now, and
+    # that one at a later pass, once the server has ended the frozen session
+    # (`idle_in_transaction_session_timeout`). PostgreSQL only; SQLite has no row locks.
+    unlocked = (
+        select(Contact.id)
         .where(
             Contact.lease_owner.in_(dead),
             Contact.status.in_(RUNNABLE),
             Contact.lease_expires_at > now,
         )
+        .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(Contact)
+        .where(Contact.id.in_(unlocked), Contact.lease_owner.in_(dead))
         .values(lease_expires_at=now - timedelta(microseconds=1))
         .returning(Contact.id, Contact.batch_id)
     ).all()
     return [(row.id, row.batch_id) for row in rows]
+
+
+def orphaned(
+    session: Session, now: datetime, dead_after_s: float, grace_s: float, limit: int
+) -> list[tuple[str, str | None, float]]:
+    """The contacts whose messages may have died with a worker; (id, batch id, seconds until
+    due) for the caller to publish again. Empty unless a worker stopped beating without
+    saying so (SIGKILL, OOM, a lost host) since the last call.
+
+    A worker holds messages it has received but not started (prefetched, or countdowns of
+    scheduled retries) that no lease shows, so no takeover finds them: without this they
+    wait for the reconciler's grace after they were due. Whose they were the database does
+    not know; so, once per such death (its heartbeat is dropped here), every contact that
+    some worker may hold a message for is published again: those that no runner holds and
+    that the reconciler does not yet count as overdue, each due when its scheduled retry is.
+    A message that was not lost becomes a duplicate, which the lease turns away.
+    """
+    cutoff = now - timedelta(seconds=dead_after_s)
+    dead = session.execute(
+        delete(WorkerHeartbeat)
+        .where(WorkerHeartbeat.beat_at < cutoff)
+        .returning(WorkerHeartbeat.id)
+    ).all()
+    if not dead:
+        return []
+    rows = session.execute(
+        select(Contact.id, Contact.batch_id, Contact.lease_expires_at)
+        .where(
+            Contact.status.in_(RUNNABLE),
+            Contact.lease_owner.is_(None),
+            or_(Contact.lease_expires_at.is_(None), Contact.lease_expires_at > now),
+        )
+        .order_by(Contact.created_at)
+        .limit(limit)
+    ).all()
+    grace = timedelta(seconds=grace_s)
+    return [
+        (
+            row.id,
+            row.batch_id,
+            max(0.0, (row.lease_expires_at - grace - now).total_seconds())
+            if row.lease_expires_at is not None
+            else 0.0,
+        )
+        for row in rows
+    ]
 
 
 def prune(session: Session, now: datetime, older_than_s: float) -> int:

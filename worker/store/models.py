@@ -182,6 +182,9 @@ class Contact(Base):
     # The account's provider connection an email contact is made through; None: the
     # platform's own settings (or no provider at all).
     connection_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+    # The status in which the sweep last listed this contact's tag at the providers
+    # (worker/runtime/sweep.py); due again once the status is another swept one.
+    swept_status: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
 
 
 # Only the contacts that have a batch or a connection (most have neither): every query on either
@@ -193,6 +196,11 @@ for _column in (Contact.batch_id, Contact.connection_id):
         sqlite_where=_column.isnot(None),
         postgresql_where=_column.isnot(None),
     )
+
+SWEEP_WHERE = text(
+    "status IN ('active', 'failed', 'deleted') AND (swept_status IS NULL OR swept_status <> status)"
+)
+Index("ix_contacts_unswept", Contact.id, sqlite_where=SWEEP_WHERE, postgresql_where=SWEEP_WHERE)
 
 Index(
     "ix_contacts_stuck",

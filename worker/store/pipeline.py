@@ -34,9 +34,12 @@ from worker.store import activation, credits, driver
 from worker.store.journal import (
     Ahead,
     JournalWrite,
+    LeaseLost,
+    folded,
     journal_params,
     journal_stmt,
     new_journal,
+    owner_holds,
     record_step,
     record_step_stmt,
     write_journal,
@@ -98,13 +101,26 @@ _RENEW_LEASE = (
 # A provisioning step starts only while the contact is still being provisioned: a DELETE
 # (`deleting`) stops the runner at this boundary, and it turns to releasing the contact.
 _RENEW_LEASE_OPEN = _RENEW_LEASE.where(_one_of(_c.status, OPEN))
+# One more attempt, under the lease (`owner_holds`): the count comes back from the row, so
+# whether this is the step's first attempt is decided from the database, not from memory.
 _START_STEP = (
     update(_steps)
-    .where(_s.id == bindparam("p_id"))
+    .where(_s.id == bindparam("p_id"), owner_holds("p"))
     .values(
         status=StepStatus.RUNNING.value,
-        attempts=_param(_s.attempts, "p_attempts"),
+        attempts=_s.attempts + 1,
         updated_at=_param(_s.updated_at, "p_now"),
+    )
+    .returning(_s.attempts)
+)
+# The check just before a creating request (or a compensation): the lease renewed, and the
+# step's attempts as the journal has them now; no row if the lease is not ours any more.
+_CONFIRM_LEASE = (
+    update(_contacts)
+    .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
+    .values(lease_expires_at=_param(_c.lease_expires_at, "p_expires"))
+    .returning(
+        select(_s.attempts).where(_s.id == bindparam("p_step")).scalar_subquery().label("attempts")
     )
 )
 _RELEASE_LEASE = (
@@ -123,7 +139,7 @@ _MARK_FAILING = (
 )
 _HOLD_BACK = (
     update(_contacts)
-    .where(_c.id == bindparam("p_id"))
+    .where(_c.id == bindparam("p_id"), _c.lease_owner == bindparam("p_owner"))
     .values(started_at=_param(_c.started_at, "p_started"))
 )
 
@@ -197,8 +213,12 @@ def take_lease(
     lease_s: float,
     *,
     ahead: Ahead | None = None,
+    fold: bool = False,
 ) -> Lease | None:
     """Become the contact's only runner, or None if it is finished, missing or held.
+
+    `fold`: a new journal's read-only first step is journaled done, to be made right after
+    the lease (`journal.folded`).
 
     One conditional UPDATE: of two deliveries of one message, exactly one gets the row. A
     lease left by a runner that died (expired, owner still set) counts as a takeover.
@@ -236,6 +256,8 @@ def take_lease(
     plan = step_plan(ContactType(contact.contact_type), contact.request)
     if not plan:  # nothing to run (an address the customer brought)
         return Lease(contact, steps)
+    if ahead is None and fold:
+        ahead = folded(ContactType(contact.contact_type), plan)
     values, started = new_journal(contact_id, plan, ahead, now)
     params = journal_params(values)
     ids = {r.name: r.id for r in driver.rows(connection, journal_stmt(len(values)), params)}
@@ -289,60 +311,107 @@ def start_step(
         )
         if renewed != 1:
             return False
-    step.attempts += 1
-    driver.count(
-        connection, _START_STEP, {"p_id": step.id, "p_attempts": step.attempts, "p_now": now}
+    started = driver.rows(
+        connection, _START_STEP, {"p_id": step.id, "p_owner": owner, "p_now": now}
     )
+    if not started:
+        # Renewed above, so only a transaction that took the lease without `renew` gets here.
+        raise LeaseLost(f"step {step.id}: the lease is not {owner}'s")
+    step.attempts = started[0].attempts
     step.status = StepStatus.RUNNING.value
     return True
 
 
+def confirm_lease(
+    connection: Connection,
+    contact_id: str,
+    owner: str,
+    now: datetime,
+    lease_s: float,
+    step_id: int | None = None,
+) -> int | None:
+    """Renew `owner`'s lease, one statement: None if it is not `owner`'s any more; else the
+    attempts of the journal's step `step_id` as they are now (0 without a step)."""
+    found = driver.rows(
+        connection,
+        _CONFIRM_LEASE,
+        {
+            "p_id": contact_id,
+            "p_owner": owner,
+            "p_expires": now + timedelta(seconds=lease_s),
+            "p_step": step_id if step_id is not None else -1,
+        },
+    )
+    if not found:
+        return None
+    return int(found[0].attempts or 0)
+
+
 def unstart_step(
-    session: Session, step: ContactStep, now: datetime, *, take_back_attempt: bool
+    session: Session, step: ContactStep, owner: str, now: datetime, *, take_back_attempt: bool
 ) -> None:
     """Put a started step back to pending (it could not run now); with `take_back_attempt`,
-    as if this attempt had never started (it sent no request)."""
-    if take_back_attempt:
-        step.attempts -= 1
-    _connection(session).execute(
+    as if this attempt had never started (it sent no request). `LeaseLost` if the lease is
+    not `owner`'s."""
+    attempts = step.attempts - 1 if take_back_attempt else step.attempts
+    done = driver.count(
+        _connection(session),
         record_step_stmt(("status", "attempts", "updated_at")),
         {
             "p_id": step.id,
+            "p_owner": owner,
             "p_status": StepStatus.PENDING.value,
-            "p_attempts": step.attempts,
+            "p_attempts": attempts,
             "p_updated_at": now,
         },
     )
+    if done != 1:
+        raise LeaseLost(f"step {step.id}: the lease is not {owner}'s")
+    step.attempts = attempts
     step.status = StepStatus.PENDING.value
 
 
-def hold_back(session: Session, contact: Contact, seconds: float, now: datetime) -> None:
+def hold_back(
+    session: Session, contact: Contact, owner: str, seconds: float, now: datetime
+) -> None:
     """Move the contact's `started_at` later by `seconds`: time held back by the provider
     rate budgets is not time spent trying, so it does not count against the retry bound."""
     start = (contact.started_at or now) + timedelta(seconds=seconds)
-    _connection(session).execute(_HOLD_BACK, {"p_id": contact.id, "p_started": start})
+    done = driver.count(
+        _connection(session), _HOLD_BACK, {"p_id": contact.id, "p_owner": owner, "p_started": start}
+    )
+    if done != 1:
+        raise LeaseLost(f"contact {contact.id}: the lease is not {owner}'s")
     contact.started_at = start
 
 
-def release_lease(session: Session, contact_id: str, owner: str, due_at: datetime) -> None:
+def release_lease(session: Session, contact_id: str, owner: str, due_at: datetime) -> bool:
     """Let go of the contact until `due_at`, when a scheduled message (or the reconciler)
-    brings it back."""
-    driver.count(
-        _connection(session),
-        _RELEASE_LEASE,
-        {"p_id": contact_id, "p_owner": owner, "p_due": due_at},
+    brings it back; False if it was not `owner`'s to let go of."""
+    return (
+        driver.count(
+            _connection(session),
+            _RELEASE_LEASE,
+            {"p_id": contact_id, "p_owner": owner, "p_due": due_at},
+        )
+        == 1
     )
 
 
 def mark_failing(
     session: Session, contact: Contact, owner: str, code: str, message: str, now: datetime
-) -> None:
-    """Record the error before compensating, so a crash mid-compensation resumes it."""
-    _connection(session).execute(
+) -> bool:
+    """Record the error before compensating, so a crash mid-compensation resumes it; False
+    (nothing recorded) if the lease is not `owner`'s: the runner must stop, not compensate."""
+    done = driver.count(
+        _connection(session),
         _MARK_FAILING,
         {"p_id": contact.id, "p_owner": owner, "p_code": code, "p_message": message, "p_now": now},
     )
+    if done != 1:
+        return False
     contact.error_code, contact.error_message = code, message
+    return True
 
 
 def _finish(
@@ -398,8 +467,9 @@ def activate(
 
     `last`, the journal write of the step that finished the plan (`mark_done`), is written
     here: on PostgreSQL in the one statement that also moves the contact, writes its event
-    and its ledger rows (`worker.store.activation`); it is written whether or not the
-    contact moves, as `record_step` would have.
+    and its ledger rows (`worker.store.activation`); it is written, as `record_step` would
+    have, while `owner` holds the lease, whether or not the contact moves (a cancellation),
+    and not at all once another runner holds it.
 
     `commit`: the balance's UPDATE is the transaction's last statement, and on PostgreSQL
     its COMMIT goes with it, in one round trip (`credits.settle_and_commit`); nothing may
@@ -462,7 +532,7 @@ def _activate_in_one(
     rows, charge = credits.activation_rows(contact, fee_month)
     finished, kept, written = activation.activate_in_one(
         session,
-        step_update=record_step_stmt(last.columns, "s"),
+        step_update=record_step_stmt(last.columns, "s", fenced=False),
         step_params=last.params("s"),
         finish=finish_stmt(tuple(values)),
         finish_params=_finish_params(contact, owner, ContactStatus.ACTIVE, now, values),
@@ -492,7 +562,10 @@ def _activate_by_steps(
 ) -> credits.Activation | None:
     """`activate` statement by statement (SQLite; or no step left to journal)."""
     if last is not None:
-        write_journal(session, last)
+        try:
+            write_journal(session, last, owner)
+        except LeaseLost:  # as on PostgreSQL: nothing written, the contact not moved
+            return None
     if not _finish(session, contact, owner, ContactStatus.ACTIVE, now, values):
         return None
     outbox(session, contact, steps, now, events)
@@ -555,7 +628,9 @@ def close_journal(
             new = StepStatus.SKIPPED if step.attempts == 0 else StepStatus.FAILED
         else:
             continue
-        record_step(session, step, new, now, error=step.last_error)
+        # Unfenced: after the terminal UPDATE of this transaction, which checked the owner
+        # and cleared it, and holds the contact's row until the commit.
+        record_step(session, step, new, now, owner=None, error=step.last_error)
 
 
 def record_event(

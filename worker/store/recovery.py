@@ -45,13 +45,16 @@ def due_for_reconcile(
 def reopen(session: Session, contact_id: str, now: datetime, grace_s: float) -> Contact | None:
     """Operator retry of a failed contact: back to pending with a fresh reservation.
 
-    Returns None if the contact is not failed; the caller reserves the cost again.
+    Returns None if the contact is not failed (or the sweep holds it for the moment); the
+    caller reserves the cost again.
     """
     contact = session.execute(
         select(Contact).where(Contact.id == contact_id).with_for_update()
     ).scalar_one_or_none()
     if contact is None or contact.status != ContactStatus.FAILED.value:
         return None
+    if contact.lease_owner is not None and (contact.lease_expires_at or now) > now:
+        return None  # the sweep is listing its tag (worker/store/sweep.py): a minute at most
     contact.reservation_seq += 1
     contact.status = ContactStatus.PENDING.value
     contact.error_code = contact.error_message = None
@@ -59,6 +62,7 @@ def reopen(session: Session, contact_id: str, now: datetime, grace_s: float) -> 
     contact.lease_expires_at = now + timedelta(seconds=grace_s)
     contact.takeovers = 0
     contact.started_at = None
+    contact.swept_status = None  # swept again once it ends again
     contact.updated_at = now
     session.execute(
         update(ContactStep)

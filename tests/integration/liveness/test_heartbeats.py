@@ -125,9 +125,9 @@ def test_contacts_of_a_sigkilled_worker_run_again_long_before_its_leases_expire(
             return session.execute(select(Contact.id).where(Contact.lease_owner.is_not(None))
                                    ).scalars().all()
 
-    # Every contact leased: each is mid-purchase when the kill lands. (A contact still in its
-    # number search, run ahead of the lease, holds no lease: the reconciler's, after its
-    # grace, like a message the dead worker had not started.)
+    # Every contact leased: each is inside a provider request when the kill lands (the lease
+    # comes before a run's first request; tests/integration/liveness/test_kill_anywhere.py
+    # kills with contacts queued and releasing too).
     wait_for(lambda: len(leased()) == 6, timeout=30, every=0.05)
     worker.kill()
     sandbox.set_faults(latency_ms=0)
@@ -151,3 +151,25 @@ def test_a_new_worker_is_ready_and_beating_before_its_first_task(spawn, psetting
             return session.execute(select(WorkerHeartbeat.id)).scalars().all()
 
     assert len(wait_for(beating, timeout=20)) == 1
+
+
+def test_after_a_worker_dies_the_messages_it_may_have_held_are_published_again_once(
+    psettings, service, make_tenant, db
+):
+    from worker.runtime.liveness import orphaned_messages
+
+    tenant = make_tenant(assistants=3)
+    queued, scheduled, running = (submit(service, tenant, PHONE, a) for a in tenant.assistant_ids)
+    now = datetime.now(UTC)
+    lease(db, scheduled, "host-a:1:task-1", now)
+    with db.write() as session:  # a retry due in 20 s, held as a countdown by host-a
+        pipeline_store.release_lease(session, scheduled, "host-a:1:task-1",
+                                     now + timedelta(seconds=20 + 60))
+    lease(db, running, "host-b:2:task-2", now)  # another worker's run: the lease covers it
+    Heartbeat(db, 1, ident="host-b:2", clock=lambda: now).beat()
+    assert orphaned_messages(db, now, 15, 60, 100) == []  # nobody died
+    Heartbeat(db, 1, ident="host-a:1", clock=lambda: now - timedelta(seconds=16)).beat()
+    found = {cid: (batch, round(due)) for cid, batch, due in
+             orphaned_messages(db, now, 15, 60, 100)}
+    assert found == {queued: (None, 0), scheduled: (None, 20)}
+    assert orphaned_messages(db, now, 15, 60, 100) == []  # each death once

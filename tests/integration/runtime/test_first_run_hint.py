@@ -1,5 +1,6 @@
 """The API's first-run hint: a new phone or WhatsApp contact's task message carries the input
-of its number search, and the worker searches on it before it reads the contact's row."""
+of its number search; the worker takes the lease and journals the new run on it in one
+statement, before it reads the contact's row and before any provider request."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_a_new_contacts_task_message_carries_its_search_input(service, tenant, p
     assert FirstRun.from_header(messages[phone]["first_run"]) == GB
 
 
-def test_a_run_with_the_hint_searches_before_reading_the_row(
+def test_a_run_with_the_hint_takes_its_lease_before_reading_the_row(
     service, pipeline, tenant, sandbox, db, monkeypatch
 ):
     cid = submit(service, tenant, PHONE)
@@ -78,10 +79,10 @@ def test_a_redelivered_message_with_the_hint_does_not_journal_its_search(
     with db.write() as session:
         assert store.take_lease(session, cid, "dead", datetime.now(UTC) - timedelta(hours=1), 60)
     assert pipeline.run(cid, "runner", GB).state == "active"
-    # The hint's search was made but not journaled: the journal's search is the runner's own,
-    # its second attempt (the dead runner's was the first), and one number was bought.
+    # The journal's search is the runner's own, its second attempt (the dead runner's was the
+    # first), and one number was bought: no search was made on the hint.
     assert steps_of(db, cid) == [("find_number", "done", 2), ("buy_number", "done", 1)]
-    assert sandbox.stats()["requests"] == 3
+    assert sandbox.stats()["requests"] == 2
     assert len(sandbox.resources()["phone_numbers"]) == 1
     check_invariants(db, sandbox)
 
@@ -91,7 +92,7 @@ def test_a_hint_for_a_finished_contact_changes_nothing(service, pipeline, tenant
     assert drive(pipeline, cid) == "active"
     before = sandbox.stats()["requests"]
     assert pipeline.run(cid, "late", GB).state == "busy"
-    assert sandbox.stats()["requests"] == before + 1  # the search only: nothing bought
+    assert sandbox.stats()["requests"] == before  # the lease refused: no request at all
     assert steps_of(db, cid) == [("find_number", "done", 1), ("buy_number", "done", 1)]
     assert check_invariants(db, sandbox) == {"active": 1}
 
@@ -102,7 +103,7 @@ def test_a_hint_of_another_type_than_the_row_still_gets_the_rows_own_journal(
     cid = submit(service, tenant, PHONE)
     wrong = FirstRun(ContactType.WHATSAPP, "GB", bulk=False)
     assert drive_first(pipeline, cid, wrong) == "active"
-    # The hint's search was not journaled: the phone's own plan ran, searching again.
+    # The phone's own plan ran: its own journal, one number, no sender.
     assert steps_of(db, cid) == [("find_number", "done", 1), ("buy_number", "done", 1)]
     assert len(sandbox.resources()["phone_numbers"]) == 1
     assert sandbox.resources()["senders"] == []

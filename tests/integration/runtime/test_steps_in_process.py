@@ -71,7 +71,7 @@ def test_second_delivery_while_leased_does_nothing(service, pipeline, tenant, sa
     assert sandbox.stats()["requests"] == 0
 
 
-def test_a_first_search_runs_ahead_of_the_lease_and_is_journaled_with_it(
+def test_a_first_search_runs_right_after_the_lease_and_is_journaled_with_it(
     service, pipeline, tenant, sandbox, db
 ):
     from sqlalchemy import event
@@ -87,31 +87,32 @@ def test_a_first_search_runs_ahead_of_the_lease_and_is_journaled_with_it(
         assert pipeline.run(cid, "runner").state == "active"
     finally:
         event.remove(pipeline.db.engine, "commit", count)
-    # Two write transactions: the lease with the search journaled and the purchase started,
-    # then the purchase with the activation (three when the search ran under the lease).
+    # Two write transactions: the lease with the search journaled and the purchase started
+    # (before any provider request), then the purchase with the activation. The search's
+    # candidates were the runner's alone: a later attempt would search again.
     assert len(commits) == 2
     _, steps = contact(db, cid)
     assert [(s.name, s.status, s.attempts) for s in steps.values()] == [
         ("find_number", "done", 1), ("buy_number", "done", 1)]
-    assert steps["find_number"].detail["candidates"]
+    assert steps["find_number"].detail == {"folded": True}
     assert steps["buy_number"].provider_id.startswith("PN")
     assert sandbox.stats()["requests"] == 2
     check_invariants(db, sandbox)
 
 
-def test_two_runners_searching_ahead_at_once_journal_one_search_and_buy_once(
+def test_two_runners_at_once_search_once_and_buy_once(
     service, pipeline, tenant, sandbox, db
 ):
     from concurrent.futures import ThreadPoolExecutor
 
-    sandbox.set_faults(latency_ms=300)  # both searches are under way before either leases
+    sandbox.set_faults(latency_ms=300)  # the loser's lease is refused while the winner searches
     cid = submit(service, tenant, PHONE)
     with ThreadPoolExecutor(2) as pool:
         outcomes = sorted(o.state for o in pool.map(lambda w: pipeline.run(cid, w), ["a", "b"]))
     assert outcomes == ["active", "busy"]
     _, steps = contact(db, cid)
     assert [(s.status, s.attempts) for s in steps.values()] == [("done", 1), ("done", 1)]
-    assert sandbox.stats()["requests"] == 3  # two searches, one purchase
+    assert sandbox.stats()["requests"] == 2  # the lease first: the loser sent nothing
     assert check_invariants(db, sandbox) == {"active": 1}
 
 
