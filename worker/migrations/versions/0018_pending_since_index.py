@@ -6,7 +6,7 @@ operator's retry) and none once a runner has it. `status` leads the columns so t
 planner, which wants the equality in the index, takes it for the min() too.
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07
 """
 
