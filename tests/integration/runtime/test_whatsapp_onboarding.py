@@ -190,3 +190,28 @@ def test_the_whatsapp_connection_is_validated_shown_and_refused_deletion_while_i
                      json={"contact_type": "email", "email_local": "ada", "first_name": "Ada",
                            "last_name": "Lovelace"})
     assert email.status_code == 202, email.text
+
+
+def test_review_is_waited_out_with_a_capped_backoff_up_to_its_bound_then_fails_cleanly(
+    api, spawn, wsettings, make_tenant, sandbox, db
+):
+    sandbox.set_faults(sender_online_after_s=0.1)
+    onboarding(sandbox, review_s=600)  # a review that outlasts our bound
+    settings = wsettings.model_copy(
+        update={"sender_review_timeout_s": 3, "sender_review_poll_max_s": 0.8})
+    tenant = make_tenant()
+    info = post(api, tenant)
+    worker = spawn("worker", settings, "--concurrency", "2")
+    wait_for(lambda: all_terminal(db, 1), timeout=60)
+    contact = read(api, tenant, info)
+    assert contact["status"] == "failed"
+    assert contact["error"]["code"] == "sender_review_timeout"
+    assert sandbox.resources()["senders"] == [] and sandbox.resources()["phone_numbers"] == []
+    worker.stop()
+    lines = [json.loads(line) for line in worker.log.read_text().splitlines()
+             if line.startswith("{")]
+    delays = [e["wait_s"] for e in lines
+              if e["event"] == "step_waiting" and e.get("status") == "TWILIO_REVIEW"]
+    # sender_poll_s (0.2) doubling, capped at sender_review_poll_max_s.
+    assert delays[:4] == [0.2, 0.4, 0.8, 0.8], delays
+    assert check_invariants(db, sandbox) == {"failed": 1}
