@@ -215,3 +215,34 @@ def test_review_is_waited_out_with_a_capped_backoff_up_to_its_bound_then_fails_c
     # sender_poll_s (0.2) doubling, capped at sender_review_poll_max_s.
     assert delays[:4] == [0.2, 0.4, 0.8, 0.8], delays
     assert check_invariants(db, sandbox) == {"failed": 1}
+
+
+def test_user_whatsapp_number_is_required_normalised_recorded_and_sent_to_no_provider(
+    api, spawn, wsettings, make_tenant, sandbox, db
+):
+    sandbox.set_faults(sender_online_after_s=0.1)
+    tenant = make_tenant()
+    url = f"/v0/assistant/{tenant.assistant_ids[0]}/contact"
+    missing = api.post(url, headers=tenant.headers, json={"contact_type": "whatsapp"})
+    assert missing.status_code == 422
+    assert "user_whatsapp_number" in missing.json()["error"]["fields"]
+    invalid = api.post(url, headers=tenant.headers,
+                       json={"contact_type": "whatsapp", "user_whatsapp_number": "+1415"})
+    assert invalid.status_code == 422
+    assert "user_whatsapp_number" in invalid.json()["error"]["fields"]
+    answer = api.post(url, headers=tenant.headers,
+                      json={"contact_type": "whatsapp", "user_whatsapp_number": "+44 20 7183 8750"})
+    assert answer.status_code == 202, answer.text
+    info = answer.json()["info"]
+    assert info["request"]["user_whatsapp_number"] == "+442071838750"
+    worker = spawn("worker", wsettings, "--concurrency", "2")
+    wait_for(lambda: all_terminal(db, 1), timeout=60)
+    contact = read(api, tenant, info)
+    assert contact["status"] == "active"
+    # The user's number is the route to this assistant's own sender, kept on the contact:
+    # no provider resource carries it, and no log line shows it.
+    assert contact["request"]["user_whatsapp_number"] == "+442071838750"
+    resources = json.dumps(sandbox.resources())
+    assert "442071838750" not in resources
+    worker.stop()
+    assert "442071838750" not in worker.log.read_text()
