@@ -211,9 +211,10 @@ class TwilioSenders(TwilioClient):
         body = {"configuration": {"verification_code": code}}
         return _parse_sender(self._request_json("POST", self._sender_path(sid), json=body))
 
-    def received_code(self, phone_number: str, since: datetime) -> str | None:
+    def received_code(self, phone_number: str, since: datetime) -> tuple[str, str] | None:
         """The newest WhatsApp verification code our number `phone_number` received by SMS
-        since `since`, read from the Messages list (`To` filter), or None."""
+        since `since`, read from the Messages list (`To` filter): (the message's sid, the
+        code), or None."""
         body = self._request_json(
             "GET", self._messages_url, params={"To": phone_number, "PageSize": 20}
         )
@@ -225,7 +226,7 @@ class TwilioSenders(TwilioClient):
                 continue
             match = _CODE.search(str(message.get("body") or ""))
             if match is not None:
-                return match.group(1) + match.group(2)
+                return str(message.get("sid") or ""), match.group(1) + match.group(2)
         return None
 
     # Idempotent steps -------------------------------------------------------------------

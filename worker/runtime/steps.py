@@ -174,21 +174,22 @@ def _verify(ctx: StepContext, sid: str, number: str, detail: dict[str, Any]) -> 
     # The number was bought for this contact after it started: an older SMS to it was a
     # previous holder's.
     started = ctx.contact.started_at or datetime.fromisoformat(detail["since"])
-    code = ctx.providers.senders.received_code(number, since=started - _CODE_SKEW)
-    if code is None:
+    received = ctx.providers.senders.received_code(number, since=started - _CODE_SKEW)
+    if received is None:
         return Wait(ctx.settings.sender_poll_s, detail)
-    # Only a digest of the code is journaled (the journal's detail reaches the logs).
-    digest = hashlib.sha256(f"{sid}:{code}".encode()).hexdigest()[:16]
-    if digest == detail.get("code_tried"):
+    # The journal keeps which SMS was used, never the code (its detail reaches the logs).
+    message_sid, code = received
+    tried = message_sid or hashlib.sha256(code.encode()).hexdigest()[:8]
+    if tried == detail.get("code_tried"):
         return Wait(ctx.settings.sender_poll_s, detail)
     try:
         submitted = ctx.providers.senders.submit_code(sid, code)
     except Permanent as exc:
         if exc.code != SENDER_REJECTED:
             raise
-        return Wait(ctx.settings.sender_poll_s, {**detail, "code_tried": digest})
+        return Wait(ctx.settings.sender_poll_s, {**detail, "code_tried": tried})
     return Wait(
-        ctx.settings.sender_poll_s, {**detail, "status": submitted.status, "code_tried": digest}
+        ctx.settings.sender_poll_s, {**detail, "status": submitted.status, "code_tried": tried}
     )
 
 

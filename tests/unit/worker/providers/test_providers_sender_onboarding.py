@@ -67,7 +67,14 @@ def test_senders_refusals_are_classified_once(code: int, ours: str) -> None:
 
 
 def message(body: str, to: str = "+15550000001", at: datetime = NOW) -> dict[str, object]:
-    return {"to": to, "body": body, "date_sent": format_datetime(at), "direction": "inbound"}
+    sid = f"SM{abs(hash((body, at))):032x}"[:34]
+    return {
+        "sid": sid,
+        "to": to,
+        "body": body,
+        "date_sent": format_datetime(at),
+        "direction": "inbound",
+    }
 
 
 def test_received_code_reads_the_newest_code_sent_to_the_number_since_a_time() -> None:
@@ -83,7 +90,10 @@ def test_received_code_reads_the_newest_code_sent_to_the_number_since_a_time() -
         return httpx.Response(200, json={"messages": listed})
 
     senders = client(handler)
-    assert senders.received_code("+15550000001", NOW - timedelta(minutes=5)) == "123456"
+    assert senders.received_code("+15550000001", NOW - timedelta(minutes=5)) == (
+        listed[1]["sid"],
+        "123456",
+    )
     assert seen[0].url.host == "api.twilio.test"
     assert seen[0].url.path == f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
     assert seen[0].url.params["To"] == "+15550000001"
