@@ -1,5 +1,5 @@
-"""Routes of an account's provider connections (`/v0/providers/google|microsoft`): thin, over
-worker.app.connections."""
+"""Routes of an account's provider connections (`/v0/providers/google|microsoft|whatsapp`):
+thin, over worker.app.connections."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ Call = Callable[[Request, Callable[[int], Any]], Awaitable[Any]]
 NOT_SET = error_schema("The account has no connection to this provider (`not_found`)")
 PUT_ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTHENTICATED,
-    404: error_schema("Not `google` or `microsoft` (`not_found`)"),
-    409: error_schema("The domain changes while live contacts use it (`connection_in_use`)"),
+    404: error_schema("Not `google`, `microsoft` or `whatsapp` (`not_found`)"),
+    409: error_schema(
+        "The domain (or WABA) changes while live contacts use it (`connection_in_use`)"
+    ),
     413: error_schema("Body over 64 KiB (`payload_too_large`)"),
     422: error_schema(
         "Invalid body, or credentials the provider refused (`invalid_request`, with `fields` "
@@ -65,6 +67,19 @@ BODY_SCHEMA: dict[str, Any] = {
                 "usage_location": {"type": "string", "default": "US"},
             },
         },
+        {
+            "title": "whatsapp",
+            "type": "object",
+            "required": ["waba_id"],
+            "properties": {
+                "waba_id": {
+                    "type": "string",
+                    "pattern": "^[0-9]{5,20}$",
+                    "description": "the account's WhatsApp Business Account id, shared with "
+                    "the platform's Twilio account; its senders are registered under it",
+                },
+            },
+        },
     ]
 }
 
@@ -89,8 +104,10 @@ def install(app: FastAPI, *, call: Call, service: ConnectionService, settings: S
     async def set_connection(request: Request, provider: str) -> JSONResponse:
         """Connect the account's own Google Workspace (a service account with domain-wide
         delegation) or Microsoft 365 tenant (an app registration); the credentials are
-        checked by obtaining a token before they are kept, encrypted. Replaces the account's
-        connection to that provider."""
+        checked by obtaining a token before they are kept, encrypted. Or its own WhatsApp
+        Business Account (`whatsapp`, `{"waba_id"}`): the account's WhatsApp senders are
+        registered under it, not the platform's. Replaces the account's connection to that
+        provider."""
         raw = await read_body(request, settings.max_body_bytes)
         info = await call(
             request, lambda account_id: service.put(account_id, provider, parse_json(raw))

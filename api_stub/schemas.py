@@ -301,8 +301,8 @@ class ReadinessResponse(_Shape):
 
 
 class ProviderConnection(_Shape):
-    provider: Literal["google", "microsoft"]
-    domain: str
+    provider: Literal["google", "microsoft", "whatsapp"]
+    domain: str | None = None  # google and microsoft
     admin_subject: str | None = None
     client_email: str | None = None
     private_key_id: str | None = None
@@ -312,6 +312,10 @@ class ProviderConnection(_Shape):
     license_sku_id: str | None = None
     license_sku_part_number: str | None = None
     usage_location: str | None = None
+    # whatsapp: the account's own WhatsApp Business Account, and how many of our senders
+    # Twilio listed under it when it was set.
+    waba_id: str | None = None
+    senders_on_waba: int | None = None
     verified_at: datetime
     created_at: datetime
     updated_at: datetime

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox.http import faults, sandbox_state
-from sandbox.state import SinkDelivery, utcnow
+from sandbox.state import NotFound, Onboarding, SinkDelivery, utcnow
 
 router = APIRouter(prefix="/_sandbox")
 
@@ -139,6 +139,8 @@ async def resources(request: Request) -> dict[str, Any]:
                 "address": s.sender_id,
                 "tag": number_tags.get(s.number_sid, s.number_tag),
                 "status": s.status(online_after),
+                "waba_id": s.waba_id,
+                "verification": s.verification_code is not None,
                 "account_sid": s.account_sid,
                 "phone_number_sid": s.number_sid,
                 "created_at": _iso(s.date_created),
@@ -146,6 +148,86 @@ async def resources(request: Request) -> dict[str, Any]:
             for s in senders
         ],
     }
+
+
+class WabaBody(BaseModel):
+    """A WhatsApp Business Account shared with Twilio; Meta caps its senders (2 before the
+    business is verified, 20 after; the default here is Meta's unverified cap)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sender_limit: int = Field(default=2, ge=0, le=1_000_000)
+    account_sid: str | None = None  # set: only that Twilio account may use it
+
+
+class OnboardingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verification_rate: float = Field(default=0.0, ge=0, le=1)
+    verifying_s: float = Field(default=2.0, ge=0, le=86_400)
+    review_s: float = Field(default=0.0, ge=0, le=86_400)
+    seed: int | None = None
+
+
+class OfflineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(default="63100", min_length=1, max_length=10)
+    message: str = Field(default="The sender was taken offline", min_length=1, max_length=300)
+
+
+@router.put("/twilio/wabas/{waba_id}")
+async def put_waba(request: Request, waba_id: str, body: WabaBody) -> dict[str, Any]:
+    sandbox_state(request).put_waba(waba_id, body.sender_limit, body.account_sid)
+    return {"waba_id": waba_id, **body.model_dump()}
+
+
+@router.get("/twilio/wabas")
+async def list_wabas(request: Request) -> list[dict[str, Any]]:
+    return [
+        {
+            "waba_id": w.waba_id,
+            "sender_limit": w.sender_limit,
+            "account_sid": w.account_sid,
+            "senders": used,
+        }
+        for w, used in sandbox_state(request).wabas()
+    ]
+
+
+@router.put("/twilio/senders/onboarding")
+async def put_onboarding(request: Request, body: OnboardingBody) -> dict[str, Any]:
+    values = body.model_dump(exclude={"seed"})
+    sandbox_state(request).set_onboarding(Onboarding(**values), body.seed)
+    return values
+
+
+@router.get("/twilio/senders/onboarding")
+async def get_onboarding(request: Request) -> dict[str, Any]:
+    onboarding = sandbox_state(request).onboarding
+    return {
+        "verification_rate": onboarding.verification_rate,
+        "verifying_s": onboarding.verifying_s,
+        "review_s": onboarding.review_s,
+    }
+
+
+@router.post("/twilio/senders/{sid}/offline")
+async def take_offline(request: Request, sid: str, body: OfflineBody) -> dict[str, Any]:
+    try:
+        record = sandbox_state(request).take_offline(sid, body.code, body.message)
+    except NotFound as exc:
+        raise HTTPException(status_code=404, detail=f"no sender {sid}") from exc
+    return {"sid": record.sid, "status": "OFFLINE", "code": body.code, "message": body.message}
+
+
+@router.get("/twilio/numbers/{number}/messages")
+async def number_messages(request: Request, number: str) -> list[dict[str, Any]]:
+    """The SMS a number received (every account's), newest first."""
+    return [
+        {"sid": m.sid, "from": m.from_, "to": m.to, "body": m.body, "date_sent": _iso(m.date_sent)}
+        for m in sandbox_state(request).messages(None, number)
+    ]
 
 
 @router.post("/sink/{name}")

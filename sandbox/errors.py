@@ -36,6 +36,8 @@ TW_NUMBER_INVALID = 21421
 TW_NUMBER_NOT_AVAILABLE = 21422
 TW_NUMBER_REQUIRED = 21452
 TW_SENDER_VALIDATION = 63100
+TW_WABA_INVALID = 63101  # "WABA ID provided is not valid or unable to be used"
+TW_WABA_FULL = 63104  # not in the docs we read; see docs/sandbox.md
 
 _GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",

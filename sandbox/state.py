@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import random
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sandbox.inventory import country_of, friendly_format, inventory_for
+
+WHATSAPP_OTP_FROM = "+16502650000"  # the sandbox's stand-in for Meta's OTP sender
 
 
 class StateError(Exception):
@@ -61,6 +64,65 @@ class PhoneNumberRecord:
         return self.friendly_name if self.friendly_name_set else None
 
 
+class WabaUnknown(StateError):
+    """No such WhatsApp Business Account, or it is linked to another Twilio account."""
+
+
+class WabaFull(StateError):
+    """The WABA already has as many senders as Meta allows it."""
+
+
+class NotPendingVerification(StateError):
+    """A verification code was sent for a sender that is not waiting for one."""
+
+
+class WrongCode(StateError):
+    """The verification code is not the one sent to the number."""
+
+
+# A sender's onboarding, as Twilio's OpenAPI description lists its statuses.
+CREATING = "CREATING"
+PENDING_VERIFICATION = "PENDING_VERIFICATION"
+VERIFYING = "VERIFYING"
+TWILIO_REVIEW = "TWILIO_REVIEW"
+ONLINE = "ONLINE"
+OFFLINE = "OFFLINE"
+MAX_WRONG_CODES = 3
+DEFAULT_WABA_ID = "100000000000001"  # registered at every reset, for the dev stack and tests
+DEFAULT_WABA_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class Onboarding:
+    """How new senders onboard (`PUT /_sandbox/twilio/senders/onboarding`): the share that
+    must verify by a code sent by SMS, and how long VERIFYING and TWILIO_REVIEW last. How long
+    CREATING lasts is the `sender_online_after_s` fault."""
+
+    verification_rate: float = 0.0
+    verifying_s: float = 2.0
+    review_s: float = 0.0
+
+
+@dataclass
+class WabaRecord:
+    waba_id: str
+    sender_limit: int
+    account_sid: str | None = None  # None: any account may register senders under it
+
+
+@dataclass
+class MessageRecord:
+    """An SMS received by one of our numbers (the verification code Meta sends)."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    visible_at: float  # time.monotonic(): not received before then
+    date_sent: datetime
+
+
 @dataclass
 class SenderRecord:
     sid: str
@@ -68,17 +130,37 @@ class SenderRecord:
     sender_id: str
     phone_number: str
     number_sid: str
-    created_at: float  # time.monotonic() at creation, for the CREATING -> ONLINE delay
+    created_at: float  # time.monotonic() at creation, for the timing of each status
     date_created: datetime
     body: dict[str, object]  # configuration, webhook, profile as sent
     number_tag: str | None  # the number's tag when the number is gone
     number_released: bool = False
+    waba_id: str | None = None
+    verification_code: str | None = None  # set: the sender must be verified with it
+    verified_at: float | None = None
+    wrong_codes: int = 0
+    # (code, message) once taken offline by the control or by too many wrong codes.
+    offline: tuple[str, str] | None = None
+    # VERIFYING's and TWILIO_REVIEW's durations, fixed at creation (see Onboarding).
+    verifying_s: float = 0.0
+    review_s: float = 0.0
 
     def status(self, online_after_s: float, now: float | None = None) -> str:
-        if self.number_released:
-            return "OFFLINE"
+        if self.number_released or self.offline is not None:
+            return OFFLINE
         now = time.monotonic() if now is None else now
-        return "ONLINE" if now - self.created_at >= online_after_s else "CREATING"
+        start = self.created_at + online_after_s
+        if now < start:
+            return CREATING
+        if self.verification_code is not None:
+            if self.verified_at is None:
+                return PENDING_VERIFICATION
+            start = max(start, self.verified_at) + self.verifying_s
+            if now < start:
+                return VERIFYING
+        if now < start + self.review_s:
+            return TWILIO_REVIEW
+        return ONLINE
 
 
 @dataclass
@@ -140,6 +222,12 @@ class SandboxState:
         self._sinks: dict[str, list[SinkDelivery]] = {}
         self._sink_status: dict[str, int] = {}
         self._sink_delay_s: dict[str, float] = {}
+        self._wabas: dict[str, WabaRecord] = {
+            DEFAULT_WABA_ID: WabaRecord(DEFAULT_WABA_ID, DEFAULT_WABA_LIMIT)
+        }
+        self._messages: list[MessageRecord] = []
+        self.onboarding = Onboarding()
+        self._onboarding_rng = random.Random(0)
 
     def reset(self, inventory_per_country: int) -> None:
         with self._lock:
@@ -254,15 +342,31 @@ class SandboxState:
     # --- WhatsApp senders ----------------------------------------------------------
 
     def create_sender(
-        self, account_sid: str, sender_id: str, e164: str, body: dict[str, object]
+        self,
+        account_sid: str,
+        sender_id: str,
+        e164: str,
+        body: dict[str, object],
+        waba_id: str,
+        online_after_s: float,
     ) -> SenderRecord:
+        """Registers the sender under `waba_id`. A share of new senders (Onboarding) must be
+        verified: the code is sent by SMS to the number when CREATING ends."""
         with self._lock:
             number_sid = self._sold.get(e164)
             number = self._numbers.get(number_sid) if number_sid else None
             if number is None or number.account_sid != account_sid:
                 raise NotOwned(e164)
+            waba = self._wabas.get(waba_id)
+            if waba is None or waba.account_sid not in (None, account_sid):
+                raise WabaUnknown(waba_id)
             if e164 in self._sender_by_number:
                 raise AlreadyExists(sender_id)
+            used = sum(1 for s in self._senders.values() if s.waba_id == waba_id)
+            if used >= waba.sender_limit:
+                raise WabaFull(waba_id)
+            onboarding = self.onboarding
+            needs_code = self._onboarding_rng.random() < onboarding.verification_rate
             record = SenderRecord(
                 sid=new_sid("XE"),
                 account_sid=account_sid,
@@ -273,10 +377,108 @@ class SandboxState:
                 date_created=utcnow(),
                 body=copy.deepcopy(body),
                 number_tag=number.tag,
+                waba_id=waba_id,
+                verification_code=f"{secrets.randbelow(10**6):06d}" if needs_code else None,
+                verifying_s=onboarding.verifying_s,
+                review_s=onboarding.review_s,
             )
+            if record.verification_code is not None:
+                code = record.verification_code
+                self._messages.append(
+                    MessageRecord(
+                        sid=new_sid("SM"),
+                        account_sid=account_sid,
+                        to=e164,
+                        from_=WHATSAPP_OTP_FROM,
+                        body=f"Your WhatsApp Business code {code[:3]}-{code[3:]}. "
+                        "Don't share this code with others.",
+                        visible_at=record.created_at + online_after_s,
+                        date_sent=record.date_created + timedelta(seconds=online_after_s),
+                    )
+                )
             self._senders[record.sid] = record
             self._sender_by_number[e164] = record.sid
             return copy.deepcopy(record)
+
+    def update_sender(
+        self,
+        account_sid: str,
+        sid: str,
+        body: dict[str, object],
+        code: str | None,
+        online_after_s: float,
+    ) -> SenderRecord:
+        """Merges `body`'s sections; a `code` verifies a sender in PENDING_VERIFICATION."""
+        with self._lock:
+            record = self._owned_sender(account_sid, sid)
+            if code is not None:
+                if record.status(online_after_s) != PENDING_VERIFICATION:
+                    raise NotPendingVerification(sid)
+                if code != record.verification_code:
+                    record.wrong_codes += 1
+                    if record.wrong_codes >= MAX_WRONG_CODES:
+                        record.offline = (
+                            "63100",
+                            f"Phone number verification failed after {MAX_WRONG_CODES} wrong codes",
+                        )
+                    raise WrongCode(sid)
+                record.verified_at = time.monotonic()
+            for section in ("configuration", "webhook", "profile"):
+                value = body.get(section)
+                if isinstance(value, dict):
+                    merged = dict(record.body.get(section) or {})  # type: ignore[call-overload]
+                    merged.update(value)
+                    record.body[section] = merged
+            return copy.deepcopy(record)
+
+    def take_offline(self, sid: str, code: str, message: str) -> SenderRecord:
+        with self._lock:
+            record = self._senders.get(sid)
+            if record is None:
+                raise NotFound(sid)
+            record.offline = (code, message)
+            return copy.deepcopy(record)
+
+    def put_waba(self, waba_id: str, sender_limit: int, account_sid: str | None) -> None:
+        with self._lock:
+            self._wabas[waba_id] = WabaRecord(waba_id, sender_limit, account_sid)
+
+    def wabas(self) -> list[tuple[WabaRecord, int]]:
+        with self._lock:
+            return [
+                (copy.deepcopy(w), sum(1 for s in self._senders.values() if s.waba_id == w.waba_id))
+                for w in self._wabas.values()
+            ]
+
+    def set_onboarding(self, onboarding: Onboarding, seed: int | None = None) -> None:
+        with self._lock:
+            self.onboarding = onboarding
+            if seed is not None:
+                self._onboarding_rng = random.Random(seed)
+
+    def messages(
+        self, account_sid: str | None, to: str | None, now: float | None = None
+    ) -> list[MessageRecord]:
+        """SMS received so far (newest first, as Twilio lists Messages)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            found = [
+                copy.deepcopy(m)
+                for m in self._messages
+                if m.visible_at <= now
+                and (account_sid is None or m.account_sid == account_sid)
+                and (to is None or m.to == to)
+            ]
+        return found[::-1]
+
+    def sms_url(self, account_sid: str, e164: str) -> str | None:
+        """The SmsUrl of the account's number `e164`, if it has one."""
+        with self._lock:
+            number_sid = self._sold.get(e164)
+            number = self._numbers.get(number_sid) if number_sid else None
+            if number is None or number.account_sid != account_sid:
+                return None
+            return number.fields.get("SmsUrl") or None
 
     def get_sender(self, account_sid: str, sid: str) -> SenderRecord:
         with self._lock:

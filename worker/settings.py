@@ -27,6 +27,10 @@ def parse_sentinels(value: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
+# The WABA the provider sandbox registers at every reset (sandbox/state.py, DEFAULT_WABA_ID).
+SANDBOX_WABA_ID = "100000000000001"
+
+
 class Settings(BaseSettings):
     """Configuration of every component. Nothing else in the project reads the environment."""
 
@@ -56,6 +60,11 @@ class Settings(BaseSettings):
     # With an API key (SK...), the key's SID is the basic-auth user and the token its secret.
     twilio_api_key_sid: str = ""
     whatsapp_profile_name: str = "Assistant"
+    # The platform's WhatsApp Business Account, shared with Twilio: WhatsApp senders are
+    # registered under it unless the account set its own (PUT /v0/providers/whatsapp). Empty:
+    # no waba_id is sent (Twilio then uses the WABA linked to the Twilio account); with
+    # PROVISIONER_SANDBOX_URL, the WABA the sandbox registers at every reset.
+    twilio_waba_id: str = ""
     google_access_token: SecretStr = SecretStr("")  # static bearer token; see docs/providers.md
     # A service account key (a file, or its JSON) with domain-wide delegation, and the admin it
     # acts as; when set, these replace the static token (docs/providers.md).
@@ -133,6 +142,10 @@ class Settings(BaseSettings):
     reconcile_batch: int = 500
     sender_poll_s: float = 2.0
     sender_online_timeout_s: int = 600
+    # TWILIO_REVIEW (Twilio's and Meta's review of a sender) is polled with a backoff from
+    # sender_poll_s up to sender_review_poll_max_s, and fails the contact after this long.
+    sender_review_timeout_s: int = 259_200  # 3 days
+    sender_review_poll_max_s: float = 300.0
     # A clean-up (a failed contact's compensation, a deleted one's release) that meets a
     # permanent error (refused credentials, a forbidden account) is stuck: retried at this
     # cadence instead of the backoff's, until the cause is fixed.
@@ -344,4 +357,6 @@ class Settings(BaseSettings):
             ):
                 object.__setattr__(self, name, base)
             object.__setattr__(self, "google_token_url", f"{base}/token")
+            if not self.twilio_waba_id:
+                object.__setattr__(self, "twilio_waba_id", SANDBOX_WABA_ID)
         return self

@@ -4,7 +4,9 @@ over) once and SIGKILLed three times, Redis is killed and restarted and the data
 terminated three times on PostgreSQL, a writer lock held 5 s on SQLite) while the API keeps
 taking contacts; then every contract invariant, and the recovery time: from the last fault to
 the last terminal contact (docs/recovery.md says what bounds it). A third account
-provisions Microsoft 365 mailboxes in its own tenant (msal tokens, Graph) meanwhile.
+provisions Microsoft 365 mailboxes in its own tenant (msal tokens, Graph) meanwhile. Half the
+WhatsApp senders must verify (a code sent by SMS to the number, read and submitted by the
+worker) and every one goes through Twilio's review.
 
 CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make chaos` runs 500.
 """
@@ -119,6 +121,9 @@ def test_contract_invariants_hold_under_chaos(
         m365_items = [{"assistant_id": a, "contact_type": "email", "email_local": f"m365.{a}",
                        "first_name": "Grace", "last_name": "Hopper"} for a in m365.assistant_ids]
 
+        answer = httpx.put(f"{sandbox.url}/_sandbox/twilio/senders/onboarding", json={
+            "verification_rate": 0.5, "verifying_s": 0.2, "review_s": 0.2, "seed": 27})
+        assert answer.status_code == 200, answer.text
         sandbox.set_faults(**FAULTS)
         started = time.monotonic()
         batches = []
@@ -251,6 +256,11 @@ def test_contract_invariants_hold_under_chaos(
                 Contact.account_id == wave.account_id)).scalar_one() or 0
         assert takeovers >= 1, "the kills interrupted no contact: the test proved nothing"
         assert frozen_taken >= 1, "the freeze held no contact: it proved nothing"
+        # WhatsApp senders that had to verify went ONLINE: the worker read and sent the code.
+        senders = sandbox.resources()["senders"]
+        verified = [s for s in senders if s["verification"] and s["status"] == "ONLINE"]
+        assert verified, "no sender passed through verification"
+        assert {s["tag"] for s in senders} <= {c for c, st in every.items() if st == "active"}
         stats = sandbox.stats()["by_status"]
 
         # Batches report done, and another account cannot see them.
@@ -290,7 +300,8 @@ def test_contract_invariants_hold_under_chaos(
 
     print(  # the counts the issue asks for; visible with -s or in the CI log on failure
         f"\nchaos: {total} contacts in {elapsed:.0f} s, {dict(by_status)}, "
-        f"failed by code {dict(codes)}, provider answers {stats}, worker kills 3 "
+        f"failed by code {dict(codes)}, senders verified by code {len(verified)} of "
+        f"{len(senders)}, provider answers {stats}, worker kills 3 "
         f"({takeovers} leases taken over), worker freezes 1 ({frozen_taken} taken over while "
         f"frozen), redis restarts 1, database faults 3 "
         f"(API answers {dict(answers)})"

@@ -10,6 +10,8 @@ ACCOUNT = "AC" + "a1" * 16
 NUMBERS = f"/2010-04-01/Accounts/{ACCOUNT}/IncomingPhoneNumbers.json"
 SENDERS = "/v2/Channels/Senders"
 USERS = "/admin/directory/v1/users"
+# The WABA every sandbox reset registers (sandbox.state.DEFAULT_WABA_ID).
+DEFAULT_WABA = "100000000000001"
 
 
 def available_url(country: str, account: str = ACCOUNT) -> str:

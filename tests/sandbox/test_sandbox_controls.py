@@ -40,7 +40,11 @@ def test_resources_list_every_resource_with_id_address_and_tag(
     number = buy(twilio, FriendlyName="c_phone")
     twilio.post(
         "/v2/Channels/Senders",
-        json={"sender_id": f"whatsapp:{number['phone_number']}", "profile": {"name": "A"}},
+        json={
+            "sender_id": f"whatsapp:{number['phone_number']}",
+            "profile": {"name": "A"},
+            "configuration": {"waba_id": "100000000000001"},
+        },
     )
     user = google.post(USERS, json=user_body()).json()
     resources = sandbox.resources()

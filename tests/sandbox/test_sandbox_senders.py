@@ -7,13 +7,18 @@ import time
 from typing import Any
 
 import httpx
-from sandbox_http import ACCOUNT, SENDERS, buy, number_url
+from sandbox_http import ACCOUNT, DEFAULT_WABA, SENDERS, buy, number_url
 
 from sandbox.testing import SandboxControl
 
 
 def create(twilio: httpx.Client, phone: str, **extra: Any) -> httpx.Response:
-    body = {"sender_id": f"whatsapp:{phone}", "profile": {"name": "Assistant"}, **extra}
+    body = {
+        "sender_id": f"whatsapp:{phone}",
+        "profile": {"name": "Assistant"},
+        "configuration": {"waba_id": DEFAULT_WABA},
+        **extra,
+    }
     return twilio.post(SENDERS, json=body)
 
 
@@ -83,10 +88,12 @@ def test_second_sender_for_a_number_is_a_conflict(twilio: httpx.Client) -> None:
 
 def test_validation_errors_are_63100(twilio: httpx.Client) -> None:
     phone = buy(twilio)["phone_number"]
+    waba = {"waba_id": DEFAULT_WABA}
     bad_bodies: list[Any] = [
-        {"sender_id": phone, "profile": {"name": "A"}},  # no whatsapp: prefix
-        {"sender_id": f"whatsapp:{phone}"},  # profile.name is required for WhatsApp
-        {"sender_id": f"whatsapp:{phone}", "profile": {"name": ""}},
+        {"sender_id": phone, "profile": {"name": "A"}, "configuration": waba},  # no prefix
+        {"sender_id": f"whatsapp:{phone}", "configuration": waba},  # profile.name required
+        {"sender_id": f"whatsapp:{phone}", "profile": {"name": ""}, "configuration": waba},
+        {"sender_id": f"whatsapp:{phone}", "profile": {"name": "A"}},  # waba_id required
         ["not", "an", "object"],
     ]
     for body in bad_bodies:

@@ -15,7 +15,12 @@ from worker.domain.errors import InvalidRequest
 
 GOOGLE = "google"
 MICROSOFT = "microsoft"
-PROVIDERS = (GOOGLE, MICROSOFT)
+PROVIDERS = (GOOGLE, MICROSOFT)  # email providers
+# An account's own WhatsApp Business Account (`PUT /v0/providers/whatsapp`): no secret, no
+# domain; its senders are registered under it.
+WHATSAPP = "whatsapp"
+# Meta's WABA ids are numeric (15 or 16 digits in practice).
+_WABA_ID = re.compile(r"^[0-9]{5,20}$")
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _EMAIL = re.compile(r"^[A-Za-z0-9._'+-]{1,64}@(?P<domain>[A-Za-z0-9.-]{1,253})$")
@@ -129,3 +134,17 @@ def _microsoft(body: Mapping[str, Any], domain: str, errors: dict[str, str]) -> 
         },
         {"client_secret": secret},
     )
+
+
+def validate_waba(body: Any) -> str:
+    """The `waba_id` of a `PUT /v0/providers/whatsapp` body."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("the body must be a JSON object", {"body": "must be a JSON object"})
+    value = body.get("waba_id")
+    text = value.strip() if isinstance(value, str) else ""
+    if not _WABA_ID.match(text):
+        raise InvalidRequest(
+            "invalid field(s): waba_id",
+            {"waba_id": "is required: the WhatsApp Business Account id, digits only"},
+        )
+    return text

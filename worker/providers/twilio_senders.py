@@ -1,22 +1,35 @@
-"""WhatsApp senders through Twilio's Senders API (`/v2/Channels/Senders`, JSON bodies): create,
-fetch, find by number, delete; and the idempotent `ensure_sender` / `delete_for_number` steps.
+"""WhatsApp senders through Twilio's Senders API (`/v2/Channels/Senders`, JSON bodies): create
+under a WABA, fetch, find by number, submit a verification code, delete; the idempotent
+`ensure_sender` / `delete_for_number` steps; and the verification code Meta sends by SMS to one
+of our numbers, read from the REST API's Messages list.
 
 The Senders API has no field for our tag: a sender is ours because the number it registers is
 one we bought and tagged, so senders are found by their `sender_id` (`whatsapp:+E164`).
+Senders' own refusals (an unusable WABA, a WABA at Meta's sender cap) are classified here,
+everything else by the shared Twilio classifier.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 
-from worker.providers._twilio import TwilioClient, require
-from worker.providers.errors import CONFLICT, NotFound, Permanent
+from worker.providers._twilio import PROVIDER, TwilioClient, raise_for_twilio, require
+from worker.providers.errors import (
+    CONFLICT,
+    WABA_INVALID,
+    WABA_SENDER_LIMIT,
+    NotFound,
+    Permanent,
+)
 from worker.providers.http import timeout_from_settings
 from worker.settings import Settings
 
@@ -45,6 +58,30 @@ FAILED_STATUSES = frozenset({OFFLINE})
 # Everything else (CREATING, PENDING_VERIFICATION, VERIFYING, TWILIO_REVIEW, DRAFT, STUBBED and
 # any status Twilio adds later) is "not yet": wait, within the pipeline's own time limit.
 
+# Twilio error codes of the Senders API that we act on.
+WABA_NOT_USABLE = 63101  # "WABA ID provided is not valid or unable to be used"
+WABA_AT_CAPACITY = 63104  # the WABA holds as many senders as Meta allows (see docs/providers.md)
+# Meta's verification SMS: "Your WhatsApp Business code 123-456 ..." (six digits, maybe split).
+_CODE = re.compile(r"\b(\d{3})-?(\d{3})\b")
+
+
+def raise_for_senders(response: httpx.Response) -> None:
+    """The Senders API's own refusals; every other non-2xx goes to `raise_for_twilio`."""
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    code = body.get("code") if isinstance(body, dict) else None
+    message = str(body.get("message") or "") if isinstance(body, dict) else ""
+    status = response.status_code
+    if code == WABA_NOT_USABLE:
+        raise Permanent(PROVIDER, WABA_INVALID, message, status, provider_code=str(code))
+    if code == WABA_AT_CAPACITY:
+        raise Permanent(PROVIDER, WABA_SENDER_LIMIT, message, status, provider_code=str(code))
+    raise_for_twilio(response)
+
 
 @dataclass(frozen=True)
 class Sender:
@@ -54,6 +91,7 @@ class Sender:
     sender_id: str
     status: str
     offline_reasons: tuple[str, ...] = field(default=(), compare=False)
+    waba_id: str | None = field(default=None, compare=False)
 
     @property
     def phone_number(self) -> str:
@@ -78,7 +116,8 @@ def whatsapp_id(phone_number: str) -> str:
 
 class TwilioSenders(TwilioClient):
     """Client of Twilio's Senders API v2 for the WhatsApp channel. WhatsApp requires a display
-    name on every sender: `default_profile_name` is used when a call gives none."""
+    name on every sender: `default_profile_name` is used when a call gives none, and
+    `default_waba_id` (the platform's WABA) when a call names no WABA."""
 
     def __init__(
         self,
@@ -91,6 +130,8 @@ class TwilioSenders(TwilioClient):
         api_key_sid: str | None = None,
         transport: httpx.BaseTransport | None = None,
         default_profile_name: str = DEFAULT_PROFILE_NAME,
+        api_url: str = "https://api.twilio.com",
+        default_waba_id: str | None = None,
     ) -> None:
         super().__init__(
             base_url=base_url,
@@ -102,6 +143,12 @@ class TwilioSenders(TwilioClient):
             transport=transport,
         )
         self.default_profile_name = default_profile_name
+        self.default_waba_id = default_waba_id or None
+        self._raise_for_status = raise_for_senders
+        # The Messages list is on the REST API's host, not the Senders API's.
+        self._messages_url = (
+            f"{api_url.rstrip('/')}/2010-04-01/Accounts/{quote(account_sid, safe='')}/Messages.json"
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TwilioSenders:
@@ -114,6 +161,8 @@ class TwilioSenders(TwilioClient):
             max_connections=settings.provider_max_connections,
             api_key_sid=settings.twilio_api_key_sid or None,
             default_profile_name=settings.whatsapp_profile_name,
+            api_url=settings.twilio_api_url,
+            default_waba_id=settings.twilio_waba_id,
         )
 
     # Operations -------------------------------------------------------------------------
@@ -130,6 +179,7 @@ class TwilioSenders(TwilioClient):
         """Register `phone_number` as a WhatsApp sender named `profile_name` (default: the
         client's `default_profile_name`); it starts out `CREATING`."""
         body: dict[str, Any] = {"sender_id": whatsapp_id(phone_number)}
+        waba_id = waba_id or self.default_waba_id
         configuration = {
             k: v
             for k, v in (("waba_id", waba_id), ("verification_method", verification_method))
@@ -154,6 +204,30 @@ class TwilioSenders(TwilioClient):
     def delete(self, sid: str) -> None:
         """Delete the sender (NotFound if it is already gone)."""
         self._request("DELETE", self._sender_path(sid))
+
+    def submit_code(self, sid: str, code: str) -> Sender:
+        """Verify the sender's number with the code Meta sent it (an update that sets
+        `configuration.verification_code`); a sender in PENDING_VERIFICATION goes VERIFYING."""
+        body = {"configuration": {"verification_code": code}}
+        return _parse_sender(self._request_json("POST", self._sender_path(sid), json=body))
+
+    def received_code(self, phone_number: str, since: datetime) -> tuple[str, str] | None:
+        """The newest WhatsApp verification code our number `phone_number` received by SMS
+        since `since`, read from the Messages list (`To` filter): (the message's sid, the
+        code), or None."""
+        body = self._request_json(
+            "GET", self._messages_url, params={"To": phone_number, "PageSize": 20}
+        )
+        for message in body.get("messages") or []:  # newest first
+            if not isinstance(message, dict) or message.get("to") != phone_number:
+                continue
+            sent = _rfc2822(message.get("date_sent") or message.get("date_created"))
+            if sent is not None and sent < since:
+                continue
+            match = _CODE.search(str(message.get("body") or ""))
+            if match is not None:
+                return str(message.get("sid") or ""), match.group(1) + match.group(2)
+        return None
 
     # Idempotent steps -------------------------------------------------------------------
 
@@ -201,6 +275,18 @@ class TwilioSenders(TwilioClient):
             deleted += 1
         return deleted
 
+    def senders_on_waba(self, waba_id: str) -> int:
+        """How many of our WhatsApp senders are registered under `waba_id` (every page). The
+        Senders API has no read of a WABA itself: this is what Twilio can tell us of one."""
+        count = 0
+        for body in self._pages(
+            SENDERS_PATH, {"Channel": "whatsapp", "PageSize": _PAGE_SIZE}, _next_page_url
+        ):
+            count += sum(
+                1 for s in body.get("senders") or [] if s and _parse_sender(s).waba_id == waba_id
+            )
+        return count
+
     # Internals --------------------------------------------------------------------------
 
     def _find_all(self, phone_number: str) -> list[Sender]:
@@ -227,8 +313,20 @@ def _next_page_url(body: dict[str, Any]) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
+def _rfc2822(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def _parse_sender(body: dict[str, Any]) -> Sender:
     reasons = body.get("offline_reasons") or []
+    configuration = body.get("configuration")
+    waba = configuration.get("waba_id") if isinstance(configuration, dict) else None
     return Sender(
         sid=require(body, "sid"),
         sender_id=require(body, "sender_id"),
@@ -236,4 +334,5 @@ def _parse_sender(body: dict[str, Any]) -> Sender:
         offline_reasons=tuple(
             str(r.get("message") or r.get("code") or "") for r in reasons if isinstance(r, dict)
         ),
+        waba_id=str(waba) if waba else None,
     )

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.domain.connections import WHATSAPP
 from worker.providers import AUTH_FAILED, GoogleDirectory, Permanent, Providers
 from worker.providers.connections import Connection, ConnectionClients
 from worker.providers.http import ProviderClient
@@ -62,6 +63,13 @@ class EmailTargets:
             raise Permanent(provider, AUTH_FAILED, f"connection credentials: {exc}") from exc
         connection = Connection(contact.connection_id, version, provider, domain, config, secrets)
         return EmailTarget(provider, domain, self.clients.client(connection), config)
+
+    def whatsapp_waba(self, account_id: int) -> str | None:
+        """The account's own WABA (`PUT /v0/providers/whatsapp`), if it set one."""
+        with self.db.read() as session:
+            row = store.get(session, account_id, WHATSAPP)
+            waba = row.config.get("waba_id") if row is not None else None
+        return str(waba) if waba else None
 
     def close(self) -> None:
         self.clients.close()

@@ -7,9 +7,10 @@ its very first attempt, when the journal proves no earlier request can have been
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.domain.contacts import ContactType, StepStatus, deprovision_plan
@@ -26,6 +27,7 @@ from worker.providers import (
     is_online,
 )
 from worker.providers.microsoft_graph import GraphUser, MicrosoftGraph
+from worker.providers.twilio_senders import PENDING_VERIFICATION, TWILIO_REVIEW
 from worker.runtime.connections import EmailTarget, EmailTargets
 from worker.settings import Settings
 from worker.store.models import Contact, ContactStep
@@ -112,27 +114,83 @@ def buy_number(ctx: StepContext, first: bool) -> StepResult:
 
 
 def create_sender(ctx: StepContext, first: bool) -> StepResult:
+    """Register the number as a WhatsApp sender under the account's own WABA, or else the
+    platform's (`PROVISIONER_TWILIO_WABA_ID`)."""
     number = ctx.detail("buy_number")["phone_number"]
-    sender = ctx.providers.senders.ensure_sender(number, look_up=not first)
-    return StepResult(sender.sid, {"sender_id": sender.sender_id, "status": sender.status})
+    own = ctx.targets.whatsapp_waba(ctx.contact.account_id) if ctx.targets is not None else None
+    sender = ctx.providers.senders.ensure_sender(number, waba_id=own, look_up=not first)
+    waba_id = own or ctx.providers.senders.default_waba_id
+    detail = {"sender_id": sender.sender_id, "status": sender.status}
+    if waba_id is not None:
+        detail["waba_id"] = waba_id
+    return StepResult(sender.sid, detail)
+
+
+# A verification SMS dated a little before the contact started still counts (clock skew).
+_CODE_SKEW = timedelta(minutes=2)
 
 
 def await_sender_online(ctx: StepContext, first: bool) -> StepResult | Wait:
+    """Follow the sender's status to ONLINE: submit the verification code our number
+    receives (PENDING_VERIFICATION), wait out Twilio's review with a backoff up to its bound
+    (TWILIO_REVIEW), fail with the provider's reasons (OFFLINE). Each look is one poll; the
+    wait between polls is the pipeline's (a due time and a countdown), never a sleep."""
     sid = ctx.steps["create_sender"].provider_id
     assert sid is not None, "create_sender is done before this step runs"
-    since = ctx.detail("await_sender_online").get("since") or ctx.now.isoformat()
+    previous = ctx.detail("await_sender_online")
+    since = previous.get("since") or ctx.now.isoformat()
+    keep = {k: previous[k] for k in ("review_since", "review_polls", "code_tried") if k in previous}
     sender = ctx.providers.senders.fetch(sid)
+    detail: dict[str, Any] = {"status": sender.status, "since": since, **keep}
     if is_online(sender):
-        return StepResult(sid, {"status": sender.status, "since": since})
+        return StepResult(sid, detail)
     if is_failed(sender):
         reasons = "; ".join(sender.offline_reasons) or sender.status
         raise Permanent("twilio", SENDER_REJECTED, f"WhatsApp sender went {reasons}")
+    settings = ctx.settings
+    if sender.status == TWILIO_REVIEW:
+        review_since = previous.get("review_since") or ctx.now.isoformat()
+        reviewed = (ctx.now - datetime.fromisoformat(review_since)).total_seconds()
+        if reviewed > settings.sender_review_timeout_s:
+            raise Permanent(
+                "twilio", "sender_review_timeout", f"sender in review for {int(reviewed)} s"
+            )
+        polls = int(previous.get("review_polls", 0))
+        delay = min(settings.sender_poll_s * 2 ** min(polls, 20), settings.sender_review_poll_max_s)
+        return Wait(delay, {**detail, "review_since": review_since, "review_polls": polls + 1})
     waited = (ctx.now - datetime.fromisoformat(since)).total_seconds()
-    if waited > ctx.settings.sender_online_timeout_s:
+    if "review_since" not in previous and waited > settings.sender_online_timeout_s:
         raise Permanent(
             "twilio", "sender_timeout", f"sender still {sender.status} after {int(waited)} s"
         )
-    return Wait(ctx.settings.sender_poll_s, {"status": sender.status, "since": since})
+    if sender.status == PENDING_VERIFICATION:
+        return _verify(ctx, sid, sender.phone_number, detail)
+    return Wait(settings.sender_poll_s, detail)
+
+
+def _verify(ctx: StepContext, sid: str, number: str, detail: dict[str, Any]) -> Wait:
+    """Submit the code Meta sent our number by SMS, once per code; a refused code is not
+    tried again (a newer SMS brings the next)."""
+    # The number was bought for this contact after it started: an older SMS to it was a
+    # previous holder's.
+    started = ctx.contact.started_at or datetime.fromisoformat(detail["since"])
+    received = ctx.providers.senders.received_code(number, since=started - _CODE_SKEW)
+    if received is None:
+        return Wait(ctx.settings.sender_poll_s, detail)
+    # The journal keeps which SMS was used, never the code (its detail reaches the logs).
+    message_sid, code = received
+    tried = message_sid or hashlib.sha256(code.encode()).hexdigest()[:8]
+    if tried == detail.get("code_tried"):
+        return Wait(ctx.settings.sender_poll_s, detail)
+    try:
+        submitted = ctx.providers.senders.submit_code(sid, code)
+    except Permanent as exc:
+        if exc.code != SENDER_REJECTED:
+            raise
+        return Wait(ctx.settings.sender_poll_s, {**detail, "code_tried": tried})
+    return Wait(
+        ctx.settings.sender_poll_s, {**detail, "status": submitted.status, "code_tried": tried}
+    )
 
 
 def create_user(ctx: StepContext, first: bool) -> StepResult:

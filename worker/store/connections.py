@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from worker.domain.contacts import LIVE_STATUSES
+from worker.domain.contacts import LIVE_STATUSES, ContactStatus, ContactType
 from worker.domain.ids import new_id
-from worker.store.models import Contact, ProviderConnection
+from worker.store.models import Contact, ContactStep, ProviderConnection
 
 
 def get(session: Session, account_id: int, provider: str) -> ProviderConnection | None:
@@ -48,6 +48,29 @@ def in_use(session: Session, connection_id: int) -> bool:
         ).first()
         is not None
     )
+
+
+def whatsapp_in_use(session: Session, account_id: int, waba_id: str) -> bool:
+    """Whether a live WhatsApp contact of the account uses `waba_id`: its sender was registered
+    under it, or it has not registered one yet (it would be)."""
+    rows = session.execute(
+        select(Contact.status, ContactStep.detail)
+        .outerjoin(
+            ContactStep,
+            (ContactStep.contact_id == Contact.id) & (ContactStep.name == "create_sender"),
+        )
+        .where(
+            Contact.account_id == account_id,
+            Contact.contact_type == ContactType.WHATSAPP.value,
+            Contact.status.in_([s.value for s in LIVE_STATUSES]),
+        )
+    ).all()
+    not_yet = (ContactStatus.PENDING.value, ContactStatus.PROVISIONING.value)
+    for status, detail in rows:
+        made_under = (detail or {}).get("waba_id")
+        if made_under == waba_id or (made_under is None and status in not_yet):
+            return True
+    return False
 
 
 def put(
