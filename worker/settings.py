@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     sandbox_url: str = ""
     twilio_api_url: str = "https://api.twilio.com"
     twilio_messaging_url: str = "https://messaging.twilio.com"
+    # Twilio's Regulatory Compliance API (bundles, regulations); addresses are on the REST API.
+    twilio_numbers_url: str = "https://numbers.twilio.com"
+    # The platform's regulatory documents, for accounts that have none of their own: JSON,
+    # `{"GB/local": {"bundle_sid": "BU...", "address_sid": "AD...", "address_country": "GB"}}`.
+    twilio_regulatory_defaults: dict[str, dict[str, str]] = {}
     google_directory_url: str = "https://admin.googleapis.com"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: SecretStr = SecretStr("")
@@ -231,6 +236,7 @@ class Settings(BaseSettings):
             for name in (
                 "twilio_api_url",
                 "twilio_messaging_url",
+                "twilio_numbers_url",
                 "google_directory_url",
                 "microsoft_graph_url",
                 "microsoft_login_url",

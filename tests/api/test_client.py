@@ -43,10 +43,11 @@ def contact_count(db) -> int:
 
 def test_create_get_list_and_credits_are_typed(api, tenant):
     assistant = tenant.assistant_ids[0]
-    contact = api.create_contact(assistant, "phone", phone_country="gb", user_phone="+14155552671")
+    contact = api.create_contact(assistant, "phone", phone_country="us", user_phone="+14155552671")
     assert contact.status == "pending" and contact.contact_type == "phone"
-    assert contact.request == {"contact_type": "phone", "phone_country": "GB",
-                               "user_phone": "+14155552671"}
+    assert contact.request == {"contact_type": "phone", "phone_country": "US",
+                               "user_phone": "+14155552671",
+                               "phone_number_type": "local"}
     assert contact.setup_cost == Decimal("1.00") and not contact.terminal
     assert api.get_contact(assistant, contact.id).id == contact.id
     assert [c.id for c in api.list_contacts(assistant)] == [contact.id]
