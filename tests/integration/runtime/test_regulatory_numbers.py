@@ -195,3 +195,59 @@ def test_a_purchase_twilio_refuses_ends_failed_with_its_code_and_nothing_left(
     credits = api.get("/v0/credits", headers=tenant.headers).json()["info"]
     assert credits == {"balance": "10.00", "reserved": "0.00", "available": "10.00"}
     assert check_invariants(db, sandbox) == {"failed": 1}
+
+
+def test_the_platforms_default_documents_serve_an_account_that_has_none(
+    make_settings, spawn, make_tenant, sandbox, db
+):
+    from api_stub.app import create_app
+
+    plain = make_settings(sandbox_url=sandbox.url, **FAST)
+    auth = (plain.twilio_account_sid, plain.twilio_auth_token.get_secret_value())
+    with httpx.Client(base_url=sandbox.url, auth=auth, timeout=10) as twilio:
+        bundle = make_bundle(twilio, sandbox, "GB", "mobile")
+        address = make_address(twilio, plain, "IE", "D02 X285")  # `any` address: anywhere
+    settings = make_settings(sandbox_url=sandbox.url, **FAST, twilio_regulatory_defaults={
+        "GB/mobile": {"bundle_sid": bundle, "address_sid": address, "address_country": "IE"}})
+    tenant = make_tenant()
+    with serve_in_thread(create_app(settings, db=db)) as url, \
+            httpx.Client(base_url=url, timeout=30) as api:
+        answer = post(api, tenant, tenant.assistant_ids[0], phone_country="GB",
+                      phone_number_type="mobile")
+        assert answer.status_code == 202, answer.text
+        info = answer.json()["info"]
+        assert info["request"]["documents"] == "platform"
+        spawn("worker", settings, "--concurrency", "2")
+        wait_for(lambda: all_terminal(db, 1), timeout=60)
+        done = contact(api, tenant, info)
+    assert done["status"] == "active", done["error"]
+    [number] = sandbox.resources()["phone_numbers"]
+    assert (number["number_type"], number["bundle_sid"], number["address_sid"]) == (
+        "mobile", bundle, address)
+    assert done["address"].startswith("+447")
+
+
+def test_the_fast_path_judges_a_regulated_request_as_the_ordinary_path_does(
+    api, twilio, rsettings, make_tenant, sandbox, db
+):
+    tenant = make_tenant(assistants=3)
+    a, b, c = tenant.assistant_ids
+    # A plain US request first: the key is now one the fast path takes.
+    assert post(api, tenant, a, phone_country="US").status_code == 202
+    refused = post(api, tenant, b, phone_country="GB")
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "regulatory_bundle_required"
+    bundle = make_bundle(twilio, sandbox, "GB", "toll-free")
+    address = make_address(twilio, rsettings, "GB", "SW1A 1AA")
+    put = put_docs(api, tenant, "GB", number_type="toll_free", bundle_sid=bundle,
+                   address_sid=address)
+    assert put.status_code == 200, put.text
+    still = post(api, tenant, b, phone_country="GB")  # local: still none
+    assert still.json()["error"]["code"] == "regulatory_bundle_required"
+    accepted = post(api, tenant, c, phone_country="GB", phone_number_type="toll_free")
+    assert accepted.status_code == 202, accepted.text
+    request = accepted.json()["info"]["request"]
+    assert (request["documents"], request["bundle_sid"], request["address_sid"]) == (
+        "account", bundle, address)
+    credits = api.get("/v0/credits", headers=tenant.headers).json()["info"]
+    assert credits["reserved"] == "2.00"  # the US and the toll-free contact only
