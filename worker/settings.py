@@ -174,6 +174,26 @@ class Settings(BaseSettings):
         parse_budgets(value)  # ValueError names what is wrong
         return value
 
+    @field_validator("twilio_regulatory_defaults")
+    @classmethod
+    def _check_regulatory_defaults(
+        cls, value: dict[str, dict[str, str]]
+    ) -> dict[str, dict[str, str]]:
+        from worker.domain.regulatory import NUMBER_TYPES
+
+        checked: dict[str, dict[str, str]] = {}
+        for key, docs in value.items():
+            country, _, kind = key.partition("/")
+            if len(country) != 2 or kind not in NUMBER_TYPES:
+                raise ValueError(f"{key!r}: keys are COUNTRY/TYPE, e.g. GB/local")
+            unknown = set(docs) - {"bundle_sid", "address_sid", "address_country"}
+            if unknown:
+                raise ValueError(f"{key!r}: unknown field(s) {', '.join(sorted(unknown))}")
+            checked[f"{country.upper()}/{kind}"] = {
+                k: (v.upper() if k == "address_country" else v) for k, v in docs.items()
+            }
+        return checked
+
     @field_validator("secret_keys")
     @classmethod
     def _check_secret_keys(cls, value: SecretStr) -> SecretStr:

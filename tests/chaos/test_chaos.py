@@ -248,7 +248,8 @@ def test_contract_invariants_hold_under_chaos(
 
     print(  # the counts the issue asks for; visible with -s or in the CI log on failure
         f"\nchaos: {total} contacts in {elapsed:.0f} s, {dict(by_status)}, "
-        f"failed by code {dict(codes)}, provider answers {stats}, worker kills 3 "
+        f"failed by code {dict(codes)}, regulated numbers {dict(regulated)}, "
+        f"provider answers {stats}, worker kills 3 "
         f"({takeovers} leases taken over), redis restarts 1, database faults 3 "
         f"(API answers {dict(answers)})"
         f"\nrecovery: {recovery:.1f} s from the last fault to the last terminal contact"
