@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from api_stub import batch, console, events, live, providers, schemas, webhooks
+from api_stub import batch, console, events, live, providers, regulatory, schemas, webhooks
 from api_stub.accept import FastAccept
 from api_stub.auth import Unauthenticated, bearer_token
 from api_stub.errors import (
@@ -402,6 +402,7 @@ def create_app(
     events.install(app, call=call, feed=services.events, waiters=waiters)
     console.install(app, settings=settings, services=services, waiters=waiters)
     providers.install(app, call=call, service=services.connections, settings=settings)
+    regulatory.install(app, call=call, service=services.regulatory, settings=settings)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -172,6 +172,18 @@ class InvalidRequest(ApiError):
     code = "invalid_request"
 
 
+class RegulatoryBundleRequired(InvalidRequest):
+    """The country and number type need a Twilio regulatory bundle the account lacks (422)."""
+
+    code = "regulatory_bundle_required"
+
+
+class RegulatoryAddressRequired(InvalidRequest):
+    """The country and number type need an address the account lacks (422)."""
+
+    code = "regulatory_address_required"
+
+
 class InsufficientCredits(ApiError):
     """Available credits are below the setup cost (402)."""
 
@@ -220,6 +232,8 @@ _BY_CODE: dict[str, type[ApiError]] = {
         Unauthenticated,
         NotFound,
         InvalidRequest,
+        RegulatoryBundleRequired,
+        RegulatoryAddressRequired,
         InsufficientCredits,
         ContactExists,
         IdempotencyKeyReused,
@@ -454,11 +468,13 @@ class _Api:
         last_name: str | None = None,
         user_whatsapp_number: str | None = None,
         idempotency_key: str | None = None,
+        phone_number_type: str | None = None,
     ) -> Call[Contact]:
         """Ask for a contact; it comes back `pending` and is provisioned in the background."""
         body = contact_body(
             contact_type,
             phone_country=phone_country,
+            phone_number_type=phone_number_type,
             user_phone=user_phone,
             email_local=email_local,
             first_name=first_name,

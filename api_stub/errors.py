@@ -37,6 +37,9 @@ STATUS = {
     "invalid_transition": 409,
     "connection_in_use": 409,
     "address_in_use": 409,
+    "regulatory_bundle_required": 422,
+    "regulatory_address_required": 422,
+    "regulatory_in_use": 409,
     "provider_unavailable": 503,
 }
 

@@ -30,6 +30,11 @@ CONTACT_BODY_SCHEMA: dict[str, Any] = {
             "active at once and free",
         },
         "address": {**_NULLABLE_STRING, "description": "with provisioned_by user"},
+        "phone_number_type": {
+            **_NULLABLE_STRING,
+            "default": "local",
+            "description": "phone: local, mobile, national or toll_free (one the country has)",
+        },
     },
 }
 

@@ -87,6 +87,16 @@ class ContactRequestFields(_Shape):
         default=None, description="`user`: an address the customer already has, recorded as is"
     )
     address: str | None = Field(default=None, description="the address brought (`user`)")
+    phone_number_type: Literal["local", "mobile", "national", "toll_free"] | None = Field(
+        default=None, description="phone: the number type bought"
+    )
+    documents: Literal["account", "platform"] | None = Field(
+        default=None,
+        description="phone, whatsapp: whose regulatory documents the number is bought with",
+    )
+    bundle_sid: str | None = Field(default=None, description="the Twilio bundle sent, if any")
+    address_sid: str | None = Field(default=None, description="the Twilio address sent, if any")
+    address_country: str | None = Field(default=None, description="that address's country")
 
 
 class Contact(_Shape):
@@ -323,6 +333,28 @@ class ProviderConnection(_Shape):
 
 class ProviderConnectionResponse(_Shape):
     info: ProviderConnection
+
+
+class RegulatoryDocuments(_Shape):
+    country: str = Field(description="ISO 3166-1 alpha-2")
+    number_type: Literal["local", "mobile", "national", "toll_free"]
+    bundle_sid: str | None = None
+    address_sid: str | None = None
+    address_country: str | None = Field(default=None, description="the address's, per Twilio")
+    bundle_status: str | None = Field(default=None, description="`twilio-approved` when checked")
+    regulation_sid: str | None = None
+    end_user_type: str | None = None
+    verified_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class RegulatoryDocumentsResponse(_Shape):
+    info: RegulatoryDocuments
+
+
+class RegulatoryDocumentsListResponse(_Shape):
+    info: list[RegulatoryDocuments]
 
 
 def ok(

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sandbox import controls, google, graph, identity, senders, twilio
+from sandbox import controls, google, graph, identity, regulatory, senders, twilio
 from sandbox.errors import method_not_allowed, not_found, provider_for_path
 from sandbox.faults import DropLogFilter, FaultMiddleware, Faults
 from sandbox.state import SandboxState
@@ -39,12 +39,15 @@ def create_app(inventory_per_country: int = DEFAULT_INVENTORY) -> FastAPI:
     app.state.faults = Faults()
     app.state.identity = identity.Identity()
     app.state.graph = graph.GraphState()
+    app.state.regulatory = regulatory.RegulatoryState()
     app.include_router(twilio.router)
+    app.include_router(regulatory.router)
     app.include_router(senders.router)
     app.include_router(google.router)
     app.include_router(graph.router)
     app.include_router(identity.router)  # last: its Microsoft paths start with a {tenant}
     app.include_router(controls.router)
+    app.include_router(regulatory.controls)
     app.add_middleware(FaultMiddleware, faults=app.state.faults)
 
     @app.exception_handler(StarletteHTTPException)

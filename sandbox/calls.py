@@ -12,7 +12,9 @@ as `<provider>.<kind>`:
   user by key) before creating or deleting it;
 - `poll`: a read of one known resource's state (a sender until ONLINE, a number by sid);
 - `update`, `delete`, `license` (Graph's `assignLicense`), `token` (the OAuth endpoints);
-- `other`: anything else (discovery documents, SKU lists, the regulatory resources).
+- `messages`: Twilio's Messages list (the SMS a number received: a sender's verification code);
+- `regulatory`: Twilio's Regulations, Bundles and Addresses;
+- `other`: anything else (discovery documents, SKU lists).
 
 Pure: no state, no framework.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 _TWILIO_API = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/(?P<rest>.+)$")
 _SENDERS = "/v2/Channels/Senders"
+_REGULATORY = "/v2/RegulatoryCompliance/"
 _GOOGLE_USERS = "/admin/directory/v1/users"
 _GRAPH = "/v1.0/"
 
@@ -37,6 +40,8 @@ def call_kind(method: str, path: str) -> str:
     match = _TWILIO_API.match(path)
     if match:
         return "twilio." + _twilio(method, match["rest"])
+    if path.startswith(_REGULATORY):
+        return "twilio.regulatory"
     if path == _SENDERS or path.startswith(_SENDERS + "/"):
         one = path != _SENDERS
         return "senders." + _crud(method, one, poll_one=True)
@@ -56,6 +61,10 @@ def _twilio(method: str, rest: str) -> str:
         return {"POST": "buy", "GET": "lookup"}.get(method, "other")
     if rest.startswith("IncomingPhoneNumbers/"):
         return {"GET": "poll", "POST": "update", "DELETE": "delete"}.get(method, "other")
+    if rest == "Messages.json" and method == "GET":
+        return "messages"  # the SMS a number received (a sender's verification code)
+    if rest.startswith("Addresses"):
+        return "regulatory"
     return "other"
 
 

@@ -85,6 +85,7 @@ async def reset(request: Request) -> dict[str, Any]:
     sandbox_state(request).reset(inventory)
     request.app.state.identity.reset()
     request.app.state.graph.reset()
+    request.app.state.regulatory.reset()
     faults(request).reset()
     return {"ok": True, "inventory_per_country": inventory}
 
@@ -105,6 +106,9 @@ async def resources(request: Request) -> dict[str, Any]:
                 "country": n.country,
                 "friendly_name": n.friendly_name,
                 "voice_url": n.fields.get("VoiceUrl"),
+                "number_type": n.number_type,
+                "bundle_sid": n.bundle_sid,
+                "address_sid": n.address_sid,
                 "created_at": _iso(n.date_created),
             }
             for n in numbers

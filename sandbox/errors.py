@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 Provider = Literal["twilio", "google", "graph", "oauth"]
 
-TWILIO_PREFIXES = ("/2010-04-01/", "/v2/Channels/")
+TWILIO_PREFIXES = ("/2010-04-01/", "/v2/Channels/", "/v2/RegulatoryCompliance/")
 GOOGLE_PREFIXES = ("/admin/directory/",)
 GRAPH_PREFIXES = ("/v1.0/",)
 OAUTH_PATHS = ("/token",)  # Google's; Microsoft's are /{tenant}/oauth2/... and /{tenant}/v2.0/...
@@ -35,6 +35,11 @@ TW_UNAVAILABLE = 20503
 TW_NUMBER_INVALID = 21421
 TW_NUMBER_NOT_AVAILABLE = 21422
 TW_NUMBER_REQUIRED = 21452
+TW_ADDRESS_INVALID = 21628  # "The address you have provided cannot be validated."
+TW_ADDRESS_SUGGESTION = 21629  # the same, with a suggested address in the message
+TW_ADDRESS_REQUIRED = 21631  # "Phone Number Requires an Address" (or one meeting its locality)
+TW_BUNDLE_REQUIRED = 21649  # a twilio-approved bundle for the number's country and type
+TW_BUNDLE_INVALID_TYPE = 22200  # "Invalid End-User Type or Number Type"
 TW_SENDER_VALIDATION = 63100
 TW_WABA_INVALID = 63101  # "WABA ID provided is not valid or unable to be used"
 TW_WABA_FULL = 63104  # not in the docs we read; see docs/sandbox.md

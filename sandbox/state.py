@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sandbox.inventory import country_of, friendly_format, inventory_for
+from sandbox.inventory import friendly_format, inventory_for, locate
 
 WHATSAPP_OTP_FROM = "+16502650000"  # the sandbox's stand-in for Meta's OTP sender
 
@@ -37,6 +37,15 @@ class NotFound(StateError):
 
 class AlreadyExists(StateError):
     """A resource with the same unique key exists."""
+
+
+class Refused(StateError):
+    """A purchase the regulatory rules refuse: Twilio's `code` and `message`."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class NotOwned(StateError):
@@ -58,6 +67,10 @@ class PhoneNumberRecord:
     date_created: datetime
     date_updated: datetime
     fields: dict[str, str] = field(default_factory=dict)  # VoiceUrl, SmsUrl, ... as sent
+    number_type: str = "local"
+    address_requirements: str = "none"
+    bundle_sid: str | None = None
+    address_sid: str | None = None
 
     @property
     def tag(self) -> str | None:
@@ -214,7 +227,7 @@ class SandboxState:
         self.inventory_per_country = inventory_per_country
         self._numbers: dict[str, PhoneNumberRecord] = {}
         self._sold: dict[str, str] = {}  # E.164 -> PN sid
-        self._cursor: dict[str, int] = {}  # country -> where the next search starts
+        self._cursor: dict[tuple[str, str], int] = {}  # (country, type) -> next search start
         self._senders: dict[str, SenderRecord] = {}
         self._sender_by_number: dict[str, str] = {}  # E.164 -> XE sid
         self._users: dict[str, UserRecord] = {}
@@ -236,23 +249,29 @@ class SandboxState:
     # --- phone numbers -------------------------------------------------------------
 
     def available(
-        self, country: str, limit: int, accept: Callable[[str], bool] | None = None
+        self,
+        country: str,
+        limit: int,
+        accept: Callable[[str], bool] | None = None,
+        number_type: str = "local",
     ) -> list[str] | None:
-        """Up to `limit` unsold numbers of `country` (None if the country is not sold).
+        """Up to `limit` unsold numbers of `country` and `number_type` (None if that list is
+        not sold).
 
         Successive searches start where the previous one stopped (wrapping around), so
         concurrent searchers are offered different numbers, much as the real service
         offers varying sets.
         """
-        inv = inventory_for(country)
+        inv = inventory_for(country, number_type)
         if inv is None:
             return None
         pool = inv.first(self.inventory_per_country)
         if not pool:
             return []
         found: list[str] = []
+        key = (inv.country, number_type)
         with self._lock:
-            start = self._cursor.get(inv.country, 0) % len(pool)
+            start = self._cursor.get(key, 0) % len(pool)
             last = start
             for step in range(len(pool)):
                 if len(found) >= limit:
@@ -264,16 +283,29 @@ class SandboxState:
                 found.append(number)
                 last = idx
             if found:
-                self._cursor[inv.country] = last + 1
+                self._cursor[key] = last + 1
         return found
 
     def buy(
-        self, account_sid: str, e164: str, friendly_name: str | None, fields: dict[str, str]
+        self,
+        account_sid: str,
+        e164: str,
+        friendly_name: str | None,
+        fields: dict[str, str],
+        check: Callable[[str, str], str] | None = None,
+        bundle_sid: str | None = None,
+        address_sid: str | None = None,
     ) -> PhoneNumberRecord:
-        country = country_of(e164)
-        inv = inventory_for(country) if country else None
-        if inv is None or inv.position(e164, self.inventory_per_country) is None:
+        """Sell `e164`; `check(country, number_type)` raises `Refused` when the regulatory
+        rules refuse the purchase, else answers the number's `address_requirements`."""
+        located = locate(e164, self.inventory_per_country)
+        if located is None:
             raise NotAvailable(e164)
+        country, number_type = located
+        with self._lock:
+            if e164 in self._sold:
+                raise NotAvailable(e164)
+        requirement = check(country, number_type) if check is not None else "none"
         now = utcnow()
         with self._lock:
             if e164 in self._sold:
@@ -282,12 +314,16 @@ class SandboxState:
                 sid=new_sid("PN"),
                 account_sid=account_sid,
                 phone_number=e164,
-                country=inv.country,
+                country=country,
                 friendly_name=friendly_name if friendly_name is not None else friendly_format(e164),
                 friendly_name_set=friendly_name is not None,
                 date_created=now,
                 date_updated=now,
                 fields=dict(fields),
+                number_type=number_type,
+                address_requirements=requirement,
+                bundle_sid=bundle_sid,
+                address_sid=address_sid,
             )
             self._numbers[record.sid] = record
             self._sold[e164] = record.sid

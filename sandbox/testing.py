@@ -145,6 +145,17 @@ class SandboxControl:
             body["delay_ms"] = delay_ms
         return self._object("PUT", f"/_sandbox/sink/{name}", json=body)
 
+    def approve_bundle(self, sid: str) -> dict[str, Any]:
+        """Twilio's review approves a submitted regulatory bundle."""
+        return self._object("POST", f"/_sandbox/twilio/bundles/{sid}/approve")
+
+    def reject_bundle(self, sid: str) -> dict[str, Any]:
+        return self._object("POST", f"/_sandbox/twilio/bundles/{sid}/reject")
+
+    def invalidate_address(self, sid: str) -> dict[str, Any]:
+        """The address fails Twilio's validation: purchases that need it get 21628."""
+        return self._object("POST", f"/_sandbox/twilio/addresses/{sid}/invalidate")
+
     def sink_url(self, name: str) -> str:
         return f"{self.url}/_sandbox/sink/{name}"
 

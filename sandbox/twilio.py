@@ -1,4 +1,6 @@
-"""Twilio REST 2010-04-01 emulation: AvailablePhoneNumbers Local search and IncomingPhoneNumbers.
+"""Twilio REST 2010-04-01 emulation: AvailablePhoneNumbers searches (Local, Mobile, National,
+TollFree) and IncomingPhoneNumbers, whose purchase passes the regulatory check of
+`sandbox.regulatory` (bundles, addresses).
 
 Real base URL: https://api.twilio.com. HTTP Basic auth (username = the Account SID of
 the path), form-encoded request bodies, JSON responses, Twilio error bodies.
@@ -31,8 +33,9 @@ from sandbox.http import (
     sandbox_state,
     with_query,
 )
-from sandbox.inventory import friendly_format
-from sandbox.state import NotAvailable, NotFound, PhoneNumberRecord
+from sandbox.inventory import friendly_format, number_types
+from sandbox.regulatory import regulatory_state, rule_for
+from sandbox.state import NotAvailable, NotFound, PhoneNumberRecord, Refused
 
 router = APIRouter()
 
@@ -57,6 +60,8 @@ URL_FIELDS = {
 _DEFAULTS = {name: ("POST" if name.endswith("method") else "") for name in URL_FIELDS.values()}
 _DEFAULTS["voice_application_sid"] = ""
 _DEFAULTS["sms_application_sid"] = ""
+# AvailablePhoneNumbers/{Country}/<list>.json -> the inventory's number type.
+LISTS = {"Local": "local", "Mobile": "mobile", "National": "national", "TollFree": "toll_free"}
 
 
 def _authenticate(request: Request, account_sid: str) -> JSONResponse | None:
@@ -89,11 +94,11 @@ def render_number(record: PhoneNumberRecord) -> dict[str, object]:
     uri = _number_uri(record.account_sid, record.sid)
     body: dict[str, object] = {
         "account_sid": record.account_sid,
-        "address_requirements": "none",
-        "address_sid": None,
+        "address_requirements": record.address_requirements,
+        "address_sid": record.address_sid,
         "api_version": "2010-04-01",
         "beta": False,
-        "bundle_sid": None,
+        "bundle_sid": record.bundle_sid,
         "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
         "date_created": _twilio_date(record.date_created),
         "date_updated": _twilio_date(record.date_updated),
@@ -134,11 +139,24 @@ def _url_fields(fields: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if k in URL_FIELDS}
 
 
-@router.get(API + "/Accounts/{account_sid}/AvailablePhoneNumbers/{country}/Local.json")
-async def available_local(request: Request, account_sid: str, country: str) -> Response:
+@router.get(API + "/Accounts/{account_sid}/AvailablePhoneNumbers/{country}/{kind}.json")
+async def available_numbers(
+    request: Request, account_sid: str, country: str, kind: str
+) -> Response:
     if (denied := _authenticate(request, account_sid)) is not None:
         return denied
+    number_type = LISTS.get(kind)
+    if number_type is None or number_type not in number_types(country):
+        return _not_found(request)  # Twilio: 404 for a list the country does not have
+    requirement = rule_for(country, number_type).address
     params = request.query_params
+    excluded = {
+        "any": params.get("ExcludeAllAddressRequired"),
+        "local": params.get("ExcludeLocalAddressRequired"),
+        "foreign": params.get("ExcludeForeignAddressRequired"),
+    }
+    # The Exclude*AddressRequired filters drop numbers with that address requirement.
+    numbers_wanted = (excluded.get(requirement) or "").lower() != "true"
     page_size = parse_page_size(params.get("PageSize"), default=50)
     if page_size is None:
         return twilio_error(400, TW_BAD_REQUEST, "Invalid PageSize.")
@@ -153,15 +171,17 @@ async def available_local(request: Request, account_sid: str, country: str) -> R
             return False
         return not contains or _matches_pattern(number, contains)
 
-    numbers = sandbox_state(request).available(country, page_size, accept)
+    numbers = sandbox_state(request).available(country, page_size, accept, number_type)
     if numbers is None:
         return _not_found(request)
+    if not numbers_wanted:
+        numbers = []
     iso = country.upper()
     query = [(k, v) for k, v in params.multi_items() if k not in ("Page", "PageToken")]
     path = request.url.path
     return JSONResponse(
         {
-            "available_phone_numbers": [_render_available(n, iso) for n in numbers],
+            "available_phone_numbers": [_render_available(n, iso, requirement) for n in numbers],
             "end": max(0, len(numbers) - 1),
             "first_page_uri": with_query(path, [*query, ("Page", "0")]),
             "next_page_uri": None,
@@ -180,9 +200,9 @@ def _matches_pattern(number: str, pattern: str) -> bool:
     return re.search(regex, number) is not None
 
 
-def _render_available(number: str, iso: str) -> dict[str, object]:
+def _render_available(number: str, iso: str, requirement: str) -> dict[str, object]:
     return {
-        "address_requirements": "none",
+        "address_requirements": requirement,
         "beta": False,
         "capabilities": {"voice": True, "SMS": True, "MMS": True, "fax": False},
         "friendly_name": friendly_format(number),
@@ -221,12 +241,27 @@ async def create_number(request: Request, account_sid: str) -> Response:
         phone_number = found[0]
     if not E164.match(phone_number):
         return twilio_error(400, TW_NUMBER_INVALID, f"PhoneNumber {phone_number} is invalid")
+    bundle_sid = fields.get("BundleSid") or None
+    address_sid = fields.get("AddressSid") or None
+    regulatory = regulatory_state(request)
+
+    def check(country: str, number_type: str) -> str:
+        return regulatory.check_purchase(account_sid, country, number_type, bundle_sid, address_sid)
+
     try:
         record = state.buy(
-            account_sid, phone_number, fields.get("FriendlyName"), _url_fields(fields)
+            account_sid,
+            phone_number,
+            fields.get("FriendlyName"),
+            _url_fields(fields),
+            check,
+            bundle_sid,
+            address_sid,
         )
     except NotAvailable:
         return twilio_error(400, TW_NUMBER_NOT_AVAILABLE, "PhoneNumber requested is not available")
+    except Refused as refused:
+        return twilio_error(400, refused.code, refused.message)
     return JSONResponse(render_number(record), status_code=201)
 
 

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     sandbox_url: str = ""
     twilio_api_url: str = "https://api.twilio.com"
     twilio_messaging_url: str = "https://messaging.twilio.com"
+    # Twilio's Regulatory Compliance API (bundles, regulations); addresses are on the REST API.
+    twilio_numbers_url: str = "https://numbers.twilio.com"
+    # The platform's regulatory documents, for accounts that have none of their own: JSON,
+    # `{"GB/local": {"bundle_sid": "BU...", "address_sid": "AD...", "address_country": "GB"}}`.
+    twilio_regulatory_defaults: dict[str, dict[str, str]] = {}
     google_directory_url: str = "https://admin.googleapis.com"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: SecretStr = SecretStr("")
@@ -256,6 +261,26 @@ class Settings(BaseSettings):
         parse_caps(value)  # ValueError names what is wrong
         return value
 
+    @field_validator("twilio_regulatory_defaults")
+    @classmethod
+    def _check_regulatory_defaults(
+        cls, value: dict[str, dict[str, str]]
+    ) -> dict[str, dict[str, str]]:
+        from worker.domain.regulatory import NUMBER_TYPES
+
+        checked: dict[str, dict[str, str]] = {}
+        for key, docs in value.items():
+            country, _, kind = key.partition("/")
+            if len(country) != 2 or kind not in NUMBER_TYPES:
+                raise ValueError(f"{key!r}: keys are COUNTRY/TYPE, e.g. GB/local")
+            unknown = set(docs) - {"bundle_sid", "address_sid", "address_country"}
+            if unknown:
+                raise ValueError(f"{key!r}: unknown field(s) {', '.join(sorted(unknown))}")
+            checked[f"{country.upper()}/{kind}"] = {
+                k: (v.upper() if k == "address_country" else v) for k, v in docs.items()
+            }
+        return checked
+
     @field_validator("secret_keys")
     @classmethod
     def _check_secret_keys(cls, value: SecretStr) -> SecretStr:
@@ -351,6 +376,7 @@ class Settings(BaseSettings):
             for name in (
                 "twilio_api_url",
                 "twilio_messaging_url",
+                "twilio_numbers_url",
                 "google_directory_url",
                 "microsoft_graph_url",
                 "microsoft_login_url",

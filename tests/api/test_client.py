@@ -23,6 +23,7 @@ from api_stub.client import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    RegulatoryBundleRequired,
     RetryPolicy,
     ServerError,
     Unauthenticated,
@@ -43,10 +44,11 @@ def contact_count(db) -> int:
 
 def test_create_get_list_and_credits_are_typed(api, tenant):
     assistant = tenant.assistant_ids[0]
-    contact = api.create_contact(assistant, "phone", phone_country="gb", user_phone="+14155552671")
+    contact = api.create_contact(assistant, "phone", phone_country="us", user_phone="+14155552671")
     assert contact.status == "pending" and contact.contact_type == "phone"
-    assert contact.request == {"contact_type": "phone", "phone_country": "GB",
-                               "user_phone": "+14155552671"}
+    assert contact.request == {"contact_type": "phone", "phone_country": "US",
+                               "user_phone": "+14155552671",
+                               "phone_number_type": "local"}
     assert contact.setup_cost == Decimal("1.00") and not contact.terminal
     assert api.get_contact(assistant, contact.id).id == contact.id
     assert [c.id for c in api.list_contacts(assistant)] == [contact.id]
@@ -305,3 +307,18 @@ def test_async_client_retries_like_the_sync_client(api_url, tenant, db):
         assert session.get(ContactRow, contact.id) is not None
     assert unavailable.calls == 2 and waited >= 0.9
     assert (error.status, error.code) == (503, "unavailable")
+
+
+def test_regulatory_refusals_are_typed_and_nothing_is_recorded(api, tenant, db):
+    assistant = tenant.assistant_ids[0]
+    with pytest.raises(RegulatoryBundleRequired) as refused:
+        api.create_contact(assistant, "phone", phone_country="DE")
+    assert refused.value.status == 422 and "phone_country" in refused.value.fields
+    with pytest.raises(InvalidRequest) as wrong:
+        api.create_contact(assistant, "phone", phone_country="US", phone_number_type="mobile")
+    assert "phone_number_type" in wrong.value.fields
+    assert contact_count(db) == 0
+    assert api.credits().reserved == Decimal("0.00")
+    toll_free = api.create_contact(assistant, "phone", phone_country="US",
+                                   phone_number_type="toll_free")
+    assert toll_free.request["phone_number_type"] == "toll_free"

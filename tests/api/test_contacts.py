@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from worker.store.models import Contact, LedgerEntry
 
-PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
+PHONE = {"contact_type": "phone", "phone_country": "US", "user_phone": "+14155552671"}
 EMAIL = {"contact_type": "email", "email_local": "Ada.Lovelace", "first_name": "Ada",
          "last_name": "Lovelace"}
 WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+442071838750"}
@@ -27,8 +27,9 @@ def test_post_phone_records_pending_contact_and_reserves_cost(client, tenant, db
     info = response.json()["info"]
     assert info["status"] == "pending"
     assert info["contact_type"] == "phone"
-    assert info["request"] == {"contact_type": "phone", "phone_country": "GB",
-                               "user_phone": "+14155552671"}
+    assert info["request"] == {"contact_type": "phone", "phone_country": "US",
+                               "user_phone": "+14155552671",
+                               "phone_number_type": "local"}
     assert info["setup_cost"] == "1.00"
     assert info["charged"] is False
     assert [s["name"] for s in info["steps"]] == ["find_number", "buy_number"]

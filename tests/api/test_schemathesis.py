@@ -126,7 +126,7 @@ def test_answers_with_real_data_conform(api_url, make_tenant):
         "POST /v0/contact/batch",
         body={
             "items": [
-                {"assistant_id": b, "contact_type": "phone", "phone_country": "GB"},
+                {"assistant_id": b, "contact_type": "phone", "phone_country": "US"},
                 {"assistant_id": b, "contact_type": "whatsapp"},
             ]
         },
@@ -142,6 +142,19 @@ def test_answers_with_real_data_conform(api_url, make_tenant):
     assert len(page["info"]) == 1
 
     call("GET /v0/credits", expect=200)
+    call("GET /v0/providers/twilio/regulatory", expect=200)
+    call(
+        "PUT /v0/providers/twilio/regulatory/{country}",
+        path={"country": "GB"},
+        body={"number_type": "local"},  # GB numbers need a bundle: refused before Twilio
+        expect=422,
+    )
+    call(
+        "DELETE /v0/providers/twilio/regulatory/{country}",
+        path={"country": "GB"},
+        query={"number_type": "local"},
+        expect=404,
+    )
     call("GET /v0/webhook", expect=200)
     call("POST /v0/webhook/rotate-secret", expect=404)
     call("PUT /v0/webhook", body={"url": "http://127.0.0.1:9/a"}, expect=200)

@@ -6,7 +6,9 @@ taking contacts; then every contract invariant, and the recovery time: from the 
 the last terminal contact (docs/recovery.md says what bounds it). A third account
 provisions Microsoft 365 mailboxes in its own tenant (msal tokens, Graph) meanwhile. Half the
 WhatsApp senders must verify (a code sent by SMS to the number, read and submitted by the
-worker) and every one goes through Twilio's review.
+worker) and every one goes through Twilio's review. A share of the first account's phone
+contacts are GB and DE numbers, bought with the regulatory bundle and address the account set
+through the API.
 
 CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make chaos` runs 500.
 """
@@ -63,15 +65,18 @@ NO_FAULTS = {
 }
 
 
-def items_for(assistant_ids: list[int]) -> list[dict]:
+def items_for(assistant_ids: list[int], regulated: bool = False) -> list[dict]:
     """One contact per assistant, the types mixed: phone, email, whatsapp in turn. Every
-    `TAKEN_EVERY`-th email address belongs to someone else already (see `taken`)."""
+    `TAKEN_EVERY`-th email address belongs to someone else already (see `taken`). With
+    `regulated`, one phone contact in four is a GB number and one in four a DE one."""
     items = []
     for n, assistant in enumerate(assistant_ids):
         kind = ("phone", "email", "whatsapp")[n % 3]
         item: dict = {"assistant_id": assistant, "contact_type": kind}
         if kind == "phone":
-            item["phone_country"] = "US"
+            item["phone_country"] = (
+                {1: "GB", 3: "DE"}.get((n // 3) % 4, "US") if regulated else "US"
+            )
             if n % 2:
                 item["user_phone"] = "+14155550123"
         elif kind == "email":
@@ -94,7 +99,7 @@ def test_contract_invariants_hold_under_chaos(
 
     # Some addresses are someone else's: those contacts must fail cleanly (email_taken),
     # leaving the other owner's account alone.
-    taken = [i["email_local"] for i in items_for(main.assistant_ids)
+    taken = [i["email_local"] for i in items_for(main.assistant_ids, regulated=True)
              if i["contact_type"] == "email"][::TAKEN_EVERY]
     with GoogleDirectory.from_settings(settings) as directory:
         for local in taken:
@@ -118,6 +123,11 @@ def test_contract_invariants_hold_under_chaos(
             "client_id": app.client_id, "client_secret": app.client_secret,
             "license_sku": "SPE_E3"})
         assert answer.status_code == 200, answer.text
+        documents = regulatory_documents(settings, sandbox)
+        for country, docs in documents.items():
+            answer = http.put(f"/v0/providers/twilio/regulatory/{country}",
+                              headers=main.headers, json={"number_type": "local", **docs})
+            assert answer.status_code == 200, answer.text
         m365_items = [{"assistant_id": a, "contact_type": "email", "email_local": f"m365.{a}",
                        "first_name": "Grace", "last_name": "Hopper"} for a in m365.assistant_ids]
 
@@ -127,7 +137,7 @@ def test_contract_invariants_hold_under_chaos(
         sandbox.set_faults(**FAULTS)
         started = time.monotonic()
         batches = []
-        for tenant, items in ((main, items_for(main.assistant_ids)),
+        for tenant, items in ((main, items_for(main.assistant_ids, regulated=True)),
                               (other, items_for(other.assistant_ids)),
                               (m365, m365_items)):
             for i in range(0, len(items), CHUNK):
@@ -261,6 +271,17 @@ def test_contract_invariants_hold_under_chaos(
         verified = [s for s in senders if s["verification"] and s["status"] == "ONLINE"]
         assert verified, "no sender passed through verification"
         assert {s["tag"] for s in senders} <= {c for c, st in every.items() if st == "active"}
+        # Every GB and DE number was bought with its country's bundle and address.
+        regulated = Counter()
+        for number in sandbox.resources()["phone_numbers"]:
+            if number["country"] in documents:
+                docs = documents[number["country"]]
+                assert (number["bundle_sid"], number["address_sid"]) == (
+                    docs["bundle_sid"], docs["address_sid"]), number
+                regulated[number["country"]] += 1
+            else:
+                assert number["bundle_sid"] is None, number
+        assert regulated["GB"] and regulated["DE"], regulated
         stats = sandbox.stats()["by_status"]
 
         # Batches report done, and another account cannot see them.
@@ -300,8 +321,8 @@ def test_contract_invariants_hold_under_chaos(
 
     print(  # the counts the issue asks for; visible with -s or in the CI log on failure
         f"\nchaos: {total} contacts in {elapsed:.0f} s, {dict(by_status)}, "
-        f"failed by code {dict(codes)}, senders verified by code {len(verified)} of "
-        f"{len(senders)}, provider answers {stats}, worker kills 3 "
+        f"failed by code {dict(codes)}, regulated numbers {dict(regulated)}, senders verified "
+        f"by code {len(verified)} of {len(senders)}, provider answers {stats}, worker kills 3 "
         f"({takeovers} leases taken over), worker freezes 1 ({frozen_taken} taken over while "
         f"frozen), redis restarts 1, database faults 3 "
         f"(API answers {dict(answers)})"
@@ -310,6 +331,28 @@ def test_contract_invariants_hold_under_chaos(
         f"terminal {', '.join(kill_times)} s, worst measured "
         f"{f'{max(measured):.1f} s' if measured else 'n/a'}"
     )
+
+
+def regulatory_documents(settings, sandbox) -> dict[str, dict[str, str]]:
+    """An approved GB and DE local bundle and an address in each country, made at the
+    sandbox's Twilio as a customer makes them (before the faults start)."""
+    auth = (settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
+    made = {}
+    with httpx.Client(base_url=sandbox.url, auth=auth, timeout=10) as twilio:
+        for country, postal_code in (("GB", "SW1A 1AA"), ("DE", "10117")):
+            bundle = twilio.post("/v2/RegulatoryCompliance/Bundles", data={
+                "FriendlyName": "Chaos", "Email": "ops@chaos.example", "IsoCountry": country,
+                "NumberType": "local", "EndUserType": "business"}).json()["sid"]
+            twilio.post(f"/v2/RegulatoryCompliance/Bundles/{bundle}",
+                        data={"Status": "pending-review"}).raise_for_status()
+            sandbox.approve_bundle(bundle)
+            address = twilio.post(
+                f"/2010-04-01/Accounts/{settings.twilio_account_sid}/Addresses.json",
+                data={"CustomerName": "Chaos", "Street": "1 Main Street", "City": "Town",
+                      "Region": "R", "PostalCode": postal_code, "IsoCountry": country},
+            ).json()["sid"]
+            made[country] = {"bundle_sid": bundle, "address_sid": address}
+    return made
 
 
 def database_fault(db, during) -> None:

@@ -51,6 +51,9 @@ def test_every_emulated_route_has_a_kind() -> None:
     assert call_kind("POST", "/v1.0/users/u1/assignLicense") == "graph.license"
     assert call_kind("POST", "/tenant-1/oauth2/v2.0/token") == "oauth.token"
     assert call_kind("POST", "/token") == "oauth.token"
+    assert call_kind("GET", "/v2/RegulatoryCompliance/Bundles/BU1") == "twilio.regulatory"
+    assert call_kind("POST", f"{base}/Addresses.json") == "twilio.regulatory"
+    assert call_kind("GET", f"{base}/Messages.json") == "twilio.messages"
 
 
 def test_twilio_refuses_requests_over_the_accounts_concurrency_limit(

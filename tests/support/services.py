@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -136,5 +137,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         elif isinstance(value, tuple):
             value = ",".join(map(str, value))
+        elif isinstance(value, dict):
+            value = json.dumps(value)
         env[f"PROVISIONER_{name.upper()}"] = str(value)
     return env

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from worker import tracing
 from worker.app.connections import ConnectionService
+from worker.app.regulatory import RegulatoryService
 from worker.domain import idempotency as idem
 from worker.domain.batch import Item
 from worker.domain.contacts import ContactStatus, ContactType, FirstRun
@@ -30,6 +31,7 @@ from worker.domain.errors import (
 from worker.domain.ids import is_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import cost_cents
+from worker.domain.regulatory import LOCAL, rule_for
 from worker.domain.validation import ContactRequest, is_brought, validate_contact_request
 from worker.domain.views import contact_view
 from worker.settings import Settings
@@ -105,12 +107,14 @@ class ContactService:
         publisher: Publisher,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         connections: ConnectionService | None = None,
+        regulatory: RegulatoryService | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.publisher = publisher
         self.clock = clock
         self.connections = connections or ConnectionService(db, settings, clock=clock)
+        self.regulatory = regulatory or RegulatoryService(db, settings, clock=clock)
         self.prices = _prices(settings)
         self.monthly = monthly_prices(settings)
         # PostgreSQL: concurrent acceptances of one account commit together (group commit),
@@ -272,6 +276,8 @@ class ContactService:
             return None  # `submit` answers it, 404 before 422
         if request.contact_type is ContactType.EMAIL or is_brought(request.fields):
             return None  # routed through the database first
+        if _needs_documents(request):
+            return None  # its regulatory documents are read from the database first
         return self._prepare(account_id, assistant_id, request, path, None, None, None)
 
     def accept_prepared(self, batch: list[Prepared]) -> list[contacts.Acceptance | BaseException]:
@@ -366,7 +372,7 @@ class ContactService:
         if is_brought(request.fields):
             return request, None, request.fields["address"]
         if request.contact_type is not ContactType.EMAIL:
-            return request, None, None
+            return self._with_documents(account_id, request), None, None
         route = self.connections.route_email(account_id, request.fields.get("email_provider"))
         address = f"{request.fields['email_local']}@{route.domain}"
         with self.db.read() as session:
@@ -377,6 +383,26 @@ class ContactService:
                 )
         fields = {**request.fields, "email_provider": route.provider}
         return ContactRequest(request.contact_type, fields), route.connection_id, None
+
+    def _with_documents(self, account_id: int, request: ContactRequest) -> ContactRequest:
+        """A number request with the regulatory documents its country and type need (the
+        account's or the platform's), recorded in its request for the worker's purchase;
+        refused (422 naming `phone_country`) before anything is reserved when it lacks one."""
+        if not _needs_documents(request):
+            return request
+        country = str(request.fields["phone_country"])
+        kind = str(request.fields.get("phone_number_type") or LOCAL)
+        docs = self.regulatory.documents(account_id, country, kind)
+        if docs is None:
+            return request
+        fields = {
+            **request.fields,
+            "documents": docs["source"],
+            "bundle_sid": docs["bundle_sid"],
+            "address_sid": docs["address_sid"],
+            "address_country": docs["address_country"],
+        }
+        return ContactRequest(request.contact_type, fields)
 
     def route_items(
         self, account_id: int, items: list[Item]
@@ -465,6 +491,15 @@ class ContactService:
 
 
 __all__ = ["Acceptance", "ContactService", "DomainError", "Prepared", "Publisher", "Reply"]
+
+
+def _needs_documents(request: ContactRequest) -> bool:
+    """Whether a number request's country and type need regulatory documents."""
+    country = request.fields.get("phone_country")
+    if request.contact_type is ContactType.EMAIL or not country:
+        return False
+    rule = rule_for(country, request.fields.get("phone_number_type") or LOCAL)
+    return rule is not None and rule.needs_documents
 
 
 def _first_run(contact: Contact) -> FirstRun | None:

@@ -12,6 +12,7 @@ from worker.app.connections import ConnectionService
 from worker.app.contacts import ContactService, Publisher
 from worker.app.events import EventFeed
 from worker.app.lifecycle import LifecycleService
+from worker.app.regulatory import RegulatoryService
 from worker.app.webhooks import WebhookService
 from worker.live import NoNotifier, Notifier
 from worker.settings import Settings
@@ -29,6 +30,7 @@ class Services:
     events: EventFeed
     publisher: Publisher
     connections: ConnectionService
+    regulatory: RegulatoryService
 
     @classmethod
     def build(
@@ -40,7 +42,10 @@ class Services:
     ) -> Services:
         db = db or Database(settings.database_url)
         connections = ConnectionService(db, settings)
-        contacts = ContactService(db, settings, publisher, connections=connections)
+        regulatory = RegulatoryService(db, settings)
+        contacts = ContactService(
+            db, settings, publisher, connections=connections, regulatory=regulatory
+        )
         return cls(
             db=db,
             contacts=contacts,
@@ -51,6 +56,7 @@ class Services:
             events=EventFeed(db),
             publisher=publisher,
             connections=connections,
+            regulatory=regulatory,
         )
 
     def database_status(self) -> str:

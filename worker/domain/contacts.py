@@ -187,6 +187,12 @@ class FirstRun:
         kind = ContactType(contact_type)
         if read_only_first_step(kind) is None or step_plan(kind, request) == ():
             return None
+        if (request or {}).get("phone_number_type", "local") != "local" or (request or {}).get(
+            "documents"
+        ):
+            # Its search needs more than the country (the list, the documents' address):
+            # the worker reads the row first.
+            return None
         country = (request or {}).get("phone_country")
         return cls(kind, str(country) if country else None, bulk)
 

@@ -72,3 +72,21 @@ class ProviderUnavailable(DomainError):
     """The provider could not be reached to check the credentials; try again."""
 
     code = "provider_unavailable"
+
+
+class RegulatoryBundleRequired(DomainError):
+    """The country and number type need a regulatory bundle the account does not have."""
+
+    code = "regulatory_bundle_required"
+
+
+class RegulatoryAddressRequired(DomainError):
+    """The country and number type need an address the account does not have."""
+
+    code = "regulatory_address_required"
+
+
+class RegulatoryInUse(DomainError):
+    """A live contact's number was bought with these regulatory documents."""
+
+    code = "regulatory_in_use"

@@ -12,6 +12,7 @@ import pycountry
 
 from worker.domain.contacts import ContactType
 from worker.domain.errors import InvalidRequest
+from worker.domain.regulatory import LOCAL, NUMBER_TYPES, number_types_of, rule_for
 
 # Google Workspace usernames: letters, digits, dashes, underscores, apostrophes and periods;
 # no leading, trailing or consecutive periods; at most 64 characters.
@@ -32,6 +33,7 @@ BODY_FIELDS = (
     "email_provider",
     "provisioned_by",
     "address",
+    "phone_number_type",
 )
 EMAIL_PROVIDERS = ("google", "microsoft")
 # `provisioned_by: "user"`: the customer brings an address it already has (no provider step).
@@ -84,6 +86,9 @@ def validate_contact_request(body: Any) -> ContactRequest:
     if contact_type in (ContactType.PHONE, ContactType.WHATSAPP):
         fields["phone_country"] = _country(raw["phone_country"], errors)
     if contact_type is ContactType.PHONE:
+        fields["phone_number_type"] = _number_type(
+            fields["phone_country"], raw["phone_number_type"], errors
+        )
         fields["user_phone"] = _e164(raw["user_phone"], "user_phone", errors, required=False)
     elif contact_type is ContactType.WHATSAPP:
         fields["user_whatsapp_number"] = _e164(
@@ -136,6 +141,20 @@ def _country(value: str | None, errors: dict[str, str]) -> str | None:
         errors["phone_country"] = "must be an ISO 3166-1 alpha-2 country code, e.g. US or GB"
         return None
     return code
+
+
+def _number_type(country: str | None, value: str | None, errors: dict[str, str]) -> str | None:
+    """A phone number type (`local` by default) that the country has (where the regulatory
+    table knows the country)."""
+    kind = LOCAL if value is None else value.strip().lower()
+    if kind not in NUMBER_TYPES:
+        errors["phone_number_type"] = "must be one of " + ", ".join(NUMBER_TYPES)
+        return None
+    if country is not None and rule_for(country, kind) is None:
+        have = ", ".join(number_types_of(country))
+        errors["phone_number_type"] = f"{country} has no {kind} numbers: one of {have}"
+        return None
+    return kind
 
 
 def _e164(value: str | None, field: str, errors: dict[str, str], *, required: bool) -> str | None:

@@ -7,7 +7,10 @@ import httpx
 from pydantic import SecretStr
 
 from worker.providers.errors import (
+    ADDRESS_INVALID,
+    ADDRESS_REQUIRED,
     AUTH_FAILED,
+    BUNDLE_REQUIRED,
     CONFLICT,
     INVALID_REQUEST,
     NUMBER_UNAVAILABLE,
@@ -29,6 +32,13 @@ AUTHENTICATION_ERROR = 20003
 RESOURCE_NOT_FOUND = 20404
 TOO_MANY_REQUESTS = 20429
 PHONE_NUMBER_NOT_AVAILABLE = 21422
+# Regulatory refusals of a purchase: Permanent, named by Twilio's code in the message.
+REGULATORY = {
+    21649: BUNDLE_REQUIRED,  # a twilio-approved bundle for the number's country and type
+    21631: ADDRESS_REQUIRED,  # an address meeting the number's address requirement
+    21628: ADDRESS_INVALID,  # the address cannot be validated
+    21629: ADDRESS_INVALID,  # the same, with a suggested address
+}
 # 63xxx: WhatsApp / Channels errors (63100 validation, 63110 already registered, ...).
 _CHANNELS_ERRORS = range(63000, 64000)
 
@@ -62,6 +72,14 @@ def raise_for_twilio(response: httpx.Response) -> None:
         raise Permanent(PROVIDER, AUTH_FAILED, message, status, provider_code=provider_code)
     if status == 404 or code == RESOURCE_NOT_FOUND:
         raise NotFound(PROVIDER, message, status, provider_code=provider_code)
+    if code in REGULATORY:
+        raise Permanent(
+            PROVIDER,
+            REGULATORY[code],
+            f"Twilio {code}: {message}",
+            status,
+            provider_code=provider_code,
+        )
     if code == PHONE_NUMBER_NOT_AVAILABLE:
         raise Permanent(PROVIDER, NUMBER_UNAVAILABLE, message, status, provider_code=provider_code)
     if code is not None and code in _CHANNELS_ERRORS:

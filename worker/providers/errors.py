@@ -25,6 +25,10 @@ WABA_SENDER_LIMIT = "waba_sender_limit"  # the WABA holds as many senders as Met
 NOT_FOUND = "not_found"
 CONFLICT = "conflict"
 UNEXPECTED_RESPONSE = "unexpected_response"
+# A purchase Twilio refused for regulatory reasons (its code is in the message).
+BUNDLE_REQUIRED = "regulatory_bundle_refused"  # 21649: no approved bundle fit for the number
+ADDRESS_REQUIRED = "regulatory_address_refused"  # 21631: no address meeting its requirement
+ADDRESS_INVALID = "regulatory_address_invalid"  # 21628, 21629: the address failed validation
 
 # Codes of `Retryable` errors (for logs and metrics; nothing branches on them).
 PROVIDER_UNAVAILABLE = "provider_unavailable"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -44,6 +45,35 @@ class IncomingNumber:
     friendly_name: str
     voice_url: str | None
     date_created: datetime | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class AvailableNumber:
+    """A number offered by an AvailablePhoneNumbers list, with its address requirement."""
+
+    phone_number: str
+    address_requirements: str = "none"
+
+
+@dataclass(frozen=True)
+class Address:
+    """An Address resource of our account, as far as the regulatory rules read it."""
+
+    sid: str
+    iso_country: str
+    validated: bool
+
+
+@dataclass(frozen=True)
+class Documents:
+    """What a purchase sends: the bundle and address SIDs (None: not sent)."""
+
+    bundle_sid: str | None = None
+    address_sid: str | None = None
+
+    def form(self) -> dict[str, str]:
+        sids = (("BundleSid", self.bundle_sid), ("AddressSid", self.address_sid))
+        return {name: value for name, value in sids if value}
 
 
 def forward_voice_url(template: str, user_phone: str | None) -> str | None:
@@ -101,22 +131,48 @@ class TwilioNumbers(TwilioClient):
     # Operations -------------------------------------------------------------------------
 
     def search_available(self, country: str, limit: int = 30) -> list[str]:
-        """E.164 numbers available to buy in `country` (ISO 3166-1 alpha-2), at most `limit`."""
+        """E.164 Local numbers available to buy in `country` (ISO 3166-1 alpha-2)."""
+        return [n.phone_number for n in self.search(country, "Local", limit)]
+
+    def search(self, country: str, number_list: str, limit: int = 30) -> list[AvailableNumber]:
+        """Numbers of one AvailablePhoneNumbers list (`Local`, `Mobile`, `National`,
+        `TollFree`) of `country`, at most `limit`, each with its address requirement."""
         body = self._request_json(
             "GET",
-            f"{self._account}/AvailablePhoneNumbers/{quote(country.upper(), safe='')}/Local.json",
+            f"{self._account}/AvailablePhoneNumbers/{quote(country.upper(), safe='')}/"
+            f"{quote(number_list, safe='')}.json",
             params={"PageSize": limit},
         )
         listed = [n for n in body.get("available_phone_numbers") or [] if isinstance(n, dict)]
-        return [str(n["phone_number"]) for n in listed if n.get("phone_number")][:limit]
+        return [
+            AvailableNumber(str(n["phone_number"]), str(n.get("address_requirements") or "none"))
+            for n in listed
+            if n.get("phone_number")
+        ][:limit]
+
+    def fetch_address(self, sid: str) -> Address:
+        """One of our Address resources (NotFound when there is none with that SID)."""
+        body = self._request_json("GET", f"{self._account}/Addresses/{quote(sid, safe='')}.json")
+        return Address(
+            sid=require(body, "sid"),
+            iso_country=str(body.get("iso_country") or "").upper(),
+            validated=body.get("validated") is not False,
+        )
 
     def buy(
-        self, phone_number: str, friendly_name: str, voice_url: str | None = None
+        self,
+        phone_number: str,
+        friendly_name: str,
+        voice_url: str | None = None,
+        documents: Documents | None = None,
     ) -> IncomingNumber:
-        """Provision `phone_number` on our account, named `friendly_name`."""
+        """Provision `phone_number` on our account, named `friendly_name`, with the
+        regulatory `documents` its country and type need."""
         form = {"PhoneNumber": phone_number, "FriendlyName": friendly_name}
         if voice_url:
             form["VoiceUrl"] = voice_url
+        if documents is not None:
+            form.update(documents.form())
         body = self._request_json("POST", f"{self._account}/IncomingPhoneNumbers.json", data=form)
         return _parse_number(body)
 
@@ -161,20 +217,24 @@ class TwilioNumbers(TwilioClient):
         *,
         candidates: list[str] | None = None,
         look_up: bool = True,
+        documents: Documents | None = None,
+        search: Callable[[], list[str]] | None = None,
     ) -> IncomingNumber:
         """The number tagged `tag`, bought in `country` if we have none yet; its VoiceUrl set
         to `voice_url` (None: no forwarding). Safe to repeat after any failure.
 
         `candidates` (from an earlier search) are tried before searching again.
         `look_up=False` skips the look-up by tag: only for a first attempt, when no earlier
-        purchase request can have been sent for this tag.
+        purchase request can have been sent for this tag. `documents`: the bundle and address
+        the purchase sends; `search`: where more candidates come from (default: the country's
+        Local list).
         """
         existing = self._tagged(tag) if look_up else None
         if existing is not None:
             if (existing.voice_url or None) != (voice_url or None):
                 existing = self.update_voice_url(existing.sid, voice_url)
             return existing
-        return self._buy_one(tag, country, voice_url, list(candidates or []))
+        return self._buy_one(tag, country, voice_url, list(candidates or []), documents, search)
 
     def release_tagged(self, tag: str) -> int:
         """Release every number tagged `tag`; how many are gone now (already gone counts)."""
@@ -201,13 +261,19 @@ class TwilioNumbers(TwilioClient):
         return keep
 
     def _buy_one(
-        self, tag: str, country: str, voice_url: str | None, candidates: list[str]
+        self,
+        tag: str,
+        country: str,
+        voice_url: str | None,
+        candidates: list[str],
+        documents: Documents | None = None,
+        search: Callable[[], list[str]] | None = None,
     ) -> IncomingNumber:
         for _ in range(self.max_buy_attempts):
             if not candidates:
-                candidates = self._candidates(country)
+                candidates = self._candidates(country) if search is None else search()
             try:
-                return self.buy(candidates.pop(), tag, voice_url)
+                return self.buy(candidates.pop(), tag, voice_url, documents)
             except Permanent as exc:
                 # Someone else bought it between our search and our purchase: take the next.
                 if exc.code != NUMBER_UNAVAILABLE:

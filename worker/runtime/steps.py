@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.domain.contacts import ContactType, StepStatus, deprovision_plan
+from worker.domain.regulatory import LOCAL, NUMBER_LIST
 from worker.domain.validation import is_brought
 from worker.providers import (
     AUTH_FAILED,
@@ -27,6 +28,7 @@ from worker.providers import (
     is_online,
 )
 from worker.providers.microsoft_graph import GraphUser, MicrosoftGraph
+from worker.providers.twilio_numbers import Documents
 from worker.providers.twilio_senders import PENDING_VERIFICATION, TWILIO_REVIEW
 from worker.runtime.connections import EmailTarget, EmailTargets
 from worker.settings import Settings
@@ -92,23 +94,55 @@ Step = Callable[[StepContext, bool], StepResult | Wait]
 
 
 def find_number(ctx: StepContext, first: bool) -> StepResult:
+    return StepResult(detail={"candidates": _candidates(ctx)})
+
+
+def _candidates(ctx: StepContext) -> list[str]:
+    """Numbers of the request's list (Local, Mobile, National, TollFree) whose address
+    requirement the contact's documents meet; Permanent when there are none."""
     country = ctx.request.get("phone_country") or "US"
-    numbers = ctx.providers.numbers.search_available(country, CANDIDATES)
-    if not numbers:
+    kind = ctx.request.get("phone_number_type") or LOCAL
+    found = ctx.providers.numbers.search(country, NUMBER_LIST[kind], CANDIDATES)
+    if not found:
         raise Permanent("twilio", "no_numbers_available", f"no numbers available in {country}")
-    return StepResult(detail={"candidates": numbers})
+    numbers = [n.phone_number for n in found if _meets(ctx, country, n.address_requirements)]
+    if not numbers:
+        wanted = sorted({n.address_requirements for n in found})
+        raise Permanent(
+            "twilio",
+            "no_numbers_available",
+            f"every {country} {kind} number offered needs an address "
+            f"({', '.join(wanted)}) that the contact's documents do not meet",
+        )
+    return numbers
+
+
+def _meets(ctx: StepContext, country: str, requirement: str) -> bool:
+    """Whether the contact's address meets a number's `address_requirements` (an address
+    whose country is not known is left to Twilio to judge)."""
+    if requirement == "none":
+        return True
+    if not ctx.request.get("address_sid"):
+        return False
+    where = ctx.request.get("address_country")
+    if requirement == "any" or not where:
+        return True
+    return (where == country) == (requirement == "local")
 
 
 def buy_number(ctx: StepContext, first: bool) -> StepResult:
     voice_url = None
     if ctx.contact.contact_type == ContactType.PHONE:
         voice_url = forward_voice_url(ctx.settings.voice_forward_url, ctx.request.get("user_phone"))
+    documents = Documents(ctx.request.get("bundle_sid"), ctx.request.get("address_sid"))
     number = ctx.providers.numbers.ensure_number(
         ctx.tag,
         ctx.request.get("phone_country") or "US",
         voice_url,
         candidates=ctx.detail("find_number").get("candidates"),
         look_up=not first,
+        documents=documents,
+        search=lambda: _candidates(ctx),
     )
     return StepResult(number.sid, {"phone_number": number.phone_number})
 

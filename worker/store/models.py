@@ -253,6 +253,31 @@ class ProviderConnection(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class TwilioRegulatory(Base):
+    """An account's regulatory documents for one country and number type, as Twilio
+    confirmed them when they were set: the bundle (approved, for that country and type) and
+    the address (its country, for the `local`/`foreign` address requirements)."""
+
+    __tablename__ = "twilio_regulatory"
+    __table_args__ = (
+        UniqueConstraint(
+            "account_id", "country", "number_type", name="uq_twilio_regulatory_account_type"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    country: Mapped[str] = mapped_column(String(2))
+    number_type: Mapped[str] = mapped_column(String(16))
+    bundle_sid: Mapped[str | None] = mapped_column(String(34))
+    address_sid: Mapped[str | None] = mapped_column(String(34))
+    address_country: Mapped[str | None] = mapped_column(String(2))
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)  # what Twilio answered (statuses, names)
+    verified_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ContactStep(Base):
     __tablename__ = "contact_steps"
     __table_args__ = (UniqueConstraint("contact_id", "name", name="uq_contact_steps_name"),)

@@ -10,7 +10,7 @@ from support.webhooks import set_endpoint_unchecked
 from worker.providers import GoogleDirectory
 from worker.store.models import Contact, ContactStep, Event, WebhookDelivery
 
-PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
+PHONE = {"contact_type": "phone", "phone_country": "US", "user_phone": "+14155552671"}
 EMAIL = {"contact_type": "email", "email_local": "ada", "first_name": "Ada", "last_name": "L"}
 WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
 
@@ -27,7 +27,7 @@ def test_phone_becomes_active_with_forwarding_number(service, pipeline, tenant, 
     cid = submit(service, tenant, PHONE)
     assert drive(pipeline, cid) == "active"
     row, steps = contact(db, cid)
-    assert row.address.startswith("+44")
+    assert row.address.startswith("+1")
     assert row.charged
     assert [(s.status, s.attempts) for s in steps.values()] == [("done", 1), ("done", 1)]
     numbers = sandbox.resources()["phone_numbers"]

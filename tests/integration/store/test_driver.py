@@ -13,7 +13,7 @@ from worker.store import driver
 from worker.store import pipeline as store
 from worker.store.models import ContactStep
 
-PHONE = {"contact_type": "phone", "phone_country": "GB"}
+PHONE = {"contact_type": "phone", "phone_country": "US"}
 _steps = ContactStep.__table__
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -84,7 +84,7 @@ def test_a_lease_taken_through_the_driver_reads_back_as_utc(service, tenant, db)
     assert lease is not None
     assert lease.contact.lease_expires_at == now + timedelta(seconds=60)
     assert lease.contact.lease_expires_at.utcoffset() == timedelta(0)
-    assert lease.contact.request["phone_country"] == "GB"
+    assert lease.contact.request["phone_country"] == "US"
     assert [s.name for s in lease.steps.values()] == ["find_number", "buy_number"]
 
 

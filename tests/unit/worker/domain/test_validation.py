@@ -17,7 +17,8 @@ def test_phone_numbers_are_normalised_to_e164():
     request = validate_contact_request(
         {"contact_type": "phone", "phone_country": "gb", "user_phone": " +44 20 7183 8750 "})
     assert request.contact_type is ContactType.PHONE
-    assert request.fields == {"phone_country": "GB", "user_phone": "+442071838750"}
+    assert request.fields == {"phone_country": "GB", "user_phone": "+442071838750",
+                              "phone_number_type": "local"}
 
 
 def test_uk_is_not_a_country_code():

@@ -1,0 +1,207 @@
+"""An account's Twilio regulatory documents (`/v0/providers/twilio/regulatory/{country}`): set
+after Twilio confirmed them, listed, deleted while no live number uses them; and the
+documents a phone request of a country and number type goes with (the account's, else the
+platform's default), refused before anything is reserved when the rules need more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pycountry
+import structlog
+
+from worker.domain.errors import (
+    InvalidRequest,
+    NotFound,
+    ProviderUnavailable,
+    RegulatoryAddressRequired,
+    RegulatoryBundleRequired,
+    RegulatoryInUse,
+)
+from worker.domain.regulatory import (
+    LOCAL,
+    NUMBER_TYPES,
+    Documents,
+    missing,
+    number_types_of,
+    rule_for,
+)
+from worker.domain.views import iso
+from worker.providers import ProviderError
+from worker.providers.twilio_regulatory import DocumentRefused, verify_documents
+from worker.settings import Settings
+from worker.store import regulatory as store
+from worker.store.db import Database
+from worker.store.models import TwilioRegulatory
+
+log = structlog.get_logger(__name__)
+
+Verifier = Callable[[Settings, str, str, str | None, str | None], dict[str, Any]]
+_SID = {"bundle_sid": "BU", "address_sid": "AD"}
+
+
+def view(row: TwilioRegulatory) -> dict[str, Any]:
+    return {
+        "country": row.country,
+        "number_type": row.number_type,
+        "bundle_sid": row.bundle_sid,
+        "address_sid": row.address_sid,
+        "address_country": row.address_country,
+        **{k: v for k, v in row.info.items() if k in ("bundle_status", "regulation_sid",
+                                                     "end_user_type")},
+        "verified_at": iso(row.verified_at),
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }  # fmt: skip
+
+
+def country_code(value: str) -> str:
+    code = value.strip().upper()
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        raise InvalidRequest(
+            "not a country", {"country": "must be an ISO 3166-1 alpha-2 code, e.g. GB"}
+        )
+    return code
+
+
+def number_type_of(country: str, value: Any, field: str = "number_type") -> str:
+    if value is None:
+        value = LOCAL
+    if not isinstance(value, str) or value not in NUMBER_TYPES:
+        raise InvalidRequest(
+            f"invalid field(s): {field}", {field: "must be one of " + ", ".join(NUMBER_TYPES)}
+        )
+    if rule_for(country, value) is None:
+        have = ", ".join(number_types_of(country))
+        raise InvalidRequest(
+            f"{country} has no {value} numbers", {field: f"{country} numbers are one of: {have}"}
+        )
+    return value
+
+
+class RegulatoryService:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        verifier: Verifier = verify_documents,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.verifier = verifier
+        self.clock = clock
+
+    def put(self, account_id: int, country: str, body: Any) -> dict[str, Any]:
+        code = country_code(country)
+        if not isinstance(body, Mapping):
+            raise InvalidRequest(
+                "the body must be a JSON object", {"body": "must be a JSON object"}
+            )
+        number_type = number_type_of(code, body.get("number_type"))
+        sids: dict[str, str | None] = {}
+        errors: dict[str, str] = {}
+        for name, prefix in _SID.items():
+            value = body.get(name)
+            if value is not None and not (
+                isinstance(value, str) and value.startswith(prefix) and 2 < len(value) <= 34
+            ):
+                errors[name] = f"must be a Twilio {prefix}... SID"
+            sids[name] = value
+        if errors:
+            raise InvalidRequest(f"invalid field(s): {', '.join(sorted(errors))}", errors)
+        try:
+            learnt = self.verifier(
+                self.settings, code, number_type, sids["bundle_sid"], sids["address_sid"]
+            )
+        except DocumentRefused as exc:
+            log.info("regulatory_refused", country=code, field=exc.field)
+            raise InvalidRequest(
+                f"Twilio refutes {exc.field}: {exc.message}", {exc.field: exc.message}
+            ) from None
+        except ProviderError as exc:
+            raise ProviderUnavailable(
+                f"twilio could not be reached to check the documents ({exc.code}); try again"
+            ) from None
+        with self.db.write() as session:
+            row = store.put(
+                session,
+                account_id,
+                code,
+                number_type,
+                sids["bundle_sid"],
+                sids["address_sid"],
+                learnt.get("address_country"),
+                learnt,
+                self.clock(),
+            )
+            shown = view(row)
+        log.info("regulatory_set", country=code, number_type=number_type)
+        return shown
+
+    def list(self, account_id: int) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return [view(row) for row in store.of_account(session, account_id)]
+
+    def delete(self, account_id: int, country: str, number_type: Any) -> None:
+        code = country_code(country)
+        kind = number_type_of(code, number_type)
+        with self.db.write() as session:
+            row = store.get(session, account_id, code, kind)
+            if row is None:
+                raise NotFound(f"no regulatory documents for {code} {kind} numbers")
+            if store.in_use(session, row):
+                raise RegulatoryInUse(
+                    f"live contacts' {code} {kind} numbers were bought with these documents; "
+                    "delete them first"
+                )
+            store.remove(session, row.id)
+
+    def documents(self, account_id: int, country: str, number_type: str) -> dict[str, Any] | None:
+        """What a phone request of `country`'s `number_type` numbers goes with: the
+        account's documents, else the platform's default; None when the rules need none.
+        Raises the 422 naming `phone_country` when they need what neither has."""
+        rule = rule_for(country, number_type)
+        if rule is None or not rule.needs_documents:
+            return None
+        with self.db.read() as session:
+            row = store.get(session, account_id, country, number_type)
+            found = (
+                (Documents(row.bundle_sid, row.address_sid, row.address_country), "account")
+                if row is not None
+                else None
+            )
+        if found is None:
+            default = self.settings.twilio_regulatory_defaults.get(f"{country}/{number_type}")
+            if default:
+                found = (
+                    Documents(
+                        default.get("bundle_sid"),
+                        default.get("address_sid"),
+                        default.get("address_country"),
+                    ),
+                    "platform",
+                )
+        docs, source = found if found is not None else (Documents(), "none")
+        lack = missing(rule, country, docs)
+        where = f"PUT /v0/providers/twilio/regulatory/{country}"
+        if lack == "bundle":
+            raise RegulatoryBundleRequired(
+                f"{country} {number_type} numbers need an approved Twilio regulatory bundle, "
+                f"and the account has none ({where})",
+                {"phone_country": f"no regulatory bundle for {country} {number_type} numbers"},
+            )
+        if lack == "address":
+            raise RegulatoryAddressRequired(
+                f"{country} {number_type} numbers need an address ({rule.address}), and the "
+                f"account has none that meets it ({where})",
+                {"phone_country": f"no {rule.address} address for {country} {number_type} numbers"},
+            )
+        return {
+            "source": source,
+            "bundle_sid": docs.bundle_sid,
+            "address_sid": docs.address_sid,
+            "address_country": docs.address_country,
+        }
