@@ -3,6 +3,9 @@ error responses (`{"code", "message", "more_info", "status"}`) into our error hi
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
 import httpx
 from pydantic import SecretStr
 
@@ -126,3 +129,14 @@ def require(body: dict[str, object], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise Permanent(PROVIDER, UNEXPECTED_RESPONSE, f"response has no {key!r}")
     return value
+
+
+def rfc2822(value: object) -> datetime | None:
+    """A date of Twilio's 2010 API ("Thu, 30 Jul 2015 20:12:31 +0000"), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

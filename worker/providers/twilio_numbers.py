@@ -13,14 +13,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 
-from worker.providers._twilio import TwilioClient, require
+from worker.providers._twilio import TwilioClient, require, rfc2822
 from worker.providers.errors import (
     NO_NUMBERS_AVAILABLE,
     NUMBER_UNAVAILABLE,
@@ -314,16 +313,5 @@ def _parse_number(body: dict[str, Any]) -> IncomingNumber:
         phone_number=require(body, "phone_number"),
         friendly_name=str(body.get("friendly_name") or ""),
         voice_url=body.get("voice_url") or None,
-        date_created=_rfc2822(body.get("date_created")),
+        date_created=rfc2822(body.get("date_created")),
     )
-
-
-def _rfc2822(value: object) -> datetime | None:
-    """Twilio's 2010 API dates ("Thu, 30 Jul 2015 20:12:31 +0000")."""
-    if not isinstance(value, str):
-        return None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

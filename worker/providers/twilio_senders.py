@@ -14,15 +14,20 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 
-from worker.providers._twilio import PROVIDER, TwilioClient, raise_for_twilio, require
+from worker.providers._twilio import (
+    PROVIDER,
+    TwilioClient,
+    raise_for_twilio,
+    require,
+    rfc2822,
+)
 from worker.providers.errors import (
     CONFLICT,
     WABA_INVALID,
@@ -221,7 +226,7 @@ class TwilioSenders(TwilioClient):
         for message in body.get("messages") or []:  # newest first
             if not isinstance(message, dict) or message.get("to") != phone_number:
                 continue
-            sent = _rfc2822(message.get("date_sent") or message.get("date_created"))
+            sent = rfc2822(message.get("date_sent") or message.get("date_created"))
             if sent is not None and sent < since:
                 continue
             match = _CODE.search(str(message.get("body") or ""))
@@ -311,16 +316,6 @@ def _next_page_url(body: dict[str, Any]) -> str | None:
     meta = body.get("meta")
     url = meta.get("next_page_url") if isinstance(meta, dict) else None
     return url if isinstance(url, str) and url else None
-
-
-def _rfc2822(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _parse_sender(body: dict[str, Any]) -> Sender:
