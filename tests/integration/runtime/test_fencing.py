@@ -27,7 +27,7 @@ from worker.store import pipeline as store
 from worker.store.db import Database
 from worker.store.models import Contact, ContactStep, Event, LedgerEntry
 
-PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
+PHONE = {"contact_type": "phone", "phone_country": "US", "user_phone": "+14155552671"}
 WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
 A, B = "worker-a:1:task-a", "worker-b:2:task-b"
 # The tests take the lease over at once where a real takeover waits `worker_dead_after_s`:

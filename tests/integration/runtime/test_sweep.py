@@ -13,7 +13,7 @@ from worker.providers import Providers
 from worker.runtime.sweep import Sweeper
 from worker.store.models import Contact
 
-PHONE = {"contact_type": "phone", "phone_country": "GB", "user_phone": "+14155552671"}
+PHONE = {"contact_type": "phone", "phone_country": "US", "user_phone": "+14155552671"}
 WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
 
 
@@ -29,7 +29,7 @@ def sweeper(db, providers, psettings):
     return Sweeper(db, providers, psettings.model_copy(update={"sweep_after_s": 0}))
 
 
-def left_behind(providers, contact_id: str, country: str = "GB") -> str:
+def left_behind(providers, contact_id: str, country: str = "US") -> str:
     """A number bought with the contact's tag by a runner that had lost it (frozen during its
     purchase while the runner that took over bought its own)."""
     candidate = providers.numbers.search_available(country, 1)[0]
