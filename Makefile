@@ -55,7 +55,7 @@ bench-peer: $(STAMP)
 
 # Two accounts' batches at Twilio's per-account concurrency limit, ours beside the peer.
 bench-limits: $(STAMP)
-	$(PY) bench/limits.py
+	$(PY) bench/at_limits.py
 
 # The periodic passes and reads on an empty database and on 1,000,000 terminal contacts.
 bench-history: $(STAMP)

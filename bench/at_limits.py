@@ -21,8 +21,8 @@ large one), `autoretry_for` on 429s. Printed, for each side:
   alone (target <= 1.5x);
 - provider calls per active contact by kind, and the statuses reached.
 
-    .venv/bin/python bench/limits.py                     # 2,000 contacts, cap 20, C = 64
-    .venv/bin/python bench/limits.py --contacts 400 --small 50 --concurrency 32
+    .venv/bin/python bench/at_limits.py                     # 2,000 contacts, cap 20, C = 64
+    .venv/bin/python bench/at_limits.py --contacts 400 --small 50 --concurrency 32
 
 Needs PostgreSQL (`--database-url`; its own databases, dropped after) and Redis (`--redis-url`,
 default db 13, FLUSHED). Figures are printed and saved under bench/out/, never asserted.
