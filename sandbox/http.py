@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import Request
@@ -54,6 +55,26 @@ async def form_fields(request: Request) -> dict[str, str]:
 
 def with_query(path: str, params: list[tuple[str, str]]) -> str:
     return f"{path}?{urlencode(params)}" if params else path
+
+
+def single_page(request: Request, key: str, items: list[Any], page_size: int) -> dict[str, Any]:
+    """A 2010-API list answer that holds everything on its first page: `items` under `key`,
+    with the paging fields Twilio sends (the page's own URI, no next page)."""
+    path = request.url.path
+    query = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in ("Page", "PageToken")
+    ]
+    return {
+        key: items,
+        "end": max(0, len(items) - 1),
+        "first_page_uri": with_query(path, [*query, ("Page", "0")]),
+        "next_page_uri": None,
+        "page": 0,
+        "page_size": page_size,
+        "previous_page_uri": None,
+        "start": 0,
+        "uri": with_query(path, query),
+    }
 
 
 def parse_page_size(raw: str | None, default: int, maximum: int = 1000) -> int | None:

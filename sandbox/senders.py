@@ -46,6 +46,7 @@ from sandbox.http import (
     parse_page,
     parse_page_size,
     sandbox_state,
+    single_page,
     with_query,
 )
 from sandbox.state import (
@@ -300,21 +301,8 @@ async def list_messages(request: Request, account_sid: str) -> Response:
     if page_size is None:
         return twilio_error(400, TW_BAD_REQUEST, "Invalid PageSize.")
     found = sandbox_state(request).messages(account_sid, params.get("To"))[:page_size]
-    path = request.url.path
-    query = [(k, v) for k, v in params.multi_items() if k not in ("Page", "PageToken")]
-    return JSONResponse(
-        {
-            "messages": [render_message(m) for m in found],
-            "end": max(0, len(found) - 1),
-            "first_page_uri": with_query(path, [*query, ("Page", "0")]),
-            "next_page_uri": None,
-            "page": 0,
-            "page_size": page_size,
-            "previous_page_uri": None,
-            "start": 0,
-            "uri": with_query(path, query),
-        }
-    )
+    rendered = [render_message(m) for m in found]
+    return JSONResponse(single_page(request, "messages", rendered, page_size))
 
 
 def render_message(message: MessageRecord) -> dict[str, Any]:

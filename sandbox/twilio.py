@@ -31,6 +31,7 @@ from sandbox.http import (
     parse_page,
     parse_page_size,
     sandbox_state,
+    single_page,
     with_query,
 )
 from sandbox.inventory import friendly_format, number_types
@@ -177,21 +178,8 @@ async def available_numbers(
     if not numbers_wanted:
         numbers = []
     iso = country.upper()
-    query = [(k, v) for k, v in params.multi_items() if k not in ("Page", "PageToken")]
-    path = request.url.path
-    return JSONResponse(
-        {
-            "available_phone_numbers": [_render_available(n, iso, requirement) for n in numbers],
-            "end": max(0, len(numbers) - 1),
-            "first_page_uri": with_query(path, [*query, ("Page", "0")]),
-            "next_page_uri": None,
-            "page": 0,
-            "page_size": page_size,
-            "previous_page_uri": None,
-            "start": 0,
-            "uri": with_query(path, query),
-        }
-    )
+    rendered = [_render_available(n, iso, requirement) for n in numbers]
+    return JSONResponse(single_page(request, "available_phone_numbers", rendered, page_size))
 
 
 def _matches_pattern(number: str, pattern: str) -> bool:
