@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain.retry import RetryPolicy
 from worker.providers import Permanent, ProviderError, RateLimited
-from worker.runtime.budgets import ProviderLimiter, Throttled
+from worker.runtime.budgets import Throttled
 from worker.settings import Settings
 from worker.store import pipeline as store
 from worker.store import stuck as stuck_store
@@ -51,10 +51,9 @@ class Cleanup:
         db: Database,
         settings: Settings,
         clock: Callable[[], datetime],
-        limiter: ProviderLimiter,
         outcome: Callable[..., Any],
     ) -> None:
-        self.db, self.settings, self.clock, self.limiter = db, settings, clock, limiter
+        self.db, self.settings, self.clock = db, settings, clock
         self.outcome = outcome
         # The steps' backoff, without their bounds: a clean-up never gives up.
         self.policy = RetryPolicy(

@@ -123,7 +123,7 @@ class Pipeline:
         self.rng = random.Random()
         self.grace = timedelta(days=settings.grace_period_days)
         # Compensation and release: one way to meet an error, one stuck state.
-        self.cleanup = Cleanup(db, settings, clock, self.limiter, Outcome)
+        self.cleanup = Cleanup(db, settings, clock, Outcome)
         self.releaser = Releaser(
             db,
             providers,
