@@ -72,9 +72,21 @@ def _until(browser, predicate, timeout=30):
 
     # An element found just before the page navigates or re-renders goes stale before its text
     # is read: look again, as for one not there yet.
+    # Chromium sometimes reports that same staleness as an inspector error ("Node with given
+    # id does not belong to the document"): the same case, so look again too.
+    from selenium.common.exceptions import WebDriverException
+
+    def look(_):
+        try:
+            return predicate()
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
     ignored = (NoSuchElementException, StaleElementReferenceException)
     wait = WebDriverWait(browser, timeout, poll_frequency=0.2, ignored_exceptions=ignored)
-    return wait.until(lambda _: predicate())
+    return wait.until(look)
 
 
 def _text(browser, element_id):
