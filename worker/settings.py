@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     provider_concurrency: str = ""
     provider_concurrency_wait_s: float = 5.0
 
+    # Number candidates shared by every worker in Redis: one AvailablePhoneNumbers search of
+    # number_pool_search_size serves that many purchases; a background search tops the pool
+    # up below number_pool_low_water; a candidate older than number_pool_max_age_s is not
+    # offered (someone else may have bought it). When the pool is empty, the takers wait up
+    # to number_pool_wait_s for the one searching, then search themselves. Off: each contact
+    # searches for itself (a search and a purchase per number).
+    number_pool: bool = True
+    number_pool_search_size: int = Field(default=50, ge=1, le=1000)
+    number_pool_low_water: int = Field(default=50, ge=0)
+    number_pool_max_age_s: float = Field(default=300.0, gt=0)
+    number_pool_wait_s: float = Field(default=2.0, ge=0)
+
     # Pipeline.
     lease_s: int = 120
     step_max_attempts: int = 8
@@ -146,6 +158,8 @@ class Settings(BaseSettings):
     reconcile_grace_s: float = 60.0
     reconcile_batch: int = 500
     sender_poll_s: float = 2.0
+    # A sender still being created is polled every sender_poll_s * 1.5^n, up to this.
+    sender_poll_max_s: float = 15.0
     sender_online_timeout_s: int = 600
     # TWILIO_REVIEW (Twilio's and Meta's review of a sender) is polled with a backoff from
     # sender_poll_s up to sender_review_poll_max_s, and fails the contact after this long.

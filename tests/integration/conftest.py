@@ -27,5 +27,7 @@ def service(psettings, db) -> ContactService:
 @pytest.fixture
 def pipeline(psettings, db) -> Iterator[Pipeline]:
     providers = Providers.from_settings(psettings)
-    yield Pipeline(db, providers, psettings)
+    pipeline = Pipeline(db, providers, psettings)
+    yield pipeline
+    pipeline.close()
     providers.close()

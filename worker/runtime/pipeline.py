@@ -34,6 +34,7 @@ from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
 from worker.runtime.cleanup import Cleanup
 from worker.runtime.connections import EmailTargets
+from worker.runtime.number_pool import NumberPool
 from worker.runtime.release import Releaser
 from worker.runtime.steps import (
     STEPS,
@@ -102,6 +103,7 @@ class Pipeline:
         clock: Callable[[], datetime] = utcnow,
         limiter: ProviderLimiter | None = None,
         notifier: Notifier | NoNotifier | None = None,
+        number_pool: NumberPool | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -116,6 +118,8 @@ class Pipeline:
             db, settings, providers, on_new_client=self.limiter.install_client
         )
         self.policy = _policy(settings)
+        # Number candidates shared by every worker (`PROVISIONER_NUMBER_POOL`).
+        self.number_pool = number_pool or NumberPool.from_settings(settings)
         # Called at the points where a frozen runner matters (tests freeze it there).
         self.checkpoint: Callable[[str, str, str], None] = no_checkpoint
         # Per thread: when this thread's run last confirmed its lease (see `_confirm`).
@@ -627,8 +631,19 @@ class Pipeline:
 
     def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
         return StepContext(
-            contact, steps, self.providers, self.settings, self.clock(), self.email_targets
+            contact,
+            steps,
+            self.providers,
+            self.settings,
+            self.clock(),
+            self.email_targets,
+            pool=self.number_pool,
         )
+
+    def close(self) -> None:
+        """Stop what the pipeline runs beside its tasks (the pool's background searches)."""
+        if self.number_pool is not None:
+            self.number_pool.close()
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from worker.providers.microsoft_graph import GraphUser, MicrosoftGraph
 from worker.providers.twilio_numbers import Documents
 from worker.providers.twilio_senders import PENDING_VERIFICATION, TWILIO_REVIEW
 from worker.runtime.connections import EmailTarget, EmailTargets
+from worker.runtime.number_pool import REQUIREMENTS, NumberPool, PoolKey, Unmet
 from worker.settings import Settings
 from worker.store.models import Contact, ContactStep
 
@@ -62,6 +63,8 @@ class StepContext:
     now: datetime
     # Email contacts: their account's connection (or the platform's Google).
     targets: EmailTargets | None = None
+    # Phone and WhatsApp contacts: the shared candidates (None: each contact searches).
+    pool: NumberPool | None = None
     _target: EmailTarget | None = field(default=None, repr=False)
 
     def target(self) -> EmailTarget:
@@ -99,22 +102,39 @@ def find_number(ctx: StepContext, first: bool) -> StepResult:
 
 def _candidates(ctx: StepContext) -> list[str]:
     """Numbers of the request's list (Local, Mobile, National, TollFree) whose address
-    requirement the contact's documents meet; Permanent when there are none."""
+    requirement the contact's documents meet: one from the shared pool, or (without one)
+    those of the contact's own search; Permanent when there are none."""
     country = ctx.request.get("phone_country") or "US"
     kind = ctx.request.get("phone_number_type") or LOCAL
-    found = ctx.providers.numbers.search(country, NUMBER_LIST[kind], CANDIDATES)
-    if not found:
-        raise Permanent("twilio", "no_numbers_available", f"no numbers available in {country}")
-    numbers = [n.phone_number for n in found if _meets(ctx, country, n.address_requirements)]
-    if not numbers:
-        wanted = sorted({n.address_requirements for n in found})
-        raise Permanent(
-            "twilio",
-            "no_numbers_available",
-            f"every {country} {kind} number offered needs an address "
-            f"({', '.join(wanted)}) that the contact's documents do not meet",
-        )
-    return numbers
+    numbers = ctx.providers.numbers
+    if ctx.pool is not None:
+        acceptable = [r for r in REQUIREMENTS if _meets(ctx, country, r)]
+        key = PoolKey(numbers.connection, country, NUMBER_LIST[kind])
+        size = ctx.pool.search_size
+        try:
+            taken = ctx.pool.take(
+                key, acceptable, lambda: numbers.search(country, NUMBER_LIST[kind], size)
+            )
+        except Unmet as exc:
+            raise _none_fit(country, kind, exc.requirements) from None
+        if taken is not None:
+            return [taken]
+    found = numbers.search(country, NUMBER_LIST[kind], CANDIDATES)
+    fit = [n.phone_number for n in found if _meets(ctx, country, n.address_requirements)]
+    if not fit:
+        raise _none_fit(country, kind, [n.address_requirements for n in found])
+    return fit
+
+
+def _none_fit(country: str, kind: str, offered: list[str]) -> Permanent:
+    if not offered:
+        return Permanent("twilio", "no_numbers_available", f"no numbers available in {country}")
+    return Permanent(
+        "twilio",
+        "no_numbers_available",
+        f"every {country} {kind} number offered needs an address "
+        f"({', '.join(sorted(set(offered)))}) that the contact's documents do not meet",
+    )
 
 
 def _meets(ctx: StepContext, country: str, requirement: str) -> bool:
@@ -173,7 +193,8 @@ def await_sender_online(ctx: StepContext, first: bool) -> StepResult | Wait:
     assert sid is not None, "create_sender is done before this step runs"
     previous = ctx.detail("await_sender_online")
     since = previous.get("since") or ctx.now.isoformat()
-    keep = {k: previous[k] for k in ("review_since", "review_polls", "code_tried") if k in previous}
+    kept = ("review_since", "review_polls", "code_tried", "backoff")
+    keep = {k: previous[k] for k in kept if k in previous}
     sender = ctx.providers.senders.fetch(sid)
     detail: dict[str, Any] = {"status": sender.status, "since": since, **keep}
     if is_online(sender):
@@ -199,7 +220,15 @@ def await_sender_online(ctx: StepContext, first: bool) -> StepResult | Wait:
         )
     if sender.status == PENDING_VERIFICATION:
         return _verify(ctx, sid, sender.phone_number, detail)
-    return Wait(settings.sender_poll_s, detail)
+    # Still being created (or verified): look again with a growing wait, at the provider's
+    # pace rather than ours (each look is a request on the account's limits).
+    backoff = int(previous.get("backoff", 0))
+    return Wait(_poll_delay(settings, backoff), {**detail, "backoff": backoff + 1})
+
+
+def _poll_delay(settings: Settings, polls: int) -> float:
+    delay = settings.sender_poll_s * 1.5 ** min(polls, 30)
+    return round(min(delay, max(settings.sender_poll_max_s, settings.sender_poll_s)), 3)
 
 
 def _verify(ctx: StepContext, sid: str, number: str, detail: dict[str, Any]) -> Wait:
@@ -222,8 +251,10 @@ def _verify(ctx: StepContext, sid: str, number: str, detail: dict[str, Any]) -> 
         if exc.code != SENDER_REJECTED:
             raise
         return Wait(ctx.settings.sender_poll_s, {**detail, "code_tried": tried})
+    # A code went in: the sender moves on soon, so the next look is soon again.
     return Wait(
-        ctx.settings.sender_poll_s, {**detail, "status": submitted.status, "code_tried": tried}
+        ctx.settings.sender_poll_s,
+        {**detail, "status": submitted.status, "code_tried": tried, "backoff": 0},
     )
 
 

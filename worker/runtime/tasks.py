@@ -142,6 +142,7 @@ class Runtime:
             self._pipeline.email_targets.close()
             self._pipeline.limiter.close()
             self._pipeline.notifier.close()
+            self._pipeline.close()
             self._pipeline.db.dispose()
             self._pipeline = None
 

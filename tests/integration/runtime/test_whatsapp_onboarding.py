@@ -104,6 +104,29 @@ def test_a_sender_that_must_verify_gets_its_code_submitted_and_goes_active(
     assert again.json()["info"]["senders_on_waba"] == 1
 
 
+def test_a_sender_still_creating_is_polled_with_a_growing_wait_up_to_its_bound(
+    api, spawn, wsettings, make_tenant, sandbox, db
+):
+    # Meta takes its time: a sender is CREATING for 3 s. Polled every 0.2 s, it would cost
+    # 15 polls; with the backoff, the waits grow by half up to sender_poll_max_s.
+    settings = wsettings.model_copy(update={"sender_poll_max_s": 0.6})
+    sandbox.set_faults(sender_online_after_s=3.0)
+    tenant = make_tenant()
+    own_waba(api, tenant, sandbox)
+    info = post(api, tenant)
+    worker = spawn("worker", settings, "--concurrency", "2")
+    wait_for(lambda: all_terminal(db, 1), timeout=60)
+    assert read(api, tenant, info)["status"] == "active"
+    worker.stop()
+    lines = [json.loads(line) for line in worker.log.read_text().splitlines()
+             if line.startswith("{")]
+    waits = [e["wait_s"] for e in lines
+             if e["event"] == "step_waiting" and e.get("status") == "CREATING"]
+    assert waits[:5] == [0.2, 0.3, 0.45, 0.6, 0.6], waits
+    polls = sandbox.stats()["calls"].get("twilio.poll", 0)
+    assert polls < 10, sandbox.stats()["calls"]
+
+
 def test_a_sender_taken_offline_in_review_fails_the_contact_with_the_reason_and_leaves_nothing(
     api, spawn, wsettings, make_tenant, sandbox, db
 ):
