@@ -162,7 +162,8 @@ def test_clients_wait_for_a_change_with_long_polls(live_url, service, pipeline, 
         pending = client.get_contact(tenant.assistant_ids[0], cid)
         unchanged = client.wait_for(pending, timeout=1)
         assert unchanged.status == "pending"
-        threading.Timer(0.5, lambda: drive(pipeline, cid)).start()
+        driver = threading.Timer(0.5, lambda: drive(pipeline, cid))
+        driver.start()
         changed = client.wait_for(pending, timeout=30)
         assert changed.status != "pending"
 
@@ -171,3 +172,4 @@ def test_clients_wait_for_a_change_with_long_polls(live_url, service, pipeline, 
             return await client.wait_for(pending, timeout=5)
 
     assert asyncio.run(async_wait()).status != "pending"
+    driver.join(30)  # the pipeline (and its clients) close after this test
