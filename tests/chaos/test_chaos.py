@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import httpx
 import orjson
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, or_, select, text
 from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 from support.credentials import register_app
@@ -236,6 +236,15 @@ def test_contract_invariants_hold_under_chaos(
         # Then the faults stop, and everything must reach a terminal state.
         sandbox.set_faults(**NO_FAULTS)
         wait_for(lambda: all_terminal(db, total), timeout=600, every=0.2)
+
+        def unswept() -> int:  # ended or active, and not yet listed once more by the sweep
+            with db.read() as session:
+                return session.execute(select(func.count()).select_from(Contact).where(
+                    Contact.status.in_(("active", "failed", "deleted")),
+                    or_(Contact.swept_status.is_(None),
+                        Contact.swept_status != Contact.status))).scalar_one()
+
+        wait_for(lambda: unswept() == 0, timeout=120, every=0.5)
         elapsed = time.monotonic() - started
         with db.read() as session:
             last_terminal = session.execute(select(func.max(Contact.updated_at))).scalar_one()
