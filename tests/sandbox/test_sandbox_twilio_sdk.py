@@ -28,6 +28,8 @@ class SandboxHttpClient(TwilioHttpClient):
         self.base_url = base_url
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        if url.startswith(self.base_url + "/"):  # a page URL the sandbox wrote (`meta`)
+            return super().request(method, url, *args, **kwargs)
         scheme, _, rest = url.partition("://")
         host, _, path = rest.partition("/")
         assert scheme == "https" and host.endswith(".twilio.com"), url
