@@ -181,13 +181,6 @@ def mark_stale(db: Database, country: str, number_type: str) -> None:
         log.info("regulations_marked_stale", country=country, number_type=number_type)
 
 
-def oldest_age_s(db: Database, now: datetime) -> float:
-    """Seconds since the least recently fetched entry was fetched (0: no entry yet)."""
-    with db.read() as session:
-        oldest = store.oldest_fetched_at(session)
-    return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
-
-
 class RegulationRules:
     """The API's copy of the cached entries: read whole from the database at most every
     `PROVISIONER_TWILIO_REGULATIONS_RELOAD_S` (in a thread of its own, so a request never
