@@ -208,3 +208,16 @@ def test_the_oldest_entrys_age_is_a_gauge(rsettings, api, db):
     assert 0.0 <= gauge() < 30
     age(db, 5000, country="DE")
     assert 5000 <= gauge() < 5030
+
+
+def test_beat_runs_the_refresh_on_its_schedule(make_settings, rsettings, db, spawn):
+    from worker.runtime.celery_app import create_celery
+
+    settings = make_settings(**{**rsettings.model_dump(), "twilio_regulations_countries": "GB",
+                                "twilio_regulations_interval_s": 1.0})
+    entry = create_celery(settings).conf.beat_schedule["refresh-regulations"]
+    assert (entry["task"], entry["schedule"]) == ("worker.tasks.refresh_regulations", 1.0)
+    spawn("worker", settings, "--concurrency", "2")
+    spawn("beat", settings)
+    wait_for(lambda: len(entries(db)) == 8, timeout=90)  # GB: four types, two end-user types
+    assert all(r.bundle for r in entries(db).values())
