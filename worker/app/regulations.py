@@ -171,14 +171,17 @@ class RegulationsRefresher:
                 store.put(session, country, number_type, end_user_type, rule, sid, now)
 
 
-def mark_stale(db: Database, country: str, number_type: str) -> None:
-    """A purchase Twilio refused for regulatory reasons (21649, 21631) contradicts what the
-    cache says of that country and type: the next pass fetches it first, and the API stops
-    judging by it meanwhile (its copy reloads within `PROVISIONER_TWILIO_REGULATIONS_RELOAD_S`)."""
+def mark_stale(db: Database, country: str, number_type: str, refused: str) -> None:
+    """A purchase Twilio refused for want of a `bundle` (21649) or an `address` (21631)
+    contradicts a cached entry that said none was needed: the next pass fetches it first,
+    and the API stops judging by it meanwhile (its copy reloads within
+    `PROVISIONER_TWILIO_REGULATIONS_RELOAD_S`)."""
     with db.write() as session:
-        marked = store.mark_stale(session, country.upper(), number_type)
+        marked = store.mark_stale(session, country.upper(), number_type, refused)
     if marked:
-        log.info("regulations_marked_stale", country=country, number_type=number_type)
+        log.info(
+            "regulations_marked_stale", country=country, number_type=number_type, refused=refused
+        )
 
 
 class RegulationRules:

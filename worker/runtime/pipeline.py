@@ -59,7 +59,7 @@ log = structlog.get_logger(__name__)
 
 # Steps whose request makes something at a provider: the lease is confirmed just before each.
 # Purchases Twilio refused for want of a bundle (21649) or an address (21631).
-REGULATORY_REFUSALS = frozenset({BUNDLE_REQUIRED, ADDRESS_REQUIRED})
+REGULATORY_REFUSALS = {BUNDLE_REQUIRED: "bundle", ADDRESS_REQUIRED: "address"}
 CREATING = frozenset({"buy_number", "create_sender", "create_user"})
 
 
@@ -367,7 +367,7 @@ class Pipeline:
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
             if exc.code in REGULATORY_REFUSALS:
-                self._regulations_contradicted(contact)
+                self._regulations_contradicted(contact, REGULATORY_REFUSALS[exc.code])
             # An attempt that made nothing is not counted: the journal then still proves
             # what was (not) sent, and a contact that created nothing fails without clean-up.
             made_nothing = attempt_made_nothing(sent=requests_sent() != sent, code=exc.code)
@@ -517,16 +517,18 @@ class Pipeline:
             )
         return Outcome("wait", exc.retry_in_s)
 
-    def _regulations_contradicted(self, contact: Contact) -> None:
+    def _regulations_contradicted(self, contact: Contact, refused: str) -> None:
         """Twilio refused the purchase for want of a bundle or an address: what the cache
-        says of its country and type is marked stale (refetched first by the next refresh).
-        Best effort: the contact fails with Twilio's code either way."""
+        says of its country and type, where it said none was needed, is marked stale
+        (refetched first by the next refresh). Best effort: the contact fails with Twilio's
+        code either way."""
         request = contact.request or {}
         try:
             mark_stale(
                 self.db,
                 str(request.get("phone_country") or "US"),
                 str(request.get("phone_number_type") or LOCAL),
+                refused,
             )
         except Exception as exc:
             log.warning("regulations_not_marked_stale", error=type(exc).__name__)

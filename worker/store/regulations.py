@@ -52,15 +52,24 @@ def put(
     session.flush()
 
 
-def mark_stale(session: Session, country: str, number_type: str) -> int:
-    """A purchase of `country`'s `number_type` numbers was refused for regulatory reasons:
-    its entries (every end-user type) are not trusted until refetched. How many were."""
+def mark_stale(session: Session, country: str, number_type: str, refused: str) -> int:
+    """A purchase of `country`'s `number_type` numbers was refused for want of a `bundle`
+    (21649) or an `address` (21631): the entries (of every end-user type) that the refusal
+    contradicts are not trusted until refetched. Only those: one that already says a bundle
+    (or a local or foreign address) is needed agrees with Twilio, and the refusal is about
+    the contact's documents. How many were marked."""
+    contradicted = (
+        TwilioRegulation.bundle.is_(False)
+        if refused == "bundle"
+        else TwilioRegulation.address.in_(("none", "any"))
+    )
     result = session.execute(
         update(TwilioRegulation)
         .where(
             TwilioRegulation.country == country,
             TwilioRegulation.number_type == number_type,
             TwilioRegulation.stale.is_(False),
+            contradicted,
         )
         .values(stale=True)
     )

@@ -168,6 +168,23 @@ def test_a_purchase_refused_with_21649_marks_the_entry_stale_and_is_fetched_firs
     refused = wait_for(lambda: (r := post(api, tenant, tenant.assistant_ids[1], "US"))
                        .status_code == 422 and r)
     assert code(refused) == "regulatory_bundle_required"
+    # Contacts the API let through meanwhile (its copy judged by the built-in table) failed
+    # with 21649 too, but an entry that says a bundle is needed agrees with that: not stale.
+    assert not entries(db)[("US", "local", "business")].stale
+
+
+def test_a_refusal_marks_stale_only_the_entries_it_contradicts(db):
+    now = datetime.now(UTC)
+    with db.write() as session:
+        store.put(session, "GB", "local", "business", Rule(True, "any"), "RN1", now)
+        store.put(session, "GB", "local", "individual", Rule(False, "none"), None, now)
+        store.put(session, "DE", "local", "business", Rule(True, "local"), "RN2", now)
+        assert store.mark_stale(session, "GB", "local", "bundle") == 1  # 21649
+        assert store.mark_stale(session, "GB", "local", "address") == 1  # 21631: "any" too
+        assert store.mark_stale(session, "DE", "local", "address") == 0  # agrees: local
+    found = entries(db)
+    assert found[("GB", "local", "business")].stale and found[("GB", "local", "individual")].stale
+    assert not found[("DE", "local", "business")].stale
 
 
 def test_with_no_usable_entry_the_builtin_table_judges(rsettings, api, db, make_tenant):
@@ -188,7 +205,7 @@ def test_with_no_usable_entry_the_builtin_table_judges(rsettings, api, db, make_
                       now - timedelta(seconds=rsettings.twilio_regulations_max_age_s + 60))
             store.put(session, "DE", "mobile", eut, nothing, None, now)
             store.put(session, "FR", "mobile", eut, nothing, None, now)  # usable
-        store.mark_stale(session, "DE", "mobile")
+        store.mark_stale(session, "DE", "mobile", "bundle")
     # The API's copy has reloaded once the usable FR entry judges...
     wait_for(lambda: post(api, tenant, d, "FR", "mobile").status_code == 202)
     # ... and the old and the stale entries do not.
