@@ -22,11 +22,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Literal
 
 import pycountry
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sandbox.errors import (
     TW_ADDRESS_INVALID,
@@ -40,6 +41,7 @@ from sandbox.errors import (
     twilio_error,
 )
 from sandbox.http import basic_credentials, form_fields, parse_page, parse_page_size, with_query
+from sandbox.inventory import number_types
 from sandbox.state import Refused, utcnow
 
 router = APIRouter()
@@ -128,10 +130,6 @@ _POSTAL_CODES: dict[str, re.Pattern[str]] = {
 _JOIN = {"GB": " ", "IE": " ", "NL": " ", "PL": "-", "BR": "-"}
 
 
-def rule_for(country: str, number_type: str) -> Rule:
-    return RULES.get((country.upper(), number_type), UNREGULATED)
-
-
 def regulation_sid(country: str, number_type: str, end_user_type: str) -> str:
     digest = hashlib.sha256(f"{country}/{number_type}/{end_user_type}".encode()).hexdigest()
     return "RN" + digest[:32]
@@ -146,12 +144,19 @@ class Regulation:
     rule: Rule
 
 
-REGULATIONS: dict[str, Regulation] = {
-    regulation_sid(c, t, e): Regulation(regulation_sid(c, t, e), c, t, e, rule)
-    for (c, t), rule in RULES.items()
-    if rule.bundle
-    for e in END_USER_TYPES
-}
+def regulations_of(rules: dict[tuple[str, str], Rule]) -> dict[str, Regulation]:
+    """The Regulations a rule table gives: one per end-user type for each country and type
+    that needs a bundle (the ones a Bundle is made for)."""
+    return {
+        regulation_sid(c, t, e): Regulation(regulation_sid(c, t, e), c, t, e, rule)
+        for (c, t), rule in rules.items()
+        if rule.bundle
+        for e in END_USER_TYPES
+    }
+
+
+# Every Regulation the built-in table has: what a fresh sandbox (and each reset) answers.
+REGULATIONS: dict[str, Regulation] = regulations_of(RULES)
 
 
 @dataclass
@@ -186,11 +191,48 @@ class RegulatoryState:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bundles: dict[str, BundleRecord] = field(default_factory=dict)
     _addresses: dict[str, AddressRecord] = field(default_factory=dict)
+    # The rules in force: RULES, as the `/_sandbox/twilio/regulations` control changed them
+    # (Twilio changes a country's requirements from time to time).
+    _rules: dict[tuple[str, str], Rule] = field(default_factory=lambda: dict(RULES))
+    _regulations: dict[str, Regulation] = field(default_factory=lambda: dict(REGULATIONS))
+    # Every regulation ever in force, by SID: a bundle keeps its regulation's country and
+    # type after a rule change withdrew it.
+    _known: dict[str, Regulation] = field(default_factory=lambda: dict(REGULATIONS))
 
     def reset(self) -> None:
         with self._lock:
             self._bundles.clear()
             self._addresses.clear()
+            self._rules = dict(RULES)
+            self._regulations = dict(REGULATIONS)
+            self._known = dict(REGULATIONS)
+
+    def rule_for(self, country: str, number_type: str) -> Rule:
+        with self._lock:
+            return self._rules.get((country.upper(), number_type), UNREGULATED)
+
+    def set_rule(self, country: str, number_type: str, rule: Rule) -> Rule:
+        """Change what a country's number type needs: its Regulations, its numbers'
+        `address_requirements` and the purchase check follow at once."""
+        with self._lock:
+            self._rules[(country.upper(), number_type)] = rule
+            self._regulations = regulations_of(self._rules)
+            self._known.update(self._regulations)
+            return rule
+
+    def regulations(self) -> list[Regulation]:
+        with self._lock:
+            return list(self._regulations.values())
+
+    def regulation(self, sid: str) -> Regulation | None:
+        """A regulation in force."""
+        with self._lock:
+            return self._regulations.get(sid)
+
+    def regulation_ever(self, sid: str) -> Regulation | None:
+        """A regulation in force now or before (what a bundle was made for)."""
+        with self._lock:
+            return self._known.get(sid)
 
     def add_bundle(self, record: BundleRecord) -> BundleRecord:
         with self._lock:
@@ -282,7 +324,7 @@ class RegulatoryState:
     ) -> str:
         """The number's `address_requirements` if the documents given satisfy its rule; else
         raises `Refused` with Twilio's code."""
-        rule = rule_for(country, number_type)
+        rule = self.rule_for(country, number_type)
         shown = TWILIO_TYPE[number_type]
         if bundle_sid:
             bundle = self.bundle(account_sid, bundle_sid)
@@ -292,7 +334,7 @@ class RegulatoryState:
                 raise Refused(
                     TW_BUNDLE_REQUIRED, f"Bundle {bundle_sid} status is not twilio-approved"
                 )
-            regulation = REGULATIONS.get(bundle.regulation_sid)
+            regulation = self.regulation_ever(bundle.regulation_sid)
             if regulation is None or (regulation.country, regulation.number_type) != (
                 country,
                 number_type,
@@ -406,7 +448,31 @@ def _page(
 # --- Regulations ------------------------------------------------------------------------------
 
 
+# Twilio's own words for a proof of address, by the address requirement it stands for
+# (the `local` one is the description in twilio-oai's Regulations example, AU Local).
+_ADDRESS_DESCRIPTIONS = {
+    "local": "The physical location of the individual or business. Must be within locality or "
+    "region covered by the phone numbers prefix; a PO Box is not acceptable where a local "
+    "address is required.",
+    "foreign": "The physical location of the individual or business. Must be outside the "
+    "country of the phone number.",
+    "any": "The physical location of the individual or business.",
+}
+_END_USER_FIELDS = {
+    "individual": [("first_name", "First Name", "First name of the Individual"),
+                   ("last_name", "Last Name", "Last name of the Individual")],
+    "business": [("business_name", "Business Name", "Name of the company")],
+}  # fmt: skip
+
+
+def _detailed(fields: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+    return [{"machine_name": m, "friendly_name": f, "description": d} for m, f, d in fields]
+
+
 def render_regulation(request: Request, regulation: Regulation) -> dict[str, Any]:
+    """A Regulation as twilio-oai's `numbers.v2.regulatory_compliance.regulation` has it:
+    sid, friendly_name, iso_country, number_type, end_user_type, requirements (end_user,
+    supporting_document: groups of which one document each is needed) and url."""
     country = pycountry.countries.get(alpha_2=regulation.country)
     country_name = country.name if country is not None else regulation.country
     shown = TWILIO_TYPE[regulation.number_type]
@@ -419,17 +485,26 @@ def render_regulation(request: Request, regulation: Regulation) -> dict[str, Any
                     "name": "Address",
                     "type": "document",
                     "requirement_name": "proof_of_address",
-                    "description": f"An address meeting the {regulation.rule.address} "
-                    "address requirement",
+                    "description": _ADDRESS_DESCRIPTIONS[regulation.rule.address],
                     "accepted_documents": [
-                        {"name": "Address", "type": "address", "fields": ["address_sids"]}
+                        {
+                            "name": "Address Validation",
+                            "type": "address",
+                            "url": f"{base}{V2}/DocumentTypes/address",
+                            "fields": ["address_sids"],
+                            "detailed_fields": _detailed(
+                                [("address_sids", "Address sid(s)", "Address sid of the end user")]
+                            ),
+                        }
                     ],
                 }
             ]
         )
+    fields = _END_USER_FIELDS[regulation.end_user_type]
     return {
         "sid": regulation.sid,
-        "friendly_name": f"{country_name}: {shown.capitalize()} - {regulation.end_user_type}",
+        "friendly_name": f"{country_name}: {shown.capitalize()} - "
+        f"{regulation.end_user_type.capitalize()}",
         "iso_country": regulation.country,
         "number_type": shown,
         "end_user_type": regulation.end_user_type,
@@ -439,9 +514,9 @@ def render_regulation(request: Request, regulation: Regulation) -> dict[str, Any
                     "name": regulation.end_user_type.capitalize(),
                     "type": regulation.end_user_type,
                     "requirement_name": f"{regulation.end_user_type}_info",
-                    "fields": ["business_name"]
-                    if regulation.end_user_type == "business"
-                    else ["first_name", "last_name"],
+                    "url": f"{base}{V2}/Regulations/{regulation.end_user_type}",
+                    "fields": [f[0] for f in fields],
+                    "detailed_fields": _detailed(fields),
                 }
             ],
             "supporting_document": supporting,
@@ -452,6 +527,8 @@ def render_regulation(request: Request, regulation: Regulation) -> dict[str, Any
 
 @router.get(V2 + "/Regulations")
 async def list_regulations(request: Request) -> Response:
+    """Filtered by IsoCountry, NumberType and EndUserType (IncludeConstraints is accepted;
+    the sandbox has no constraints to add), in the v2 envelope (`results`, `meta`)."""
     if isinstance(denied := _account(request), JSONResponse):
         return denied
     params = request.query_params
@@ -464,7 +541,7 @@ async def list_regulations(request: Request) -> Response:
         return twilio_error(400, TW_BUNDLE_INVALID_TYPE, f"Invalid EndUserType {end_user_type}")
     found = [
         render_regulation(request, r)
-        for r in REGULATIONS.values()
+        for r in regulatory_state(request).regulations()
         if (country is None or r.country == country)
         and (number_type is None or r.number_type == NUMBER_TYPES[number_type])
         and (end_user_type is None or r.end_user_type == end_user_type)
@@ -476,10 +553,43 @@ async def list_regulations(request: Request) -> Response:
 async def fetch_regulation(request: Request, sid: str) -> Response:
     if isinstance(denied := _account(request), JSONResponse):
         return denied
-    regulation = REGULATIONS.get(sid)
+    regulation = regulatory_state(request).regulation(sid)
     if regulation is None:
         return _not_found(request)
     return JSONResponse(render_regulation(request, regulation))
+
+
+class RuleBody(BaseModel):
+    """What a country's number type needs from now on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: bool
+    address: Literal["none", "any", "local", "foreign"]
+
+
+@controls.put("/regulations/{country}/{number_type}")
+async def set_regulation(request: Request, country: str, number_type: str) -> Response:
+    """Twilio changes what a country's number type needs (`number_type` in Twilio's
+    spelling: local, mobile, national, toll-free): its Regulations, its numbers'
+    `address_requirements` and the purchase check answer the new rule at once."""
+    code = country.upper()
+    kind = NUMBER_TYPES.get(number_type)
+    if pycountry.countries.get(alpha_2=code) is None or len(code) != 2:
+        return JSONResponse({"detail": f"no country {country}"}, status_code=404)
+    if kind is None or kind not in number_types(code):
+        return JSONResponse(
+            {"detail": f"{code} sells no {number_type} numbers here"}, status_code=404
+        )
+    try:
+        body = RuleBody.model_validate_json(await request.body())
+    except ValidationError as exc:
+        return JSONResponse({"detail": exc.errors(include_url=False)}, status_code=422)
+    rule = regulatory_state(request).set_rule(code, kind, Rule(body.bundle, body.address))
+    return JSONResponse(
+        {"country": code, "number_type": number_type, "bundle": rule.bundle,
+         "address": rule.address}
+    )  # fmt: skip
 
 
 # --- Bundles ----------------------------------------------------------------------------------
@@ -512,12 +622,13 @@ async def create_bundle(request: Request) -> Response:
     if isinstance(account := _account(request), JSONResponse):
         return account
     fields = await form_fields(request)
+    state = regulatory_state(request)
     for name in ("FriendlyName", "Email"):
         if not fields.get(name):
             return _missing(name)
     sid = fields.get("RegulationSid")
     if sid:
-        if sid not in REGULATIONS:
+        if state.regulation(sid) is None:
             return twilio_error(400, TW_BUNDLE_INVALID_TYPE, f"Regulation {sid} was not found")
     else:
         country = (fields.get("IsoCountry") or "").upper()
@@ -528,7 +639,7 @@ async def create_bundle(request: Request) -> Response:
                 400, TW_BUNDLE_INVALID_TYPE, "An invalid End-User Type or Number Type was given"
             )
         sid = regulation_sid(country, NUMBER_TYPES[number_type], end_user_type)
-        if sid not in REGULATIONS:
+        if state.regulation(sid) is None:
             return twilio_error(
                 400,
                 TW_BUNDLE_INVALID_TYPE,
@@ -536,7 +647,7 @@ async def create_bundle(request: Request) -> Response:
                 f"({end_user_type})",
             )
     now = utcnow()
-    record = regulatory_state(request).add_bundle(
+    record = state.add_bundle(
         BundleRecord(
             sid="BU" + uuid.uuid4().hex,
             account_sid=account,
@@ -559,16 +670,23 @@ async def list_bundles(request: Request) -> Response:
     params = request.query_params
     country = (params.get("IsoCountry") or "").upper() or None
     number_type = NUMBER_TYPES.get(params.get("NumberType") or "")
+    state = regulatory_state(request)
     bundles = [
         b
-        for b in regulatory_state(request).bundles(account)
+        for b in state.bundles(account)
         if (params.get("Status") is None or b.status == params["Status"])
         and (params.get("FriendlyName") is None or b.friendly_name == params["FriendlyName"])
         and (params.get("RegulationSid") is None or b.regulation_sid == params["RegulationSid"])
-        and (country is None or REGULATIONS[b.regulation_sid].country == country)
-        and (number_type is None or REGULATIONS[b.regulation_sid].number_type == number_type)
+        and (country is None or _regulation_of(state, b).country == country)
+        and (number_type is None or _regulation_of(state, b).number_type == number_type)
     ]
     return _page(request, [render_bundle(request, b) for b in bundles], "results")
+
+
+def _regulation_of(state: RegulatoryState, bundle: BundleRecord) -> Regulation:
+    regulation = state.regulation_ever(bundle.regulation_sid)
+    assert regulation is not None  # a bundle is made only for a regulation in force
+    return regulation
 
 
 @router.get(V2 + "/Bundles/{sid}")

@@ -156,6 +156,17 @@ class SandboxControl:
         """The address fails Twilio's validation: purchases that need it get 21628."""
         return self._object("POST", f"/_sandbox/twilio/addresses/{sid}/invalidate")
 
+    def set_regulation(
+        self, country: str, number_type: str, *, bundle: bool, address: str
+    ) -> dict[str, Any]:
+        """Twilio changes what `country`'s `number_type` numbers (Twilio's spelling: local,
+        mobile, national, toll-free) need: a bundle or not, and the address requirement."""
+        return self._object(
+            "PUT",
+            f"/_sandbox/twilio/regulations/{country}/{number_type}",
+            json={"bundle": bundle, "address": address},
+        )
+
     def sink_url(self, name: str) -> str:
         return f"{self.url}/_sandbox/sink/{name}"
 

@@ -35,7 +35,7 @@ from sandbox.http import (
     with_query,
 )
 from sandbox.inventory import friendly_format, number_types
-from sandbox.regulatory import regulatory_state, rule_for
+from sandbox.regulatory import regulatory_state
 from sandbox.state import NotAvailable, NotFound, PhoneNumberRecord, Refused
 
 router = APIRouter()
@@ -149,7 +149,7 @@ async def available_numbers(
     number_type = LISTS.get(kind)
     if number_type is None or number_type not in number_types(country):
         return _not_found(request)  # Twilio: 404 for a list the country does not have
-    requirement = rule_for(country, number_type).address
+    requirement = regulatory_state(request).rule_for(country, number_type).address
     params = request.query_params
     excluded = {
         "any": params.get("ExcludeAllAddressRequired"),

@@ -74,6 +74,7 @@ OLDEST_PENDING_AGE = "provisioner_oldest_pending_contact_age_seconds"
 WEBHOOK_BACKLOG = "provisioner_webhook_backlog"
 WORKERS_LIVE = "provisioner_workers_live"
 BEAT_LAST_TICK = "provisioner_beat_last_tick_timestamp_seconds"
+REGULATIONS_OLDEST_AGE = "provisioner_regulations_oldest_age_seconds"
 # Where beat records its last tick (a Unix time), for the API's scrape to read.
 BEAT_TICK_KEY = "provisioner:beat:last_tick"
 # The figures read from the database at scrape time: the key of worker.app.gauges'
@@ -90,6 +91,12 @@ FIGURES = {
     "live_workers": (
         WORKERS_LIVE,
         "Worker processes whose heartbeat is younger than PROVISIONER_WORKER_DEAD_AFTER_S.",
+    ),
+    "regulations_oldest_age_s": (
+        REGULATIONS_OLDEST_AGE,
+        "Seconds since the least recently fetched cached Twilio Regulations entry was fetched "
+        "(0: none cached). Past PROVISIONER_TWILIO_REGULATIONS_MAX_AGE_S the refresh is failing"
+        " and the built-in table judges.",
     ),
 }
 PROVIDER_CREDENTIALS_OK = "provisioner_provider_credentials_ok"

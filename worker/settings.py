@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     # The platform's regulatory documents, for accounts that have none of their own: JSON,
     # `{"GB/local": {"bundle_sid": "BU...", "address_sid": "AD...", "address_country": "GB"}}`.
     twilio_regulatory_defaults: dict[str, dict[str, str]] = {}
+    # Twilio's Regulations, fetched by beat's `refresh-regulations` and cached in the database
+    # (worker/app/regulations.py): an entry older than TTL is fetched again; one older than
+    # MAX_AGE (or stale: a purchase Twilio refused since) is not trusted, and the built-in
+    # table judges instead. Each pass fetches at most PER_PASS country/number-type pairs
+    # (two Twilio requests each) of COUNTRIES plus the countries of the latest RECENT phone
+    # contacts. The API reloads its in-memory copy every RELOAD seconds.
+    twilio_regulations_ttl_s: float = 86400.0
+    twilio_regulations_max_age_s: float = 7 * 86400.0
+    twilio_regulations_interval_s: float = 300.0
+    twilio_regulations_countries: str = "US,CA,GB,DE,FR,AU,IE"
+    twilio_regulations_per_pass: int = 20
+    twilio_regulations_recent: int = 1000
+    twilio_regulations_reload_s: float = 30.0
     google_directory_url: str = "https://admin.googleapis.com"
     twilio_account_sid: str = "AC00000000000000000000000000000000"
     twilio_auth_token: SecretStr = SecretStr("")
@@ -294,6 +307,32 @@ class Settings(BaseSettings):
                 k: (v.upper() if k == "address_country" else v) for k, v in docs.items()
             }
         return checked
+
+    @field_validator("twilio_regulations_countries")
+    @classmethod
+    def _check_regulation_countries(cls, value: str) -> str:
+        codes = [c.strip().upper() for c in value.split(",") if c.strip()]
+        bad = [c for c in codes if len(c) != 2 or not c.isalpha()]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: comma-separated ISO country codes, e.g. GB,DE")
+        return ",".join(codes)
+
+    @field_validator(
+        "twilio_regulations_ttl_s",
+        "twilio_regulations_max_age_s",
+        "twilio_regulations_interval_s",
+        "twilio_regulations_per_pass",
+        "twilio_regulations_reload_s",
+    )
+    @classmethod
+    def _check_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be above 0")
+        return value
+
+    @property
+    def regulation_countries(self) -> tuple[str, ...]:
+        return tuple(c for c in self.twilio_regulations_countries.split(",") if c)
 
     @field_validator("secret_keys")
     @classmethod

@@ -28,6 +28,8 @@ class SandboxHttpClient(TwilioHttpClient):
         self.base_url = base_url
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        if url.startswith(self.base_url + "/"):  # a page URL the sandbox wrote (`meta`)
+            return super().request(method, url, *args, **kwargs)
         scheme, _, rest = url.partition("://")
         host, _, path = rest.partition("/")
         assert scheme == "https" and host.endswith(".twilio.com"), url
@@ -131,3 +133,26 @@ def test_sdk_sees_the_address_rules_of_a_german_local_number(
         phone_number=offered.phone_number, address_sid=berlin.sid, bundle_sid=bundle_sid
     )
     assert number.address_requirements == "local" and number.bundle_sid == bundle_sid
+
+
+def test_sdk_lists_the_regulations_page_by_page_and_sees_a_rule_change(
+    client: Client, sandbox: SandboxControl
+) -> None:
+    compliance = client.numbers.v2.regulatory_compliance
+    # Page by page through the v2 envelope's `meta.next_page_url`, as the SDK follows it.
+    gb = compliance.regulations.list(iso_country="GB", page_size=3)
+    assert len(gb) == 8 and {r.iso_country for r in gb} == {"GB"}
+    assert {r.number_type for r in gb} == {"local", "mobile", "national", "toll-free"}
+    regulation = gb[0]
+    assert regulation.sid.startswith("RN") and regulation.url.endswith(regulation.sid)
+    assert regulation.requirements["supporting_document"][0][0]["requirement_name"] == (
+        "proof_of_address"
+    )
+    assert compliance.regulations(regulation.sid).fetch().friendly_name == regulation.friendly_name
+    assert compliance.regulations.list(iso_country="US") == []
+
+    sandbox.set_regulation("US", "toll-free", bundle=True, address="any")
+    [business] = compliance.regulations.list(
+        iso_country="US", number_type="toll-free", end_user_type="business"
+    )
+    assert business.friendly_name == "United States: Toll-free - Business"

@@ -31,7 +31,7 @@ from worker.domain.errors import (
 from worker.domain.ids import is_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import cost_cents
-from worker.domain.regulatory import LOCAL, rule_for
+from worker.domain.regulatory import LOCAL
 from worker.domain.validation import ContactRequest, is_brought, validate_contact_request
 from worker.domain.views import contact_view
 from worker.settings import Settings
@@ -276,7 +276,7 @@ class ContactService:
             return None  # `submit` answers it, 404 before 422
         if request.contact_type is ContactType.EMAIL or is_brought(request.fields):
             return None  # routed through the database first
-        if _needs_documents(request):
+        if self._needs_documents(request):
             return None  # its regulatory documents are read from the database first
         return self._prepare(account_id, assistant_id, request, path, None, None, None)
 
@@ -384,11 +384,20 @@ class ContactService:
         fields = {**request.fields, "email_provider": route.provider}
         return ContactRequest(request.contact_type, fields), route.connection_id, None
 
+    def _needs_documents(self, request: ContactRequest) -> bool:
+        """Whether a number request's country and type need regulatory documents (judged in
+        memory: no database query)."""
+        country = request.fields.get("phone_country")
+        if request.contact_type is ContactType.EMAIL or not country:
+            return False
+        kind = str(request.fields.get("phone_number_type") or LOCAL)
+        return self.regulatory.needs_documents(str(country), kind)
+
     def _with_documents(self, account_id: int, request: ContactRequest) -> ContactRequest:
         """A number request with the regulatory documents its country and type need (the
         account's or the platform's), recorded in its request for the worker's purchase;
         refused (422 naming `phone_country`) before anything is reserved when it lacks one."""
-        if not _needs_documents(request):
+        if not self._needs_documents(request):
             return request
         country = str(request.fields["phone_country"])
         kind = str(request.fields.get("phone_number_type") or LOCAL)
@@ -491,15 +500,6 @@ class ContactService:
 
 
 __all__ = ["Acceptance", "ContactService", "DomainError", "Prepared", "Publisher", "Reply"]
-
-
-def _needs_documents(request: ContactRequest) -> bool:
-    """Whether a number request's country and type need regulatory documents."""
-    country = request.fields.get("phone_country")
-    if request.contact_type is ContactType.EMAIL or not country:
-        return False
-    rule = rule_for(country, request.fields.get("phone_number_type") or LOCAL)
-    return rule is not None and rule.needs_documents
 
 
 def _first_run(contact: Contact) -> FirstRun | None:

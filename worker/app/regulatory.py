@@ -1,7 +1,8 @@
 """An account's Twilio regulatory documents (`/v0/providers/twilio/regulatory/{country}`): set
 after Twilio confirmed them, listed, deleted while no live number uses them; and the
 documents a phone request of a country and number type goes with (the account's, else the
-platform's default), refused before anything is reserved when the rules need more."""
+platform's default), refused before anything is reserved when the rules (Twilio's cached
+Regulations when fresh, else the built-in table: worker/app/regulations.py) need more."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pycountry
 import structlog
 
+from worker.app.regulations import RegulationRules
 from worker.domain.errors import (
     InvalidRequest,
     NotFound,
@@ -93,6 +95,15 @@ class RegulatoryService:
         self.settings = settings
         self.verifier = verifier
         self.clock = clock
+        # Twilio's Regulations as beat's refresh cached them, held in memory (one copy per
+        # API process: Services builds one RegulatoryService).
+        self.rules = RegulationRules(db, settings, clock)
+
+    def needs_documents(self, country: str, number_type: str) -> bool:
+        """Whether a request of `country`'s `number_type` numbers may need documents (for
+        some end-user type), judged in memory."""
+        rule = self.rules.rule_for(country, number_type)
+        return rule is not None and rule.needs_documents
 
     def put(self, account_id: int, country: str, body: Any) -> dict[str, Any]:
         code = country_code(country)
@@ -163,8 +174,7 @@ class RegulatoryService:
         """What a phone request of `country`'s `number_type` numbers goes with: the
         account's documents, else the platform's default; None when the rules need none.
         Raises the 422 naming `phone_country` when they need what neither has."""
-        rule = rule_for(country, number_type)
-        if rule is None or not rule.needs_documents:
+        if not self.needs_documents(country, number_type):
             return None
         with self.db.read() as session:
             row = store.get(session, account_id, country, number_type)
@@ -173,6 +183,12 @@ class RegulatoryService:
                 if row is not None
                 else None
             )
+            # The account's bundle says for which end-user type it was made; else judged by
+            # the strictest of them.
+            end_user_type = (row.info or {}).get("end_user_type") if row is not None else None
+        rule = self.rules.rule_for(country, number_type, end_user_type or None)
+        if rule is None or not rule.needs_documents:
+            return None
         if found is None:
             default = self.settings.twilio_regulatory_defaults.get(f"{country}/{number_type}")
             if default:

@@ -2,17 +2,23 @@
 address (and where), per country and number type; and whether an account's documents meet
 them.
 
-The table mirrors Twilio's Regulations (`numbers.twilio.com/v2/RegulatoryCompliance/
-Regulations?IsoCountry=&NumberType=`) and the `address_requirements` its number lists show,
-as Twilio's Phone Number Regulatory Guidelines per country describe them (docs/providers.md,
-"Numbers outside the US"). It is a table in code, not a live answer: the API judges a request
-without calling Twilio, and a rule Twilio changes later is still enforced by Twilio at purchase
-time (the contact then fails with Twilio's code). Countries not in the table are not judged.
+Two sources. Twilio's own answer: its Regulations (`numbers.twilio.com/v2/
+RegulatoryCompliance/Regulations?IsoCountry=&NumberType=&EndUserType=`) and the
+`address_requirements` its number lists show, fetched by beat's refresh and cached
+(`rule_from_twilio` reads them; worker/app/regulations.py keeps the cache). And the built-in
+table below, as Twilio's Phone Number Regulatory Guidelines per country describe them
+(docs/providers.md, "Numbers outside the US"): what is judged when no fresh cached entry
+exists. Either way the API judges a request without calling Twilio, and Twilio still
+enforces its rule at purchase time (the contact then fails with Twilio's code, and the
+cached entry is marked stale). Countries in neither are not judged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 LOCAL = "local"
 NUMBER_TYPES = ("local", "mobile", "national", "toll_free")
@@ -23,6 +29,7 @@ TWILIO_NUMBER_TYPE = {"local": "local", "mobile": "mobile", "national": "nationa
 NUMBER_LIST = {"local": "Local", "mobile": "Mobile", "national": "National",
                "toll_free": "TollFree"}  # fmt: skip
 ADDRESS_REQUIREMENTS = ("none", "any", "local", "foreign")
+END_USER_TYPES = ("individual", "business")
 
 
 @dataclass(frozen=True)
@@ -101,3 +108,43 @@ def missing(rule: Rule, country: str, documents: Documents | None) -> str | None
     ):
         return "address"
     return None
+
+
+def rule_from_twilio(
+    regulations: Sequence[Mapping[str, Any]], address_requirements: str | None
+) -> Rule:
+    """The rule Twilio's answer gives for one country, number type and end-user type:
+    `regulations`, the Regulations it listed for them (a bundle is needed when one names
+    any requirement), and `address_requirements`, what its number list shows on a number of
+    that type (None: it showed none). Without a number to read, a Regulation that asks for
+    a proof of address stands for an address anywhere (`any`)."""
+    requirements = [r.get("requirements") or {} for r in regulations]
+    bundle = any(req.get("end_user") or req.get("supporting_document") for req in requirements)
+    if address_requirements in ADDRESS_REQUIREMENTS:
+        return Rule(bundle, str(address_requirements))
+    proof = any(
+        document.get("requirement_name") == "proof_of_address"
+        for req in requirements
+        for group in req.get("supporting_document") or []
+        for document in group
+    )
+    return Rule(bundle, "any" if proof else "none")
+
+
+def usable(fetched_at: datetime, stale: bool, now: datetime, max_age_s: float) -> bool:
+    """Whether a cached entry may judge a request: not contradicted by a purchase since, and
+    no older than `max_age_s` (a refresh that keeps failing must not freeze a rule)."""
+    return not stale and (now - fetched_at).total_seconds() <= max_age_s
+
+
+def strictest(rules: Iterable[Rule]) -> Rule | None:
+    """One rule that needs documents when any of `rules` does (to know, without the
+    account's documents at hand, whether to look at them at all); None for no rules."""
+    found = list(rules)
+    if not found:
+        return None
+    needing = [r for r in found if r.needs_documents]
+    if not needing:
+        return found[0]
+    address = next((r.address for r in needing if r.address != "none"), "none")
+    return Rule(any(r.bundle for r in needing), address)

@@ -79,6 +79,21 @@ class TwilioCompliance(TwilioClient):
             end_user_type=str(body.get("end_user_type") or ""),
         )
 
+    def list_regulations(self, country: str, number_type: str) -> list[dict[str, Any]]:
+        """Every Regulation of `country`'s `number_type` numbers (Twilio's spelling: local,
+        mobile, national, toll-free), of both end-user types, as Twilio answers them, page by
+        page through the v2 envelope's `meta.next_page_url`."""
+        params = {"IsoCountry": country.upper(), "NumberType": number_type, "PageSize": 50}
+        found: list[dict[str, Any]] = []
+        pages = self._pages(
+            "/v2/RegulatoryCompliance/Regulations",
+            params,
+            lambda page: (page.get("meta") or {}).get("next_page_url"),
+        )
+        for page in pages:
+            found += [r for r in page.get("results") or [] if isinstance(r, dict)]
+        return found
+
 
 def verify_documents(
     settings: Settings,

@@ -22,6 +22,7 @@ RELAY_WEBHOOKS_TASK = "worker.tasks.relay_webhooks"
 BILLING_TASK = "worker.tasks.billing_pass"
 LIVENESS_TASK = "worker.tasks.take_over_dead_runners"
 SWEEP_TASK = "worker.tasks.sweep"
+REGULATIONS_TASK = "worker.tasks.refresh_regulations"
 WEBHOOK_QUEUE = "webhooks"  # its own queue: a slow receiver never holds up provisioning
 QUEUES = ("interactive", "bulk", WEBHOOK_QUEUE)
 # A provisioning message's `FirstRun` hint (worker.domain.contacts): a header, so a worker of
@@ -105,6 +106,11 @@ def create_celery(
                 "task": BILLING_TASK,
                 "schedule": settings.billing_interval_s,
                 "options": {"queue": "bulk", "expires": settings.billing_interval_s},
+            },
+            "refresh-regulations": {
+                "task": REGULATIONS_TASK,
+                "schedule": settings.twilio_regulations_interval_s,
+                "options": {"queue": "bulk", "expires": settings.twilio_regulations_interval_s},
             },
             "purge-idempotency-keys": {
                 "task": PURGE_TASK,

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from worker.app.regulations import mark_stale
 from worker.domain.compensation import attempt_made_nothing, nothing_created
 from worker.domain.contacts import (
     ContactStatus,
@@ -27,10 +28,12 @@ from worker.domain.contacts import (
     read_only_first_step,
     step_plan,
 )
+from worker.domain.regulatory import LOCAL
 from worker.domain.retry import RetryPolicy
 from worker.live import NoNotifier, Notifier
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
+from worker.providers.errors import ADDRESS_REQUIRED, BUNDLE_REQUIRED
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
 from worker.runtime.cleanup import Cleanup
 from worker.runtime.connections import EmailTargets
@@ -56,6 +59,8 @@ from worker.store.models import Contact, ContactStep
 log = structlog.get_logger(__name__)
 
 # Steps whose request makes something at a provider: the lease is confirmed just before each.
+# Purchases Twilio refused for want of a bundle (21649) or an address (21631).
+REGULATORY_REFUSALS = {BUNDLE_REQUIRED: "bundle", ADDRESS_REQUIRED: "address"}
 CREATING = frozenset({"buy_number", "create_sender", "create_user"})
 
 
@@ -365,6 +370,8 @@ class Pipeline:
             )
         except Permanent as exc:
             log.warning("step_failed", error_code=exc.code, error=str(exc))
+            if exc.code in REGULATORY_REFUSALS:
+                self._regulations_contradicted(contact, REGULATORY_REFUSALS[exc.code])
             # An attempt that made nothing is not counted: the journal then still proves
             # what was (not) sent, and a contact that created nothing fails without clean-up.
             made_nothing = attempt_made_nothing(sent=requests_sent() != sent, code=exc.code)
@@ -513,6 +520,22 @@ class Pipeline:
                 session, contact.id, owner, self._due(now + timedelta(seconds=exc.retry_in_s))
             )
         return Outcome("wait", exc.retry_in_s)
+
+    def _regulations_contradicted(self, contact: Contact, refused: str) -> None:
+        """Twilio refused the purchase for want of a bundle or an address: what the cache
+        says of its country and type, where it said none was needed, is marked stale
+        (refetched first by the next refresh). Best effort: the contact fails with Twilio's
+        code either way."""
+        request = contact.request or {}
+        try:
+            mark_stale(
+                self.db,
+                str(request.get("phone_country") or "US"),
+                str(request.get("phone_number_type") or LOCAL),
+                refused,
+            )
+        except Exception as exc:
+            log.warning("regulations_not_marked_stale", error=type(exc).__name__)
 
     # --- failing -----------------------------------------------------------------------------
 

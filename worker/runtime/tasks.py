@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from worker import health
 from worker.app.lifecycle import LifecycleService
+from worker.app.regulations import RegulationsRefresher
 from worker.app.retention import RetentionService
 from worker.domain.contacts import FirstRun
 from worker.providers import Providers
@@ -28,6 +29,7 @@ from worker.runtime.celery_app import (
     PROVISION_TASK,
     PURGE_TASK,
     RECONCILE_TASK,
+    REGULATIONS_TASK,
     RELAY_WEBHOOKS_TASK,
     SWEEP_TASK,
     WEBHOOK_QUEUE,
@@ -64,6 +66,7 @@ class Runtime:
         self._deliverer: Deliverer | None = None
         self._heartbeat: Heartbeat | None = None
         self._sweeper: Sweeper | None = None
+        self._regulations: RegulationsRefresher | None = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -99,6 +102,15 @@ class Runtime:
                         pipeline.db, pipeline.providers, self.settings, pipeline.email_targets
                     )
         return self._sweeper
+
+    @property
+    def regulations(self) -> RegulationsRefresher:
+        pipeline = self.pipeline
+        if self._regulations is None or self._regulations.db is not pipeline.db:
+            with self._lock:
+                if self._regulations is None or self._regulations.db is not pipeline.db:
+                    self._regulations = RegulationsRefresher(pipeline.db, self.settings)
+        return self._regulations
 
     @property
     def deliverer(self) -> Deliverer:
@@ -282,6 +294,12 @@ def register(app: Celery, runtime: Runtime) -> None:
         """List once more the tags of contacts that ended or went active, and release what
         each should not hold (worker/runtime/sweep.py)."""
         return runtime.sweeper.run()
+
+    @app.task(name=REGULATIONS_TASK, ignore_result=True)
+    def refresh_regulations() -> dict[str, int]:
+        """Fetch again Twilio's Regulations of the pairs whose cached entry is missing,
+        stale or older than the TTL, a bounded number per pass, one pass at a time."""
+        return runtime.regulations.run()
 
     @app.task(name=PURGE_TASK, ignore_result=True)
     def purge_idempotency_keys() -> dict[str, int]:

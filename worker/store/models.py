@@ -278,6 +278,44 @@ class TwilioRegulatory(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class TwilioRegulation(Base):
+    """What Twilio's Regulations said, when last fetched, a country's number type needs for
+    one end-user type: an approved bundle or not, and the address requirement (`none`,
+    `any`, `local`, `foreign`). `stale`: a purchase Twilio refused since (21649, 21631)
+    contradicts it, so it is not trusted and the next refresh fetches it first."""
+
+    __tablename__ = "twilio_regulations"
+    __table_args__ = (
+        UniqueConstraint(
+            "country", "number_type", "end_user_type", name="uq_twilio_regulations_entry"
+        ),
+        CheckConstraint(
+            "address IN ('none', 'any', 'local', 'foreign')", name="address_requirement"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    country: Mapped[str] = mapped_column(String(2))
+    number_type: Mapped[str] = mapped_column(String(16))  # ours: local, mobile, ..., toll_free
+    end_user_type: Mapped[str] = mapped_column(String(16))  # individual, business
+    bundle: Mapped[bool] = mapped_column(Boolean)
+    address: Mapped[str] = mapped_column(String(8))
+    regulation_sid: Mapped[str | None] = mapped_column(String(34), nullable=True)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class TaskLease(Base):
+    """A periodic pass that must run once at a time (`name`): who holds it, until when. A
+    holder that dies leaves it to expire."""
+
+    __tablename__ = "task_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class ContactStep(Base):
     __tablename__ = "contact_steps"
     __table_args__ = (UniqueConstraint("contact_id", "name", name="uq_contact_steps_name"),)
