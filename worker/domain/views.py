@@ -66,7 +66,7 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
     by_name = {s.name: s for s in steps}
     plan = step_plan(ContactType(contact.contact_type), contact.request)
     if contact.status in _RELEASING:
-        releases = deprovision_plan(ContactType(contact.contact_type))
+        releases = deprovision_plan(ContactType(contact.contact_type), contact.request)
         if contact.status == ContactStatus.DELETING.value or any(n in by_name for n in releases):
             plan = plan + releases
     # A contact deleted before a runner made its journal never ran those steps.
@@ -88,7 +88,7 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
         if contact.error_code
         else None
     )
-    return {
+    view = {
         "id": contact.id,
         "assistant_id": contact.assistant_id,
         "contact_type": contact.contact_type,
@@ -110,6 +110,22 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
         "batch_id": contact.batch_id,
         "created_at": iso(contact.created_at),
         "updated_at": iso(contact.updated_at),
+    }
+    if contact.contact_type == ContactType.WHATSAPP.value:
+        view["whatsapp_route"] = _route(contact)
+    return view
+
+
+def _route(contact: ContactRecord) -> dict[str, Any] | None:
+    """A pool contact's route: from its user's WhatsApp number to this assistant, on the
+    pool sender whose number is the contact's address (None: a dedicated sender, or not yet
+    assigned)."""
+    sender_id = getattr(contact, "pool_sender_id", None)
+    if sender_id is None:
+        return None
+    return {
+        "pool_sender_id": sender_id,
+        "user_whatsapp_number": contact.request.get("user_whatsapp_number"),
     }
 
 

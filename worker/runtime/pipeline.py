@@ -34,6 +34,7 @@ from worker.providers import Permanent, ProviderError, Providers, RateLimited
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
 from worker.runtime.cleanup import Cleanup
 from worker.runtime.connections import EmailTargets
+from worker.runtime.pool import PoolAccess
 from worker.runtime.release import Releaser
 from worker.runtime.steps import (
     STEPS,
@@ -42,6 +43,7 @@ from worker.runtime.steps import (
     Wait,
     address_of,
     compensate,
+    needs_compensation,
     utcnow,
 )
 from worker.settings import Settings
@@ -55,7 +57,7 @@ from worker.store.models import Contact, ContactStep
 log = structlog.get_logger(__name__)
 
 # Steps whose request makes something at a provider: the lease is confirmed just before each.
-CREATING = frozenset({"buy_number", "create_sender", "create_user"})
+CREATING = frozenset({"buy_number", "create_sender", "create_user", "assign_pool_sender"})
 
 
 class _Refused(Exception):
@@ -116,6 +118,7 @@ class Pipeline:
             db, settings, providers, on_new_client=self.limiter.install_client
         )
         self.policy = _policy(settings)
+        self.pool = PoolAccess(db, settings)
         # Called at the points where a frozen runner matters (tests freeze it there).
         self.checkpoint: Callable[[str, str, str], None] = no_checkpoint
         # Per thread: when this thread's run last confirmed its lease (see `_confirm`).
@@ -533,7 +536,7 @@ class Pipeline:
                 return Outcome("busy")
         try:
             # Nothing to delete when the journal proves no creating request was ever sent.
-            if not nothing_created(steps.values()):
+            if not nothing_created(steps.values()) or needs_compensation(contact):
                 self.checkpoint("before_compensate", contact.id, owner)
                 self._confirm(contact, owner)
                 compensate(self._context(contact, steps))
@@ -627,7 +630,13 @@ class Pipeline:
 
     def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
         return StepContext(
-            contact, steps, self.providers, self.settings, self.clock(), self.email_targets
+            contact,
+            steps,
+            self.providers,
+            self.settings,
+            self.clock(),
+            self.email_targets,
+            self.pool,
         )
 
 
