@@ -16,9 +16,13 @@ class PoolAccess:
         self.db = db
         self.max_senders = settings.whatsapp_pool_max_senders
 
-    def take(self, contact: Contact, user_number: str | None, now: datetime) -> store.Taken:
+    def take(
+        self, contact: Contact, user_number: str | None, now: datetime, *, may_grow: bool
+    ) -> store.Taken:
         with self.db.write() as session:
-            return store.take_route(session, contact, user_number, self.max_senders, now)
+            return store.take_route(
+                session, contact, user_number, self.max_senders, now, may_grow=may_grow
+            )
 
     def record_growth(self, sender_id: int, now: datetime, **made: str | None) -> None:
         with self.db.write() as session:

@@ -257,7 +257,10 @@ def assign_pool_sender(ctx: StepContext, first: bool) -> StepResult | Wait:
     since = previous.get("since") or ctx.now.isoformat()
     waited = (ctx.now - datetime.fromisoformat(since)).total_seconds()
     polls = int(previous.get("pool_polls", 0))
-    taken = ctx.pool.take(ctx.contact, ctx.request.get("user_whatsapp_number"), ctx.now)
+    # Past the bound, a contact grows no sender it could not wait for.
+    late = waited > settings.whatsapp_pool_wait_s
+    user = ctx.request.get("user_whatsapp_number")
+    taken = ctx.pool.take(ctx.contact, user, ctx.now, may_grow=not late)
     sender = taken.sender
     detail: dict[str, Any] = {"since": since}
     if sender is not None:
@@ -274,7 +277,7 @@ def assign_pool_sender(ctx: StepContext, first: bool) -> StepResult | Wait:
             f"each of the pool's {settings.whatsapp_pool_max_senders} WhatsApp senders already "
             "routes this user to another assistant",
         )
-    if waited > settings.whatsapp_pool_wait_s:
+    if late:
         raise Permanent("twilio", POOL_TIMEOUT, f"no pool sender came online for {int(waited)} s")
     if sender is not None and taken.grows:
         return _grow(ctx, sender, previous, detail)

@@ -45,11 +45,14 @@ def take_route(
     user_number: str | None,
     max_senders: int,
     now: datetime,
+    *,
+    may_grow: bool = True,
 ) -> Taken:
     """Route `user_number` to the contact's assistant on a pool sender that has no route of
     that user: an online one first (the least loaded), else the growing one, else a new
-    sender this contact grows while the pool has room. Idempotent: a contact that has a route
-    on a usable sender keeps it (one on a failed sender is dropped first)."""
+    sender this contact grows while the pool has room (and `may_grow`). Idempotent: a
+    contact that has a route on a usable sender keeps it (one on a failed sender is dropped
+    first)."""
     existing = route_of(session, contact.id)
     if existing is not None:
         route, sender = existing
@@ -89,7 +92,7 @@ def take_route(
         .select_from(PoolSender)
         .where(PoolSender.status != PoolSenderStatus.FAILED.value)
     ).scalar_one()
-    if growing is not None:
+    if growing is not None or not may_grow:
         return Taken(None, wait=True)  # this user is on it already: another grows after it
     if held >= max_senders:
         return Taken(None)
