@@ -290,17 +290,20 @@ def _grow(
 ) -> StepResult | Wait:
     """Make the pool sender this contact grows, and follow it one look."""
     assert ctx.pool is not None
-    sid = sender.sender_sid
-    if sid is None:
+    if sender.phone_number is None:
         tag = pool_tag(sender.id)
         number = ctx.providers.numbers.ensure_number(tag, ctx.settings.whatsapp_pool_country)
         ctx.pool.record_growth(
             sender.id, ctx.now, number_sid=number.sid, phone_number=number.phone_number
         )
-        made = ctx.providers.senders.ensure_sender(number.phone_number)
+        # The sender is made on the next run, after the lease is confirmed again (as between
+        # a dedicated contact's purchase and its sender: one creating request per look).
+        return Wait(0.0, {**detail, "grows": True})
+    sid = sender.sender_sid
+    if sid is None:
+        made = ctx.providers.senders.ensure_sender(sender.phone_number)
         sid = made.sid
         ctx.pool.record_growth(sender.id, ctx.now, sender_sid=sid, waba_id=made.waba_id or None)
-        sender.phone_number = number.phone_number
     try:
         looked = _follow_sender(ctx, sid, previous)
     except Permanent as exc:
