@@ -53,6 +53,7 @@ def iso(moment: datetime) -> str:
 
 
 _RELEASING = (ContactStatus.DELETING.value, ContactStatus.DELETED.value)
+_ENDED = (ContactStatus.FAILED.value, ContactStatus.DELETED.value)
 
 
 def _iso_or_none(moment: datetime | None) -> str | None:
@@ -121,8 +122,8 @@ def _route(contact: ContactRecord) -> dict[str, Any] | None:
     pool sender whose number is the contact's address (None: a dedicated sender, or not yet
     assigned)."""
     sender_id = getattr(contact, "pool_sender_id", None)
-    if sender_id is None:
-        return None
+    if sender_id is None or contact.status in _ENDED:
+        return None  # (an ended contact's route is released; the row keeps its sender)
     return {
         "pool_sender_id": sender_id,
         "user_whatsapp_number": contact.request.get("user_whatsapp_number"),
