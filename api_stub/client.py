@@ -83,8 +83,6 @@ class Contact(_Model):
     batch_id: str | None = None
     created_at: datetime
     updated_at: datetime
-    # WhatsApp on the shared pool: {"pool_sender_id", "user_whatsapp_number"}; else None.
-    whatsapp_route: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:

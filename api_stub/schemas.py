@@ -99,14 +99,9 @@ class ContactRequestFields(_Shape):
     address_country: str | None = Field(default=None, description="that address's country")
     whatsapp_sender: Literal["dedicated", "shared"] | None = Field(
         default=None,
-        description="whatsapp: a sender of its own, or one of the platform's shared pool",
-    )
-
-
-class WhatsappRoute(_Shape):
-    pool_sender_id: int = Field(description="the shared pool sender the contact is on")
-    user_whatsapp_number: str | None = Field(
-        description="the user whose messages to that sender reach this assistant"
+        description="whatsapp: a sender of its own, or one of the platform's shared pool "
+        "(then `address` is the pool sender's number, shared with other users' assistants, "
+        "and `user_whatsapp_number` the route from that user to this assistant)",
     )
 
 
@@ -138,10 +133,6 @@ class Contact(_Shape):
     batch_id: BatchId | None
     created_at: datetime
     updated_at: datetime
-    whatsapp_route: WhatsappRoute | None = Field(
-        default=None,
-        description="whatsapp (only): a shared pool contact's route, else null",
-    )
 
 
 class ContactResponse(_Shape):

@@ -53,7 +53,6 @@ def iso(moment: datetime) -> str:
 
 
 _RELEASING = (ContactStatus.DELETING.value, ContactStatus.DELETED.value)
-_ENDED = (ContactStatus.FAILED.value, ContactStatus.DELETED.value)
 
 
 def _iso_or_none(moment: datetime | None) -> str | None:
@@ -89,7 +88,7 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
         if contact.error_code
         else None
     )
-    view = {
+    return {
         "id": contact.id,
         "assistant_id": contact.assistant_id,
         "contact_type": contact.contact_type,
@@ -111,22 +110,6 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
         "batch_id": contact.batch_id,
         "created_at": iso(contact.created_at),
         "updated_at": iso(contact.updated_at),
-    }
-    if contact.contact_type == ContactType.WHATSAPP.value:
-        view["whatsapp_route"] = _route(contact)
-    return view
-
-
-def _route(contact: ContactRecord) -> dict[str, Any] | None:
-    """A pool contact's route: from its user's WhatsApp number to this assistant, on the
-    pool sender whose number is the contact's address (None: a dedicated sender, or not yet
-    assigned)."""
-    sender_id = getattr(contact, "pool_sender_id", None)
-    if sender_id is None or contact.status in _ENDED:
-        return None  # (an ended contact's route is released; the row keeps its sender)
-    return {
-        "pool_sender_id": sender_id,
-        "user_whatsapp_number": contact.request.get("user_whatsapp_number"),
     }
 
 

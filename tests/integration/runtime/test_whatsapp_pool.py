@@ -120,9 +120,9 @@ def test_the_route_is_shown_in_the_contacts_info(stack, make_tenant, sandbox, db
     cid = submit(service, tenant, body())
     assert drive(pipeline, cid) == "active"
     info = service.get(tenant.account_id, tenant.assistant_ids[0], cid)
+    # Within the contract's fields: a shared sender, its number, the user routed to it.
     assert info["request"]["whatsapp_sender"] == "shared"
-    assert info["whatsapp_route"] == {
-        "pool_sender_id": senders(db)[0].id, "user_whatsapp_number": ADA}
+    assert info["request"]["user_whatsapp_number"] == ADA == routes(db)[cid].user_whatsapp_number
     assert info["address"] == senders(db)[0].phone_number
     assert [s["name"] for s in info["steps"]] == ["assign_pool_sender"]
 
@@ -229,7 +229,7 @@ def test_a_dedicated_contact_still_gets_its_own_number_and_sender(
     assert [n["tag"] for n in sandbox.resources()["phone_numbers"]] == [cid]
     assert senders(db) == [] and routes(db) == {}
     info = service.get(tenant.account_id, tenant.assistant_ids[0], cid)
-    assert info["whatsapp_route"] is None
+    assert info["address"] == sandbox.resources()["phone_numbers"][0]["address"]
     assert check_invariants(db, sandbox) == {"active": 1}
 
 
