@@ -469,12 +469,15 @@ class _Api:
         user_whatsapp_number: str | None = None,
         idempotency_key: str | None = None,
         phone_number_type: str | None = None,
+        whatsapp_sender: str | None = None,
     ) -> Call[Contact]:
-        """Ask for a contact; it comes back `pending` and is provisioned in the background."""
+        """Ask for a contact; it comes back `pending` and is provisioned in the background.
+        `whatsapp_sender`: `dedicated` or `shared` (else the account's WABA decides)."""
         body = contact_body(
             contact_type,
             phone_country=phone_country,
             phone_number_type=phone_number_type,
+            whatsapp_sender=whatsapp_sender,
             user_phone=user_phone,
             email_local=email_local,
             first_name=first_name,

@@ -97,6 +97,12 @@ class ContactRequestFields(_Shape):
     bundle_sid: str | None = Field(default=None, description="the Twilio bundle sent, if any")
     address_sid: str | None = Field(default=None, description="the Twilio address sent, if any")
     address_country: str | None = Field(default=None, description="that address's country")
+    whatsapp_sender: Literal["dedicated", "shared"] | None = Field(
+        default=None,
+        description="whatsapp: a sender of its own, or one of the platform's shared pool "
+        "(then `address` is the pool sender's number, shared with other users' assistants, "
+        "and `user_whatsapp_number` the route from that user to this assistant)",
+    )
 
 
 class Contact(_Shape):

@@ -178,6 +178,19 @@ class Settings(BaseSettings):
     # sender_poll_s up to sender_review_poll_max_s, and fails the contact after this long.
     sender_review_timeout_s: int = 259_200  # 3 days
     sender_review_poll_max_s: float = 300.0
+    # The shared pool of WhatsApp senders (docs/providers.md, "The shared pool"): a contact
+    # gets a dedicated sender while its account's own WABA has fewer live dedicated senders
+    # than this (Meta's cap with business verification), else a pool sender.
+    whatsapp_own_waba_max_senders: int = Field(default=20, ge=0)
+    # Senders the platform's pool may hold under the platform's WABA.
+    whatsapp_pool_max_senders: int = Field(default=20, ge=0)
+    # Where the pool's numbers are bought (a country whose numbers need no documents).
+    whatsapp_pool_country: str = "US"
+    # A pool contact whose sender is not online this long after it first looked fails
+    # `whatsapp_pool_timeout`; a contact waiting for another's growing sender polls the
+    # database from sender_poll_s doubling up to whatsapp_pool_poll_max_s.
+    whatsapp_pool_wait_s: int = Field(default=600, gt=0)
+    whatsapp_pool_poll_max_s: float = Field(default=30.0, gt=0)
     # A clean-up (a failed contact's compensation, a deleted one's release) that meets a
     # permanent error (refused credentials, a forbidden account) is stuck: retried at this
     # cadence instead of the backoff's, until the cause is fixed.

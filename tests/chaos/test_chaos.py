@@ -8,7 +8,9 @@ provisions Microsoft 365 mailboxes in its own tenant (msal tokens, Graph) meanwh
 WhatsApp senders must verify (a code sent by SMS to the number, read and submitted by the
 worker) and every one goes through Twilio's review. A share of the first account's phone
 contacts are GB and DE numbers, bought with the regulatory bundle and address the account set
-through the API.
+through the API. Its WhatsApp contacts ask for dedicated senders; a fourth account's go to the
+shared pool of senders (two assistants per user, so the pool grows to two senders while the
+faults run), and each must end on a pool sender that holds only its own number and sender.
 
 CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150); `make chaos` runs 500.
 """
@@ -37,13 +39,15 @@ from support.services import serve_in_thread
 
 from api_stub.app import create_app
 from worker.providers.google_directory import GoogleDirectory
-from worker.store.models import Contact
+from worker.domain.whatsapp_pool import pool_tag
+from worker.store.models import Contact, PoolSender
 
 pytestmark = pytest.mark.chaos
 
 CONTACTS = int(os.environ.get("PROVISIONER_TEST_CHAOS_CONTACTS", "150"))
 SEED = int(os.environ.get("PROVISIONER_TEST_CHAOS_SEED", str(int(time.time()))))
 M365 = max(6, CONTACTS // 10)  # Microsoft 365 email contacts of the third account
+POOLED = max(6, CONTACTS // 10)  # WhatsApp contacts of the fourth account, on the shared pool
 WAVE = max(10, CONTACTS // 10)  # phone contacts posted for the freeze
 CHUNK = 100
 TAKEN_EVERY = 7  # of the email items: a permanent failure (email_taken), compensated
@@ -66,9 +70,10 @@ NO_FAULTS = {
 
 
 def items_for(assistant_ids: list[int], regulated: bool = False) -> list[dict]:
-    """One contact per assistant, the types mixed: phone, email, whatsapp in turn. Every
-    `TAKEN_EVERY`-th email address belongs to someone else already (see `taken`). With
-    `regulated`, one phone contact in four is a GB number and one in four a DE one."""
+    """One contact per assistant, the types mixed: phone, email, whatsapp in turn (a WhatsApp
+    one with a dedicated sender). Every `TAKEN_EVERY`-th email address belongs to someone
+    else already (see `taken`). With `regulated`, one phone contact in four is a GB number
+    and one in four a DE one."""
     items = []
     for n, assistant in enumerate(assistant_ids):
         kind = ("phone", "email", "whatsapp")[n % 3]
@@ -83,8 +88,16 @@ def items_for(assistant_ids: list[int], regulated: bool = False) -> list[dict]:
             item.update(email_local=f"chaos.{assistant}", first_name="Ada", last_name="Lovelace")
         else:
             item["user_whatsapp_number"] = "+14155550199"
+            item["whatsapp_sender"] = "dedicated"
         items.append(item)
     return items
+
+
+def pooled_items(assistant_ids: list[int]) -> list[dict]:
+    """WhatsApp contacts on the shared pool: each user has two assistants, so two senders."""
+    return [{"assistant_id": a, "contact_type": "whatsapp",
+             "user_whatsapp_number": f"+1415555{3000 + n // 2}"}
+            for n, a in enumerate(assistant_ids)]
 
 
 def test_contract_invariants_hold_under_chaos(
@@ -95,6 +108,7 @@ def test_contract_invariants_hold_under_chaos(
     main = make_tenant(credits_cents=CONTACTS * 300, assistants=CONTACTS)
     other = make_tenant(credits_cents=10_000, assistants=3, name="other")
     m365 = make_tenant(credits_cents=M365 * 100, assistants=M365, name="m365")
+    pooled = make_tenant(credits_cents=POOLED * 1_000, assistants=POOLED, name="pooled")
     app = register_app(sandbox.url)
 
     # Some addresses are someone else's: those contacts must fail cleanly (email_taken),
@@ -139,7 +153,8 @@ def test_contract_invariants_hold_under_chaos(
         batches = []
         for tenant, items in ((main, items_for(main.assistant_ids, regulated=True)),
                               (other, items_for(other.assistant_ids)),
-                              (m365, m365_items)):
+                              (m365, m365_items),
+                              (pooled, pooled_items(pooled.assistant_ids))):
             for i in range(0, len(items), CHUNK):
                 answer = http.post("/v0/contact/batch", headers=tenant.headers,
                                    json={"items": items[i : i + CHUNK]})
@@ -147,7 +162,7 @@ def test_contract_invariants_hold_under_chaos(
                 info = answer.json()["info"]
                 assert info["rejected"] == []
                 batches.append((tenant, info["batch_id"]))
-        total = CONTACTS + 3 + M365 + len(probe.assistant_ids)
+        total = CONTACTS + 3 + M365 + POOLED + len(probe.assistant_ids)
         probes = iter(probe.assistant_ids)
         answers: Counter[int] = Counter()
 
@@ -291,7 +306,23 @@ def test_contract_invariants_hold_under_chaos(
         senders = sandbox.resources()["senders"]
         verified = [s for s in senders if s["verification"] and s["status"] == "ONLINE"]
         assert verified, "no sender passed through verification"
-        assert {s["tag"] for s in senders} <= {c for c, st in every.items() if st == "active"}
+        with db.read() as session:
+            pool = session.execute(select(PoolSender.id, PoolSender.status)).all()
+        online_pool = {pool_tag(i) for i, status in pool if status == "online"}
+        assert {s["tag"] for s in senders} <= {
+            c for c, st in every.items() if st == "active"} | online_pool
+        # The pooled account's contacts: each user on two pool senders (none left failed).
+        pooled_active = {c: a for c, a in statuses_of(http, pooled).items()
+                         if every[c] == "active"}
+        with db.read() as session:
+            pooled_rows = session.execute(select(Contact).where(
+                Contact.id.in_(sorted(pooled_active)))).scalars().all()
+        by_user = defaultdict(list)
+        for contact in pooled_rows:
+            assert contact.pool_sender_id is not None, contact.id
+            by_user[contact.request["user_whatsapp_number"]].append(contact.pool_sender_id)
+        assert all(len(set(ids)) == len(ids) for ids in by_user.values()), by_user
+        assert pooled_active, "no pooled contact went active"
         # Every GB and DE number was bought with its country's bundle and address.
         regulated = Counter()
         for number in sandbox.resources()["phone_numbers"]:
@@ -343,7 +374,8 @@ def test_contract_invariants_hold_under_chaos(
     print(  # the counts the issue asks for; visible with -s or in the CI log on failure
         f"\nchaos: {total} contacts in {elapsed:.0f} s, {dict(by_status)}, "
         f"failed by code {dict(codes)}, regulated numbers {dict(regulated)}, senders verified "
-        f"by code {len(verified)} of {len(senders)}, provider answers {stats}, worker kills 3 "
+        f"by code {len(verified)} of {len(senders)}, pool senders "
+        f"{dict(Counter(st for _, st in pool))}, provider answers {stats}, worker kills 3 "
         f"({takeovers} leases taken over), worker freezes 1 ({frozen_taken} taken over while "
         f"frozen), redis restarts 1, database faults 3 "
         f"(API answers {dict(answers)})"

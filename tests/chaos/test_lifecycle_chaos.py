@@ -1,6 +1,7 @@
 """Chaos for a contact's later life: deletes and cancellations racing provisioning, worker
 kills and provider faults while contacts are released, two billing passes at once, then every
-invariant and the ledger against the model.
+invariant and the ledger against the model. Its WhatsApp contacts are on the shared pool of
+senders.
 
 CI runs a bounded form (`PROVISIONER_TEST_CHAOS_CONTACTS`, default 150, of which a third
 here); `make chaos` runs more.
@@ -54,7 +55,10 @@ def items(assistant_ids: list[int]) -> list[dict]:
         if item["contact_type"] == "email":
             item.update(email_local=f"life.{assistant}", first_name="Ada", last_name="L")
         elif item["contact_type"] == "whatsapp":
-            item["user_whatsapp_number"] = "+14155550199"
+            # On the shared pool (the account has no WABA of its own): three users, each with
+            # several assistants, so the pool grows a sender per assistant of a user while
+            # cancellations, deletions and kills race its growth.
+            item["user_whatsapp_number"] = f"+1415555{3100 + (n // 3) % 3}"
         found.append(item)
     return found
 

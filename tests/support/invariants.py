@@ -7,7 +7,16 @@ from collections import Counter
 from sqlalchemy import select
 
 from worker.domain.billing import month_of, months_owed
-from worker.store.models import Account, Contact, Event, LedgerEntry, WebhookDelivery
+from worker.domain.whatsapp_pool import is_shared, pool_tag
+from worker.store.models import (
+    Account,
+    Contact,
+    Event,
+    LedgerEntry,
+    PoolRoute,
+    PoolSender,
+    WebhookDelivery,
+)
 
 
 def check_invariants(
@@ -23,6 +32,8 @@ def check_invariants(
         events = session.execute(select(Event)).scalars().all()
         accounts = session.execute(select(Account)).scalars().all()
         deliveries = session.execute(select(WebhookDelivery)).scalars().all()
+        pool = {p.id: p for p in session.execute(select(PoolSender)).scalars()}
+        routes = {r.contact_id: r for r in session.execute(select(PoolRoute)).scalars()}
     resources = sandbox.resources()
     tags = Counter()
     for kind in ("phone_numbers", "users", "senders"):
@@ -54,6 +65,17 @@ def check_invariants(
             assert (numbers, users, senders) == (0, 0, 0), (c.id, "brought address")
             assert captures[c.id] == 0 and c.setup_cost_cents == 0, c.id
             assert c.address, c.id
+        elif c.status in ("active", "grace_period") and shared(c):
+            # On a pool sender: nothing at the providers of its own; a route to it, online.
+            assert (numbers, users, senders) == (0, 0, 0), (c.id, "a pool contact's own")
+            route = routes.get(c.id)
+            assert route is not None and route.pool_sender_id == c.pool_sender_id, (c.id, route)
+            sender = pool[route.pool_sender_id]
+            assert sender.status == "online" and c.address == sender.phone_number, c.id
+            assert route.user_whatsapp_number == c.request.get("user_whatsapp_number"), c.id
+            assert captures[c.id] == 1 and c.charged, c.id
+            assert contact_events[(c.id, "contact.active")] >= 1, c.id
+            assert all(m <= c.billed_through for m in months), (c.id, months)
         elif c.status in ("active", "grace_period"):
             expected = {"phone": (1, 0, 0), "email": (0, 1, 0), "whatsapp": (1, 0, 1)}
             assert (numbers, users, senders) == expected[c.contact_type], (c.id, c.contact_type)
@@ -63,6 +85,7 @@ def check_invariants(
             assert all(m <= c.billed_through for m in months), (c.id, months)
         elif c.status == "deleted":
             assert (numbers, users, senders) == (0, 0, 0), (c.id, "left resources behind")
+            assert c.id not in routes, (c.id, "a deleted contact's route is left")
             assert contact_events[(c.id, "contact.deleted")] == 1, c.id
             assert c.deleted_at is not None and c.deleted_reason, c.id
             last = f"{c.deleted_at.year:04d}-{c.deleted_at.month:02d}"
@@ -74,6 +97,7 @@ def check_invariants(
                 assert captures[c.id] == 1 and c.charged, c.id
         elif c.status == "failed":
             assert (numbers, users, senders) == (0, 0, 0), (c.id, "left resources behind")
+            assert c.id not in routes, (c.id, "a failed contact's route is left")
             assert captures[c.id] == 0 and not c.charged and not months, c.id
             assert releases[c.id] == c.reservation_seq, c.id
             assert c.error_code, c.id
@@ -85,8 +109,20 @@ def check_invariants(
             if c.billed_through and c.billed_through >= activated[c.id]:
                 expected_months = [activated[c.id], *months_owed(activated[c.id], c.billed_through)]
             assert sorted(months) == expected_months, (c.id, months, expected_months)
-    # Nothing at the providers belongs to no contact of ours.
-    ours = {c.id for c in contacts}
+    # The shared pool: an online sender holds exactly its number and its sender, a failed one
+    # nothing; a route belongs to a contact of ours on a sender that is not failed.
+    by_id = {c.id: c for c in contacts}
+    for sender in pool.values():
+        held = (tags[("phone_numbers", pool_tag(sender.id))], tags[("senders", pool_tag(sender.id))])
+        if sender.status == "online":
+            assert held == (1, 1), (sender.id, "online pool sender", held)
+        elif sender.status == "failed" and expect_terminal:
+            assert held == (0, 0), (sender.id, "failed pool sender left", held)
+    for contact_id, route in routes.items():
+        assert contact_id in by_id and shared(by_id[contact_id]), (contact_id, "stray route")
+        assert pool[route.pool_sender_id].status != "failed" or not expect_terminal, contact_id
+    # Nothing at the providers belongs to no contact of ours (or to no pool sender).
+    ours = {c.id for c in contacts} | {pool_tag(i) for i in pool}
     strays = [t for (_, t), n in tags.items() if t not in ours and t not in foreign_tags]
     assert not strays, strays
     # Ledger rows, events and deliveries carry account_id without a foreign key (models.py,
@@ -112,3 +148,8 @@ def check_invariants(
         if expect_terminal:
             assert account.reserved_cents == 0
     return dict(by_status)
+
+
+def shared(contact: Contact) -> bool:
+    """A WhatsApp contact on the shared pool of senders."""
+    return contact.contact_type == "whatsapp" and is_shared(contact.request)

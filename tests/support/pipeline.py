@@ -85,6 +85,29 @@ def submit(service: ContactService, tenant, body: dict[str, Any], assistant: int
     return reply.body["info"]["id"]
 
 
+def dedicated(service: ContactService, tenant, waba_id: str | None = None) -> None:
+    """Give the tenant's account a WhatsApp Business Account of its own (by default the one the
+    sandbox registers as the platform's, so senders land where they always did): its WhatsApp
+    contacts then get a dedicated sender while that WABA has room, instead of the shared pool
+    (worker/domain/whatsapp_pool.choose_mode). For tests that are about a dedicated sender."""
+    from datetime import UTC, datetime
+
+    from worker.store import connections
+
+    # Recorded as `PUT /v0/providers/whatsapp` records it, without its check at Twilio (a
+    # request the tests that count them would see).
+    with service.db.write() as session:
+        connections.put(
+            session,
+            tenant.account_id,
+            "whatsapp",
+            "",
+            {"waba_id": waba_id or service.settings.twilio_waba_id},
+            service.connections.box.seal({}),
+            datetime.now(UTC),
+        )
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 60, every: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while True:

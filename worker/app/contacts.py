@@ -34,10 +34,13 @@ from worker.domain.pricing import cost_cents
 from worker.domain.regulatory import LOCAL
 from worker.domain.validation import ContactRequest, is_brought, validate_contact_request
 from worker.domain.views import contact_view
+from worker.domain.whatsapp_pool import SenderMode, choose_mode
 from worker.settings import Settings
 from worker.store import accounts, contacts, credits
+from worker.store import connections as connection_store
 from worker.store import idempotency as idem_store
 from worker.store import pipeline as pipeline_store
+from worker.store import pool as pool_store
 from worker.store.db import Database
 from worker.store.models import Contact
 
@@ -274,8 +277,8 @@ class ContactService:
             request = validate_contact_request(parse_json(raw_body))
         except DomainError:
             return None  # `submit` answers it, 404 before 422
-        if request.contact_type is ContactType.EMAIL or is_brought(request.fields):
-            return None  # routed through the database first
+        if request.contact_type is not ContactType.PHONE or is_brought(request.fields):
+            return None  # routed through the database first (a WhatsApp sender: its mode)
         if self._needs_documents(request):
             return None  # its regulatory documents are read from the database first
         return self._prepare(account_id, assistant_id, request, path, None, None, None)
@@ -364,13 +367,17 @@ class ContactService:
         return Prepared(contact, reply, completion, brought, address, cost)
 
     def route(
-        self, account_id: int, request: ContactRequest
+        self, account_id: int, request: ContactRequest, *, dedicated_planned: int = 0
     ) -> tuple[ContactRequest, int | None, str | None]:
-        """The request with its email provider resolved, the connection it goes through
-        (None: the platform's settings) and its address when known now (an address brought
-        by the customer). An email address already live on a contact is refused here."""
+        """The request with its email provider (or WhatsApp sender) resolved, the connection
+        it goes through (None: the platform's settings) and its address when known now (an
+        address brought by the customer). An email address already live on a contact is
+        refused here. `dedicated_planned`: dedicated WhatsApp senders that requests routed
+        with this one (a batch's) will take beyond the live ones."""
         if is_brought(request.fields):
             return request, None, request.fields["address"]
+        if request.contact_type is ContactType.WHATSAPP:
+            request = self._with_sender(account_id, request, dedicated_planned)
         if request.contact_type is not ContactType.EMAIL:
             return self._with_documents(account_id, request), None, None
         route = self.connections.route_email(account_id, request.fields.get("email_provider"))
@@ -392,6 +399,27 @@ class ContactService:
             return False
         kind = str(request.fields.get("phone_number_type") or LOCAL)
         return self.regulatory.needs_documents(str(country), kind)
+
+    def _with_sender(
+        self, account_id: int, request: ContactRequest, dedicated_planned: int
+    ) -> ContactRequest:
+        """A WhatsApp request with its sender decided (`whatsapp_sender`): the one it asked
+        for, else dedicated while the account's own WABA has room, else the shared pool
+        (worker/domain/whatsapp_pool.choose_mode)."""
+        requested = request.fields.get("whatsapp_sender")
+        if requested is None:
+            with self.db.read() as session:
+                own = connection_store.get(session, account_id, "whatsapp") is not None
+                live = pool_store.dedicated_live(session, account_id) if own else 0
+            requested = choose_mode(
+                None,
+                own_waba=own,
+                dedicated_live=live + dedicated_planned,
+                own_waba_max=self.settings.whatsapp_own_waba_max_senders,
+            ).value
+        return ContactRequest(
+            request.contact_type, {**request.fields, "whatsapp_sender": requested}
+        )
 
     def _with_documents(self, account_id: int, request: ContactRequest) -> ContactRequest:
         """A number request with the regulatory documents its country and type need (the
@@ -420,6 +448,7 @@ class ContactService:
         connection of each routed index. Brought addresses go through the single route."""
         routed: list[Item] = []
         connections: dict[int, int | None] = {}
+        dedicated = 0  # this batch's dedicated WhatsApp senders so far
         for item in items:
             if item.request is None:
                 routed.append(item)
@@ -430,10 +459,14 @@ class ContactService:
                         "an existing address is recorded through the single route",
                         {"provisioned_by": "user is not taken in batches"},
                     )
-                request, connection_id, _ = self.route(account_id, item.request)
+                request, connection_id, _ = self.route(
+                    account_id, item.request, dedicated_planned=dedicated
+                )
             except DomainError as exc:
                 routed.append(Item(item.index, item.assistant_id, error=exc))
                 continue
+            if request.fields.get("whatsapp_sender") == SenderMode.DEDICATED.value:
+                dedicated += 1
             routed.append(Item(item.index, item.assistant_id, request))
             connections[item.index] = connection_id
         return routed, connections

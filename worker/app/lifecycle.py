@@ -113,7 +113,11 @@ class LifecycleService:
             )
         after: int | None = None
         if starting_after is not None:
-            if not starting_after.isdigit() or len(starting_after) > 18:
+            # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+            if (
+                not (starting_after.isascii() and starting_after.isdigit())
+                or len(starting_after) > 18
+            ):
                 raise InvalidRequest(
                     "starting_after is not a ledger entry id",
                     {"starting_after": "must be the id of a ledger entry"},

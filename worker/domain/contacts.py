@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.domain.errors import InvalidTransition
+from worker.domain.whatsapp_pool import is_shared
 
 
 class ContactType(StrEnum):
@@ -127,6 +128,11 @@ DEPROVISION_PLANS: dict[ContactType, tuple[str, ...]] = {
     ContactType.EMAIL: ("delete_user",),
     ContactType.WHATSAPP: ("delete_sender", "release_number"),
 }
+# A WhatsApp contact given a sender of the shared pool (worker/domain/whatsapp_pool.py): one
+# step takes (or grows) a pool sender and routes the user to it; its release removes only the
+# route, never the shared sender or its number.
+POOL_PLAN = ("assign_pool_sender",)
+POOL_RELEASE_PLAN = ("release_pool_route",)
 # Journal positions of the release steps: after every provisioning step.
 DEPROVISION_POSITION = 100
 
@@ -151,10 +157,17 @@ def step_plan(
             return ()
         if contact_type is ContactType.EMAIL and request.get("email_provider") == "microsoft":
             return MICROSOFT_EMAIL_PLAN
+        if contact_type is ContactType.WHATSAPP and is_shared(request):
+            return POOL_PLAN
     return STEP_PLANS[contact_type]
 
 
-def deprovision_plan(contact_type: ContactType) -> tuple[str, ...]:
+def deprovision_plan(
+    contact_type: ContactType, request: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
+    """The release steps of a contact of `contact_type` with the normalised `request`."""
+    if contact_type is ContactType.WHATSAPP and is_shared(request):
+        return POOL_RELEASE_PLAN
     return DEPROVISION_PLANS[contact_type]
 
 
@@ -185,8 +198,8 @@ class FirstRun:
     ) -> FirstRun | None:
         """The hint for a new contact, or None when its first step is not read-only."""
         kind = ContactType(contact_type)
-        if read_only_first_step(kind) is None or step_plan(kind, request) == ():
-            return None
+        if read_only_first_step(kind) is None or step_plan(kind, request) != STEP_PLANS[kind]:
+            return None  # brought, Microsoft's, a pool sender: not the type's plain plan
         if (request or {}).get("phone_number_type", "local") != "local" or (request or {}).get(
             "documents"
         ):

@@ -34,8 +34,10 @@ BODY_FIELDS = (
     "provisioned_by",
     "address",
     "phone_number_type",
+    "whatsapp_sender",
 )
 EMAIL_PROVIDERS = ("google", "microsoft")
+WHATSAPP_SENDERS = ("dedicated", "shared")
 # `provisioned_by: "user"`: the customer brings an address it already has (no provider step).
 PROVISIONED_BY = ("platform", "user")
 ADDRESS_MAX = 320
@@ -94,6 +96,12 @@ def validate_contact_request(body: Any) -> ContactRequest:
         fields["user_whatsapp_number"] = _e164(
             raw["user_whatsapp_number"], "user_whatsapp_number", errors, required=True
         )
+        # Optional: force a dedicated sender or a pool sender (else the account's WABA
+        # decides, worker/domain/whatsapp_pool.choose_mode).
+        sender = raw["whatsapp_sender"]
+        if sender is not None and sender not in WHATSAPP_SENDERS:
+            errors["whatsapp_sender"] = "must be dedicated or shared"
+        fields["whatsapp_sender"] = sender
     else:
         fields["email_local"] = _email_local(raw["email_local"], errors)
         fields["first_name"] = _name(raw["first_name"], "first_name", errors)

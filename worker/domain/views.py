@@ -66,7 +66,7 @@ def contact_view(contact: ContactRecord, steps: Sequence[StepRecord]) -> dict[st
     by_name = {s.name: s for s in steps}
     plan = step_plan(ContactType(contact.contact_type), contact.request)
     if contact.status in _RELEASING:
-        releases = deprovision_plan(ContactType(contact.contact_type))
+        releases = deprovision_plan(ContactType(contact.contact_type), contact.request)
         if contact.status == ContactStatus.DELETING.value or any(n in by_name for n in releases):
             plan = plan + releases
     # A contact deleted before a runner made its journal never ran those steps.

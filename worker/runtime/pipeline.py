@@ -38,6 +38,7 @@ from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, reques
 from worker.runtime.cleanup import Cleanup
 from worker.runtime.connections import EmailTargets
 from worker.runtime.number_pool import NumberPool
+from worker.runtime.pool import PoolAccess
 from worker.runtime.release import Releaser
 from worker.runtime.steps import (
     STEPS,
@@ -46,6 +47,7 @@ from worker.runtime.steps import (
     Wait,
     address_of,
     compensate,
+    needs_compensation,
     utcnow,
 )
 from worker.settings import Settings
@@ -61,7 +63,7 @@ log = structlog.get_logger(__name__)
 # Steps whose request makes something at a provider: the lease is confirmed just before each.
 # Purchases Twilio refused for want of a bundle (21649) or an address (21631).
 REGULATORY_REFUSALS = {BUNDLE_REQUIRED: "bundle", ADDRESS_REQUIRED: "address"}
-CREATING = frozenset({"buy_number", "create_sender", "create_user"})
+CREATING = frozenset({"buy_number", "create_sender", "create_user", "assign_pool_sender"})
 
 
 class _Refused(Exception):
@@ -125,6 +127,7 @@ class Pipeline:
         self.policy = _policy(settings)
         # Number candidates shared by every worker (`PROVISIONER_NUMBER_POOL`).
         self.number_pool = number_pool or NumberPool.from_settings(settings)
+        self.pool = PoolAccess(db, settings)
         # Called at the points where a frozen runner matters (tests freeze it there).
         self.checkpoint: Callable[[str, str, str], None] = no_checkpoint
         # Per thread: when this thread's run last confirmed its lease (see `_confirm`).
@@ -560,7 +563,7 @@ class Pipeline:
                 return Outcome("busy")
         try:
             # Nothing to delete when the journal proves no creating request was ever sent.
-            if not nothing_created(steps.values()):
+            if not nothing_created(steps.values()) or needs_compensation(contact):
                 self.checkpoint("before_compensate", contact.id, owner)
                 self._confirm(contact, owner)
                 compensate(self._context(contact, steps))
@@ -660,7 +663,8 @@ class Pipeline:
             self.settings,
             self.clock(),
             self.email_targets,
-            pool=self.number_pool,
+            self.pool,
+            number_pool=self.number_pool,
         )
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from worker.providers import ProviderError, Providers
 from worker.runtime.budgets import Throttled
 from worker.runtime.cleanup import Cleanup
 from worker.runtime.connections import EmailTargets
+from worker.runtime.pool import PoolAccess
 from worker.runtime.steps import RELEASES, StepContext
 from worker.settings import Settings
 from worker.store import deletion
@@ -109,5 +110,11 @@ class Releaser:
 
     def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
         return StepContext(
-            contact, steps, self.providers, self.settings, self.clock(), self.email_targets
+            contact,
+            steps,
+            self.providers,
+            self.settings,
+            self.clock(),
+            self.email_targets,
+            PoolAccess(self.db, self.settings),
         )

@@ -16,6 +16,14 @@ from typing import Any
 from worker.domain.contacts import ContactType, StepStatus, deprovision_plan
 from worker.domain.regulatory import LOCAL, NUMBER_LIST
 from worker.domain.validation import is_brought
+from worker.domain.whatsapp_pool import (
+    POOL_EXHAUSTED,
+    POOL_TIMEOUT,
+    PoolSenderStatus,
+    is_shared,
+    poll_delay,
+    pool_tag,
+)
 from worker.providers import (
     AUTH_FAILED,
     SENDER_REJECTED,
@@ -32,8 +40,9 @@ from worker.providers.twilio_numbers import Documents
 from worker.providers.twilio_senders import PENDING_VERIFICATION, TWILIO_REVIEW
 from worker.runtime.connections import EmailTarget, EmailTargets
 from worker.runtime.number_pool import REQUIREMENTS, NumberPool, PoolKey, Unmet
+from worker.runtime.pool import PoolAccess
 from worker.settings import Settings
-from worker.store.models import Contact, ContactStep
+from worker.store.models import Contact, ContactStep, PoolSender
 
 CANDIDATES = 20
 
@@ -63,8 +72,10 @@ class StepContext:
     now: datetime
     # Email contacts: their account's connection (or the platform's Google).
     targets: EmailTargets | None = None
+    # WhatsApp contacts of the shared pool: its routes and senders in the database.
+    pool: PoolAccess | None = None
     # Phone and WhatsApp contacts: the shared candidates (None: each contact searches).
-    pool: NumberPool | None = None
+    number_pool: NumberPool | None = None
     _target: EmailTarget | None = field(default=None, repr=False)
 
     def target(self) -> EmailTarget:
@@ -107,12 +118,12 @@ def _candidates(ctx: StepContext) -> list[str]:
     country = ctx.request.get("phone_country") or "US"
     kind = ctx.request.get("phone_number_type") or LOCAL
     numbers = ctx.providers.numbers
-    if ctx.pool is not None:
+    if ctx.number_pool is not None:
         acceptable = [r for r in REQUIREMENTS if _meets(ctx, country, r)]
         key = PoolKey(numbers.connection, country, NUMBER_LIST[kind])
-        size = ctx.pool.search_size
+        size = ctx.number_pool.search_size
         try:
-            taken = ctx.pool.take(
+            taken = ctx.number_pool.take(
                 key, acceptable, lambda: numbers.search(country, NUMBER_LIST[kind], size)
             )
         except Unmet as exc:
@@ -191,7 +202,12 @@ def await_sender_online(ctx: StepContext, first: bool) -> StepResult | Wait:
     wait between polls is the pipeline's (a due time and a countdown), never a sleep."""
     sid = ctx.steps["create_sender"].provider_id
     assert sid is not None, "create_sender is done before this step runs"
-    previous = ctx.detail("await_sender_online")
+    return _follow_sender(ctx, sid, ctx.detail("await_sender_online"))
+
+
+def _follow_sender(ctx: StepContext, sid: str, previous: dict[str, Any]) -> StepResult | Wait:
+    """One look at the sender `sid`: done when online, else what to wait for (`previous`:
+    the detail of the last look)."""
     since = previous.get("since") or ctx.now.isoformat()
     kept = ("review_since", "review_polls", "code_tried", "backoff")
     keep = {k: previous[k] for k in kept if k in previous}
@@ -258,6 +274,81 @@ def _verify(ctx: StepContext, sid: str, number: str, detail: dict[str, Any]) -> 
     )
 
 
+def assign_pool_sender(ctx: StepContext, first: bool) -> StepResult | Wait:
+    """Route the contact's user to its assistant on a pool sender the user has no other
+    assistant on (worker/store/pool.take_route): an online one, else the growing one, else a
+    new one this contact grows while the pool has room. The grower buys the number (tagged
+    `pool:<id>`) and registers its sender under the platform's WABA, each by look-up before
+    create, and follows it online as a dedicated sender is followed; the others wait for it
+    in the database. Failing: `whatsapp_pool_exhausted` (every sender holds this user, and
+    the pool is full), `whatsapp_pool_timeout` (no sender online within the bound)."""
+    assert ctx.pool is not None, "a pool contact's runner has the pool"
+    settings = ctx.settings
+    previous = ctx.detail("assign_pool_sender")
+    since = previous.get("since") or ctx.now.isoformat()
+    waited = (ctx.now - datetime.fromisoformat(since)).total_seconds()
+    polls = int(previous.get("pool_polls", 0))
+    # Past the bound, a contact grows no sender it could not wait for.
+    late = waited > settings.whatsapp_pool_wait_s
+    user = ctx.request.get("user_whatsapp_number")
+    taken = ctx.number_pool.take(ctx.contact, user, ctx.now, may_grow=not late)
+    sender = taken.sender
+    detail: dict[str, Any] = {"since": since}
+    if sender is not None:
+        detail["pool_sender_id"] = sender.id
+        if sender.status == PoolSenderStatus.ONLINE.value:
+            return StepResult(
+                sender.sender_sid,
+                {**detail, "phone_number": sender.phone_number, "status": "ONLINE"},
+            )
+    elif not taken.wait:
+        raise Permanent(
+            "twilio",
+            POOL_EXHAUSTED,
+            f"each of the pool's {settings.whatsapp_pool_max_senders} WhatsApp senders already "
+            "routes this user to another assistant",
+        )
+    if late:
+        raise Permanent("twilio", POOL_TIMEOUT, f"no pool sender came online for {int(waited)} s")
+    if sender is not None and taken.grows:
+        return _grow(ctx, sender, previous, detail)
+    delay = poll_delay(polls, settings.sender_poll_s, settings.whatsapp_pool_poll_max_s)
+    return Wait(delay, {**detail, "pool_polls": polls + 1})
+
+
+def _grow(
+    ctx: StepContext, sender: PoolSender, previous: dict[str, Any], detail: dict[str, Any]
+) -> StepResult | Wait:
+    """Make the pool sender this contact grows, and follow it one look."""
+    assert ctx.pool is not None
+    if sender.phone_number is None:
+        tag = pool_tag(sender.id)
+        number = ctx.providers.numbers.ensure_number(tag, ctx.settings.whatsapp_pool_country)
+        ctx.pool.record_growth(
+            sender.id, ctx.now, number_sid=number.sid, phone_number=number.phone_number
+        )
+        # The sender is made on the next run, after the lease is confirmed again (as between
+        # a dedicated contact's purchase and its sender: one creating request per look).
+        return Wait(0.0, {**detail, "grows": True})
+    sid = sender.sender_sid
+    if sid is None:
+        made = ctx.providers.senders.ensure_sender(sender.phone_number)
+        sid = made.sid
+        ctx.pool.record_growth(sender.id, ctx.now, sender_sid=sid, waba_id=made.waba_id or None)
+    try:
+        looked = _follow_sender(ctx, sid, previous)
+    except Permanent as exc:
+        if exc.code in ("sender_timeout", "sender_review_timeout"):
+            raise Permanent("twilio", POOL_TIMEOUT, exc.message) from exc
+        raise
+    if isinstance(looked, Wait):
+        return Wait(looked.delay_s, {**looked.detail, **detail})
+    ctx.pool.mark_online(sender.id, ctx.now)
+    return StepResult(
+        sid, {**looked.detail, **detail, "phone_number": sender.phone_number, "grew": True}
+    )
+
+
 def create_user(ctx: StepContext, first: bool) -> StepResult:
     target = ctx.target()
     if isinstance(target.client, MicrosoftGraph):
@@ -311,6 +402,7 @@ STEPS: dict[str, Step] = {
     "buy_number": buy_number,
     "create_sender": create_sender,
     "await_sender_online": await_sender_online,
+    "assign_pool_sender": assign_pool_sender,
     "create_user": create_user,
     "assign_license": assign_license,
     "confirm_user": confirm_user,
@@ -320,6 +412,8 @@ STEPS: dict[str, Step] = {
 def address_of(ctx: StepContext) -> str:
     if ctx.contact.contact_type == ContactType.EMAIL:
         return ctx.email()
+    if "assign_pool_sender" in ctx.steps:  # a pool sender's number, shared with other users
+        return str(ctx.detail("assign_pool_sender")["phone_number"])
     return str(ctx.detail("buy_number")["phone_number"])
 
 
@@ -355,19 +449,41 @@ def release_number(ctx: StepContext) -> None:
     ctx.providers.numbers.release_tagged(ctx.tag)
 
 
+def release_pool_route(ctx: StepContext) -> None:
+    """A pool contact's release: its route only, never the shared sender or its number; but a
+    sender this contact was growing that never came online is its own to undo (marked failed,
+    so that the contacts waiting on it take another, and its number and sender released)."""
+    assert ctx.pool is not None, "a pool contact's runner has the pool"
+    for sender in ctx.pool.grown_by(ctx.tag):
+        if sender.status == PoolSenderStatus.GROWING.value:
+            ctx.pool.mark_failed(sender.id, "the contact growing it ended", ctx.now)
+        tag = pool_tag(sender.id)
+        for number in ctx.providers.numbers.find(friendly_name=tag):
+            ctx.providers.senders.delete_for_number(number.phone_number)
+        ctx.providers.numbers.release_tagged(tag)
+    ctx.pool.release_route(ctx.tag)
+
+
 Release = Callable[[StepContext], None]
 RELEASES: dict[str, Release] = {
     "delete_user": delete_user,
     "delete_sender": delete_sender,
     "release_number": release_number,
+    "release_pool_route": release_pool_route,
 }
 
 
 def compensate(ctx: StepContext) -> None:
     """Delete whatever this contact made at the providers: its release steps, in order.
     Idempotent; raises ProviderError to retry."""
-    for name in deprovision_plan(ContactType(ctx.contact.contact_type)):
+    for name in deprovision_plan(ContactType(ctx.contact.contact_type), ctx.request):
         RELEASES[name](ctx)
+
+
+def needs_compensation(contact: Contact) -> bool:
+    """A pool contact may hold a route (a database row, not a provider request) whatever its
+    journal's provider attempts say: its compensation always runs."""
+    return contact.contact_type == ContactType.WHATSAPP.value and is_shared(contact.request)
 
 
 def _refused_before_creating(ctx: StepContext) -> bool:

@@ -24,6 +24,7 @@ import structlog
 
 from worker.domain.contacts import ContactStatus, ContactType, StepStatus
 from worker.domain.validation import is_brought
+from worker.domain.whatsapp_pool import is_shared
 from worker.metrics import sweep_released
 from worker.providers import NotFound, ProviderError, Providers
 from worker.providers.microsoft_graph import MicrosoftGraph
@@ -96,7 +97,9 @@ class Sweeper:
         active = contact.status == ContactStatus.ACTIVE.value
         kind = ContactType(contact.contact_type)
         released = {"numbers": 0, "senders": 0, "users": 0}
-        if kind in (ContactType.PHONE, ContactType.WHATSAPP):
+        if kind is ContactType.WHATSAPP and is_shared(contact.request):
+            pass  # on a pool sender: nothing at the providers carries its tag
+        elif kind in (ContactType.PHONE, ContactType.WHATSAPP):
             keep = _journaled(steps, "buy_number") if active else set()
             for number in self.providers.numbers.find(friendly_name=contact.id):
                 if number.sid in keep:

@@ -63,6 +63,8 @@ def whatsapp_in_use(session: Session, account_id: int, waba_id: str) -> bool:
             Contact.account_id == account_id,
             Contact.contact_type == ContactType.WHATSAPP.value,
             Contact.status.in_([s.value for s in LIVE_STATUSES]),
+            # A pool contact's sender is the platform's, under the platform's WABA.
+            Contact.whatsapp_sender.is_(None) | (Contact.whatsapp_sender != "shared"),
         )
     ).all()
     not_yet = (ContactStatus.PENDING.value, ContactStatus.PROVISIONING.value)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker.domain.contacts import LIVE_STATUSES, ContactStatus
+from worker.domain.contacts import LIVE_STATUSES, ContactStatus, ContactType
 from worker.domain.ids import new_id
 from worker.domain.validation import ContactRequest
 from worker.store import accounts, credits, idempotency
@@ -41,6 +41,9 @@ def pending_contact(
         contact_type=request.contact_type.value,
         status=ContactStatus.PENDING.value,
         request=request.as_dict(),
+        whatsapp_sender=request.fields.get("whatsapp_sender")
+        if request.contact_type is ContactType.WHATSAPP
+        else None,
         setup_cost_cents=cost_cents,
         monthly_cost_cents=monthly_cents,
         charged=False,

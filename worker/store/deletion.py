@@ -97,7 +97,7 @@ def release_journal(
     session: Session, contact: Contact, steps: dict[str, ContactStep], now: datetime
 ) -> list[ContactStep]:
     """The contact's release steps in order, journaled (pending) if they were not yet."""
-    plan = deprovision_plan(ContactType(contact.contact_type))
+    plan = deprovision_plan(ContactType(contact.contact_type), contact.request)
     missing = [name for name in plan if name not in steps]
     for offset, name in enumerate(plan):
         if name in missing:

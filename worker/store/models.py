@@ -111,6 +111,11 @@ class Assistant(Base):
 # indexes' conditions (a migration changes them together).
 LIVE_WHERE = text("status IN ('pending', 'provisioning', 'active', 'grace_period', 'deleting')")
 BILLED_WHERE = text("status IN ('active', 'grace_period', 'deleting')")
+# A live address is one contact's, except a pool sender's number: every contact routed to
+# that sender has it as its address (migration 0021).
+LIVE_ADDRESS_WHERE = text(
+    "status IN ('active', 'grace_period', 'deleting') AND pool_sender_id IS NULL"
+)
 
 
 class Contact(Base):
@@ -125,13 +130,14 @@ class Contact(Base):
             sqlite_where=LIVE_WHERE,
             postgresql_where=LIVE_WHERE,
         ),
-        # One live use of an address (a number or an email address), across all accounts.
+        # One live use of an address (a number or an email address), across all accounts;
+        # a shared pool sender's number is many contacts' address.
         Index(
             "uq_contacts_live_address",
             "address",
             unique=True,
-            sqlite_where=BILLED_WHERE,
-            postgresql_where=BILLED_WHERE,
+            sqlite_where=LIVE_ADDRESS_WHERE,
+            postgresql_where=LIVE_ADDRESS_WHERE,
         ),
         # The billing pass: live contacts whose fees are not paid through this month.
         Index(
@@ -185,6 +191,11 @@ class Contact(Base):
     # The status in which the sweep last listed this contact's tag at the providers
     # (worker/runtime/sweep.py); due again once the status is another swept one.
     swept_status: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    # WhatsApp: `dedicated` or `shared` (worker/domain/whatsapp_pool.py; None: dedicated, as
+    # every WhatsApp contact was before the pool), and the pool sender a shared one is routed
+    # to (set with its route, `pool_routes`).
+    whatsapp_sender: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
+    pool_sender_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
 
 
 # Only the contacts that have a batch or a connection (most have neither): every query on either
@@ -465,4 +476,57 @@ class Batch(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     total: Mapped[int] = mapped_column(Integer)  # contacts accepted into it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- the shared pool of WhatsApp senders (worker/domain/whatsapp_pool.py) -------------------
+
+
+class PoolSender(Base):
+    """A WhatsApp sender of the platform's shared pool: a Twilio number tagged
+    `pool:<id>` and its sender under the platform's WABA. Grown by the contact that first
+    needed it (`grower_contact_id`); at most one grows at a time (the partial unique index:
+    concurrent contacts that need a new sender join the growing one instead of each growing)."""
+
+    __tablename__ = "pool_senders"
+    __table_args__ = (
+        Index(
+            "uq_pool_senders_growing",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'growing'"),
+            postgresql_where=text("status = 'growing'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16))
+    phone_number: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    number_sid: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    sender_sid: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    waba_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    grower_contact_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PoolRoute(Base):
+    """A live route from a user (`user_whatsapp_number`, E.164) to an assistant on a pool
+    sender: a message from that user to that sender is the assistant's. Deleted when its
+    contact releases it; one per contact, and one per user and sender."""
+
+    __tablename__ = "pool_routes"
+    __table_args__ = (
+        UniqueConstraint(
+            "pool_sender_id", "user_whatsapp_number", name="uq_pool_routes_sender_user"
+        ),
+        UniqueConstraint("contact_id", name="uq_pool_routes_contact_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pool_sender_id: Mapped[int] = mapped_column(ForeignKey("pool_senders.id"))
+    user_whatsapp_number: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    assistant_id: Mapped[int] = mapped_column(BigInteger)
+    contact_id: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -10,7 +10,9 @@ from worker.store.models import Event
 
 PHONE = {"contact_type": "phone", "phone_country": "US", "user_phone": "+14155552671"}
 EMAIL = {"contact_type": "email", "email_local": "ada", "first_name": "Ada", "last_name": "L"}
-WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
+# A sender of its own (its number and sender tagged with the contact), not the shared pool's.
+WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671",
+            "whatsapp_sender": "dedicated"}
 
 
 def tagged(sandbox, contact_id: str) -> list[str]:

@@ -11,7 +11,7 @@ import time
 
 from sqlalchemy import select
 from support.invariants import check_invariants
-from support.pipeline import all_terminal, submit, wait_for
+from support.pipeline import all_terminal, dedicated, submit, wait_for
 
 from worker.store.models import Contact, Event
 
@@ -29,6 +29,7 @@ def test_a_worker_frozen_past_dead_after_and_resumed_acts_on_nothing_it_lost(
     })
     sandbox.set_faults(latency_ms=1500, sender_online_after_s=0)
     tenant = make_tenant(assistants=6)
+    dedicated(service, tenant)  # senders of their own: each contact frozen in its requests
     for i, assistant in enumerate(tenant.assistant_ids):
         submit(service, tenant, WHATSAPP if i % 3 == 0 else PHONE, assistant)
     frozen = spawn("worker", settings, "--concurrency", "6")

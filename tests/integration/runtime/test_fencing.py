@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from support.invariants import check_invariants
-from support.pipeline import FAST, drive, submit, wait_for
+from support.pipeline import FAST, dedicated, drive, submit, wait_for
 from support.services import TEST_DATABASE_URL
 
 from worker.providers import Providers
@@ -187,6 +187,7 @@ def test_frozen_after_its_purchase_does_not_write_over_the_new_owners_journal(
     B wrote them, and A stops."""
     pipeline = make_pipeline()
     sandbox.set_faults(sender_online_after_s=0)
+    dedicated(service, tenant)  # a sender of its own
     cid = submit(service, tenant, WHATSAPP)
     frozen = Freeze(pipeline, "after_request").start(cid)  # the first request under the lease
     take_over(db, fsettings, cid)
@@ -283,6 +284,7 @@ def test_frozen_inside_a_transaction_holds_no_takeover_up(
     a_pipeline = Pipeline(a_db, a_providers, bounded)
     try:
         sandbox.set_faults(sender_online_after_s=0)
+        dedicated(service, tenant)  # a sender of its own
         cid = submit(service, tenant, WHATSAPP)
         other = submit(service, tenant, PHONE)
         with db.write() as session:  # a second dead runner's contact
@@ -325,6 +327,7 @@ def test_the_fence_costs_no_provider_request(body, requests, service, pipeline, 
     """A run that nobody froze confirms its lease in the statements it makes anyway: no
     look-up by tag on a first attempt, no extra request (the same counts as before fencing)."""
     sandbox.set_faults(sender_online_after_s=0)
+    dedicated(service, tenant)  # a sender of its own
     cid = submit(service, tenant, body)
     assert drive(pipeline, cid) == "active"
     assert sent(sandbox, pipeline) == requests

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 from sqlalchemy import select
 from support.invariants import check_invariants
-from support.pipeline import drive, submit
+from support.pipeline import dedicated, drive, submit
 
 from worker.domain.contacts import ContactType, FirstRun
 from worker.store import pipeline as store
@@ -45,6 +45,7 @@ def steps_of(db, contact_id: str) -> list[tuple[str, str, int]]:
 
 def test_a_new_contacts_task_message_carries_its_search_input(service, tenant, psettings):
     phone = submit(service, tenant, PHONE)
+    dedicated(service, tenant)  # a sender of its own
     whatsapp = submit(service, tenant, WHATSAPP)
     email = submit(service, tenant, EMAIL)
     messages = {m["args"][0]: m["headers"] for m in queued(psettings.redis_url)}

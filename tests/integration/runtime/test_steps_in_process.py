@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from support.invariants import check_invariants
-from support.pipeline import drive, drive_outcome, submit
+from support.pipeline import dedicated, drive, drive_outcome, submit
 from support.webhooks import set_endpoint_unchecked
 
 from worker.providers import GoogleDirectory
@@ -45,6 +45,7 @@ def test_email_becomes_active_with_domain_address(service, pipeline, tenant, san
 
 def test_whatsapp_waits_for_sender_online_without_sleeping(service, pipeline, tenant, sandbox, db):
     sandbox.set_faults(sender_online_after_s=0.5)
+    dedicated(service, tenant)  # a sender of its own
     cid = submit(service, tenant, WHATSAPP)
     first = pipeline.run(cid, "runner")
     assert first.state == "wait" and first.again_in_s == 0.2
@@ -197,6 +198,7 @@ def test_sold_out_country_fails_permanently(service, pipeline, make_tenant, sand
 
 def test_transient_errors_are_retried_to_success(service, pipeline, tenant, sandbox, db):
     sandbox.set_faults(error_rate=0.5, seed=3, sender_online_after_s=0.5)
+    dedicated(service, tenant)  # a sender of its own
     cid = submit(service, tenant, WHATSAPP)
     assert drive(pipeline, cid) == "active"
     _, steps = contact(db, cid)

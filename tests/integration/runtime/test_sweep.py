@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 from support.invariants import check_invariants
-from support.pipeline import drive, submit
+from support.pipeline import dedicated, drive, submit
 
 from worker.app.lifecycle import LifecycleService
 from worker.providers import Providers
@@ -60,6 +60,7 @@ def test_a_deleted_contact_is_swept_again_and_holds_nothing(
     service, pipeline, providers, sweeper, tenant, sandbox, db
 ):
     sandbox.set_faults(sender_online_after_s=0)
+    dedicated(service, tenant)  # a sender of its own
     cid = submit(service, tenant, WHATSAPP)
     assert drive(pipeline, cid) == "active"
     assert sweeper.run() == {"contacts": 1}  # nothing extra while it was active

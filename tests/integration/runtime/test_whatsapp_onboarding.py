@@ -20,6 +20,8 @@ from worker.secrets import new_key
 
 WABA = "104000000000042"
 WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
+# A sender of its own without a WABA of the account's own (else the shared pool's).
+DEDICATED = {**WHATSAPP, "whatsapp_sender": "dedicated"}
 
 
 @pytest.fixture
@@ -54,10 +56,10 @@ def own_waba(api, tenant, sandbox, sender_limit: int = 20) -> dict[str, Any]:
     return info
 
 
-def post(api, tenant, assistant=None) -> dict[str, Any]:
+def post(api, tenant, assistant=None, body=WHATSAPP) -> dict[str, Any]:
     assistant = assistant or tenant.assistant_ids[0]
     response = api.post(f"/v0/assistant/{assistant}/contact", headers=tenant.headers,
-                        json=WHATSAPP)
+                        json=body)
     assert response.status_code == 202, response.text
     info: dict[str, Any] = response.json()["info"]
     return info
@@ -183,7 +185,7 @@ def test_without_its_own_waba_the_sender_is_registered_under_the_platforms(
 ):
     sandbox.set_faults(sender_online_after_s=0.2)
     tenant = make_tenant()
-    post(api, tenant)
+    post(api, tenant, body=DEDICATED)
     spawn("worker", wsettings, "--concurrency", "2")
     wait_for(lambda: all_terminal(db, 1), timeout=60)
     [sender] = sandbox.resources()["senders"]
@@ -223,7 +225,7 @@ def test_review_is_waited_out_with_a_capped_backoff_up_to_its_bound_then_fails_c
     settings = wsettings.model_copy(
         update={"sender_review_timeout_s": 3, "sender_review_poll_max_s": 0.8})
     tenant = make_tenant()
-    info = post(api, tenant)
+    info = post(api, tenant, body=DEDICATED)
     worker = spawn("worker", settings, "--concurrency", "2")
     wait_for(lambda: all_terminal(db, 1), timeout=60)
     contact = read(api, tenant, info)

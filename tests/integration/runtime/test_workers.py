@@ -10,7 +10,7 @@ import sys
 import redis
 from sqlalchemy import func, select
 from support.invariants import check_invariants
-from support.pipeline import all_terminal, statuses, submit, wait_for
+from support.pipeline import all_terminal, dedicated, statuses, submit, wait_for
 from support.services import settings_env
 from test_steps_in_process import EMAIL, PHONE, WHATSAPP
 
@@ -111,6 +111,7 @@ def test_two_workers_racing_on_one_contact_run_its_steps_once(
     spawn, psettings, service, tenant, sandbox, db
 ):
     sandbox.set_faults(latency_ms=200, sender_online_after_s=0.1)
+    dedicated(service, tenant)  # a sender of its own
     cid = submit(service, tenant, WHATSAPP)
     app = create_celery(psettings)
     for _ in range(5):  # the same message delivered again and again

@@ -1,0 +1,45 @@
+"""The steps' access to the shared pool of WhatsApp senders: each call one short write
+transaction of its own (worker/store/pool.py), made under the contact's lease."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from worker.settings import Settings
+from worker.store import pool as store
+from worker.store.db import Database
+from worker.store.models import Contact, PoolSender
+
+
+class PoolAccess:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.max_senders = settings.whatsapp_pool_max_senders
+
+    def take(
+        self, contact: Contact, user_number: str | None, now: datetime, *, may_grow: bool
+    ) -> store.Taken:
+        with self.db.write() as session:
+            return store.take_route(
+                session, contact, user_number, self.max_senders, now, may_grow=may_grow
+            )
+
+    def record_growth(self, sender_id: int, now: datetime, **made: str | None) -> None:
+        with self.db.write() as session:
+            store.record_growth(session, sender_id, now, **made)
+
+    def mark_online(self, sender_id: int, now: datetime) -> None:
+        with self.db.write() as session:
+            store.mark_online(session, sender_id, now)
+
+    def grown_by(self, contact_id: str) -> list[PoolSender]:
+        with self.db.read() as session:
+            return store.grown_by(session, contact_id)
+
+    def mark_failed(self, sender_id: int, error: str, now: datetime) -> None:
+        with self.db.write() as session:
+            store.mark_failed(session, sender_id, error, now)
+
+    def release_route(self, contact_id: str) -> int:
+        with self.db.write() as session:
+            return store.release_route(session, contact_id)
