@@ -291,7 +291,7 @@ def assign_pool_sender(ctx: StepContext, first: bool) -> StepResult | Wait:
     # Past the bound, a contact grows no sender it could not wait for.
     late = waited > settings.whatsapp_pool_wait_s
     user = ctx.request.get("user_whatsapp_number")
-    taken = ctx.number_pool.take(ctx.contact, user, ctx.now, may_grow=not late)
+    taken = ctx.pool.take(ctx.contact, user, ctx.now, may_grow=not late)
     sender = taken.sender
     detail: dict[str, Any] = {"since": since}
     if sender is not None:
