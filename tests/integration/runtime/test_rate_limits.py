@@ -58,7 +58,9 @@ def test_a_429_pauses_every_worker_and_a_throttled_step_is_not_an_attempt(
 def test_a_batch_stays_under_the_provider_rate_and_interactive_work_gets_through(
     spawn, psettings, service, make_tenant, sandbox, db
 ):
-    count = 50  # 100 Twilio requests; bulk may use 0.8 of 15/second, 12/second
+    # 50 purchases and the number pool's few searches (about 52 Twilio requests; 100 without
+    # the pool); bulk may use 0.8 of 15/second, 12/second.
+    count = 50
     sandbox.set_faults(rate_limit_per_s=20, latency_ms=10)
     settings = psettings.model_copy(update={"provider_rate_limits": "twilio=15/second"})
     tenant = make_tenant(credits_cents=100_000, assistants=count + 1)
@@ -82,7 +84,8 @@ def test_a_batch_stays_under_the_provider_rate_and_interactive_work_gets_through
     assert too_many <= 1, stats  # none expected (4 or more without the budget)
     # Throttled steps sent nothing and stayed first attempts: no look-ups were added.
     assert stats["requests"] <= 2 * (count + 1) + 2 * too_many, stats
-    assert elapsed >= 2 * count / 12 - 2  # the budget, not the worker, set the pace
+    # The budget, not the worker, set the pace (unbudgeted, the worker ends in about 1 s).
+    assert elapsed >= stats["requests"] / 12 - 2, (elapsed, stats)
     # The interactive contact did not queue behind the batch's throttled contacts, which the
     # worker holds meanwhile as countdown (ETA) messages outside its pool.
     assert still_open >= count // 4, still_open
