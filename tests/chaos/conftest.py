@@ -68,10 +68,14 @@ def chaos_redis(tmp_path) -> Iterator[OwnRedis]:
 def chaos_settings(make_settings, sandbox, chaos_redis) -> Settings:
     # The production lease (120 s): a killed worker's contacts must come back through its
     # stopped heartbeat (PROVISIONER_WORKER_DEAD_AFTER_S, 15 s), not through lease expiry.
-    # The sweep soon after each contact ends: a runner frozen between its lease's last
-    # confirmation and its request's send (nothing can fence that gap) leaves a second
-    # resource with the contact's tag, which only the sweep finds (docs/recovery.md); the
-    # run's end waits for every contact to be swept before the invariants are checked.
-    return make_settings(sandbox_url=sandbox.url, redis_url=chaos_redis.url,
-                         **{**FAST, "lease_s": 120, "max_deliveries": 10,
-                            "sweep_after_s": 1.0, "sweep_interval_s": 1.0})
+    # The sweep soon after each contact ends, but only once a worker frozen meanwhile has
+    # been resumed: a runner frozen between its lease's last confirmation and its request's
+    # send (nothing can fence that gap) sends it when resumed, leaving a second resource with
+    # the contact's tag that only the sweep finds (docs/recovery.md). The freeze lasts the
+    # dead-after time plus a liveness interval and 1 s; the sweep waits 5 s more than that.
+    # The run's end waits for every contact to be swept before the invariants are checked.
+    settings = make_settings(sandbox_url=sandbox.url, redis_url=chaos_redis.url,
+                             **{**FAST, "lease_s": 120, "max_deliveries": 10,
+                                "sweep_interval_s": 1.0})
+    after = settings.worker_dead_after_s + settings.liveness_interval_s + 6.0
+    return settings.model_copy(update={"sweep_after_s": after})
