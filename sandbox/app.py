@@ -62,6 +62,9 @@ def create_app(inventory_per_country: int = DEFAULT_INVENTORY) -> FastAPI:
     return app
 
 
+KEEP_ALIVE_S = 75
+
+
 def serve(
     host: str = "127.0.0.1", port: int = 8900, inventory_per_country: int = DEFAULT_INVENTORY
 ) -> None:
@@ -74,6 +77,9 @@ def serve(
         workers=1,
         log_level="warning",
         access_log=False,
+        # Twilio's and Google's edges keep an idle connection far longer than a client's pool
+        # does (httpx: 5 s). uvicorn's 5 s default closed connections as clients reused them.
+        timeout_keep_alive=KEEP_ALIVE_S,
         # Held requests (timeout faults) must not keep a stopping sandbox alive.
         timeout_graceful_shutdown=1,
     )

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # How long the API keeps an idle client connection open. uvicorn's default (5 s) is httpx's
+    # pool expiry too: a client reused a pooled connection just as the server closed it and got
+    # ECONNRESET. Longer than a load balancer's idle timeout (AWS ALB: 60 s), so the balancer,
+    # not the API, closes first.
+    api_keep_alive_s: int = 75
     sandbox_port: int = 8900  # where `make run` serves the provider sandbox
     max_body_bytes: int = 64 * 1024
     rate_limit: str = "100/second"  # per API key; `limits` notation, e.g. "20/second;1000/minute"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 from sandbox_http import NUMBERS, USERS, buy, user_body
+from support.services import idle_connection_is_kept
 
 from sandbox.testing import SandboxControl
 
@@ -104,3 +105,9 @@ def test_sink_answers_the_status_it_was_given(sandbox: SandboxControl) -> None:
     assert httpx.post(sandbox.sink_url("flaky"), content=b"2").status_code == 410
     assert [d["body"] for d in sandbox.sink("flaky")] == ["1", "2"]
     assert sandbox.stats()["requests"] == 0  # sinks are not provider traffic
+
+
+def test_an_idle_connection_outlives_a_clients_pool_expiry(sandbox: SandboxControl) -> None:
+    # uvicorn's 5 s default equals httpx's pool expiry: the control client reused a connection
+    # as the sandbox closed it, and a test failed with ECONNRESET (CI, 2026-12-07).
+    assert idle_connection_is_kept(sandbox.url, "/_sandbox/stats")

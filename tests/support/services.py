@@ -110,7 +110,10 @@ def serve_in_thread(app: object) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    # As `provisioner api` serves (settings.api_keep_alive_s): clients' pooled connections
+    # outlive httpx's 5 s expiry without a reset.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                            timeout_keep_alive=75)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -141,3 +144,30 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = json.dumps(value)
         env[f"PROVISIONER_{name.upper()}"] = str(value)
     return env
+
+
+# httpx's pool keeps an idle connection 5 s; a server that closes sooner, or at the same
+# moment, resets the request that reuses it (ECONNRESET).
+CLIENT_POOL_EXPIRY_S = 5.0
+
+
+def idle_connection_is_kept(url: str, path: str, idle_s: float = CLIENT_POOL_EXPIRY_S + 1) -> bool:
+    """Whether the server at `url` still answers on the same connection after `idle_s` idle."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        connection.getresponse().read()
+        first = connection.sock
+        time.sleep(idle_s)
+        try:
+            connection.request("GET", path)
+            connection.getresponse().read()
+        except (ConnectionError, http.client.RemoteDisconnected):
+            return False
+        return connection.sock is first
+    finally:
+        connection.close()

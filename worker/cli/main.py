@@ -170,6 +170,7 @@ def api(
         "port": port or settings.api_port,
         "log_level": "warning",
         "access_log": False,
+        "timeout_keep_alive": settings.api_keep_alive_s,
         # uvicorn's records go to the root logger that `configure` set up (JSON lines).
         "log_config": None,
     }

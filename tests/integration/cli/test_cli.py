@@ -8,7 +8,7 @@ import sys
 import time
 
 import httpx
-from support.services import free_port, settings_env
+from support.services import free_port, idle_connection_is_kept, settings_env
 
 CLI = [sys.executable, "-m", "worker.cli"]
 
@@ -56,6 +56,8 @@ def test_accounts_assistants_credits_and_api(settings, tmp_path):
         assert posted.status_code == 202
         listed = httpx.get(f"{base}/v0/assistant/{one['assistant_id']}/contact", headers=headers)
         assert [c["id"] for c in listed.json()["info"]] == [posted.json()["info"]["id"]]
+        # A client's pooled connection, idle past httpx's expiry, is not reset under it.
+        assert idle_connection_is_kept(base, "/healthz")
     finally:
         api.terminate()
         _, err = api.communicate(timeout=15)
