@@ -273,7 +273,7 @@ class Pipeline:
             return None
         try:
             with step_timer(contact.contact_type, name):
-                result = STEPS[name](self._context(contact, steps), True)
+                result = STEPS[name](self._context(contact, steps, owner), True)
         except Permanent as exc:
             return exc
         except Throttled as exc:
@@ -366,7 +366,7 @@ class Pipeline:
         sent = requests_sent()
         try:
             with step_timer(contact.contact_type, step.name):
-                result = STEPS[step.name](self._context(contact, steps), first)
+                result = STEPS[step.name](self._context(contact, steps, owner), first)
         except Throttled as exc:
             return self._throttled(
                 contact, step, owner, exc, unsent=requests_sent() == sent, contact_steps=steps
@@ -458,7 +458,7 @@ class Pipeline:
         (`store.activate(commit=True)`). If the credits left cannot pay the month's fee that
         commits nothing, and the activation runs again the way that starts the grace period."""
         ordered = sorted(steps.values(), key=lambda s: s.position)
-        address = address_of(self._context(contact, steps))
+        address = address_of(self._context(contact, steps, owner))
         args = (contact, ordered, owner, address, now, events, self.grace)
         try:
             with self.db.write() as session:
@@ -566,7 +566,7 @@ class Pipeline:
             if not nothing_created(steps.values()) or needs_compensation(contact):
                 self.checkpoint("before_compensate", contact.id, owner)
                 self._confirm(contact, owner)
-                compensate(self._context(contact, steps))
+                compensate(self._context(contact, steps, owner))
         except (Throttled, ProviderError) as exc:
             # Compensation must finish, whatever the error: as a release does (`Cleanup`).
             return self.cleanup.met(contact, owner, exc, cleanup="compensation")
@@ -655,7 +655,7 @@ class Pipeline:
         # it has not by `at` plus the grace (lost message, flushed broker).
         return at + timedelta(seconds=self.settings.reconcile_grace_s)
 
-    def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
+    def _context(self, contact: Contact, steps: dict[str, ContactStep], owner: str) -> StepContext:
         return StepContext(
             contact,
             steps,
@@ -665,6 +665,7 @@ class Pipeline:
             self.email_targets,
             self.pool,
             number_pool=self.number_pool,
+            owner=owner,
         )
 
     def close(self) -> None:

@@ -71,7 +71,7 @@ class Releaser:
             structlog.contextvars.bind_contextvars(step=step.name, attempt=step.attempts)
             try:
                 with step_timer(contact.contact_type, step.name):
-                    RELEASES[step.name](self._context(contact, steps))
+                    RELEASES[step.name](self._context(contact, steps, owner))
             except (Throttled, ProviderError) as exc:
                 return self._later(contact, step, owner, exc)
             with p.db.write() as session:
@@ -108,7 +108,7 @@ class Releaser:
 
         return self.cleanup.met(contact, owner, exc, cleanup="release", journal=journal)
 
-    def _context(self, contact: Contact, steps: dict[str, ContactStep]) -> StepContext:
+    def _context(self, contact: Contact, steps: dict[str, ContactStep], owner: str) -> StepContext:
         return StepContext(
             contact,
             steps,
@@ -117,4 +117,5 @@ class Releaser:
             self.clock(),
             self.email_targets,
             PoolAccess(self.db, self.settings),
+            owner=owner,
         )

@@ -76,6 +76,9 @@ class StepContext:
     pool: PoolAccess | None = None
     # Phone and WhatsApp contacts: the shared candidates (None: each contact searches).
     number_pool: NumberPool | None = None
+    # The runner's lease on the contact: what its database writes beside the journal (the
+    # sender pool's) are fenced by.
+    owner: str | None = None
     _target: EmailTarget | None = field(default=None, repr=False)
 
     def target(self) -> EmailTarget:
@@ -88,6 +91,10 @@ class StepContext:
             else:
                 self._target = self.targets.for_contact(self.contact)
         return self._target
+
+    def lease_owner(self) -> str:
+        assert self.owner is not None, "a step that writes under the lease knows its owner"
+        return self.owner
 
     @property
     def tag(self) -> str:
@@ -291,7 +298,7 @@ def assign_pool_sender(ctx: StepContext, first: bool) -> StepResult | Wait:
     # Past the bound, a contact grows no sender it could not wait for.
     late = waited > settings.whatsapp_pool_wait_s
     user = ctx.request.get("user_whatsapp_number")
-    taken = ctx.pool.take(ctx.contact, user, ctx.now, may_grow=not late)
+    taken = ctx.pool.take(ctx.contact, ctx.lease_owner(), user, ctx.now, may_grow=not late)
     sender = taken.sender
     detail: dict[str, Any] = {"since": since}
     if sender is not None:
@@ -325,7 +332,12 @@ def _grow(
         tag = pool_tag(sender.id)
         number = ctx.providers.numbers.ensure_number(tag, ctx.settings.whatsapp_pool_country)
         ctx.pool.record_growth(
-            sender.id, ctx.now, number_sid=number.sid, phone_number=number.phone_number
+            ctx.tag,
+            ctx.lease_owner(),
+            sender.id,
+            ctx.now,
+            number_sid=number.sid,
+            phone_number=number.phone_number,
         )
         # The sender is made on the next run, after the lease is confirmed again (as between
         # a dedicated contact's purchase and its sender: one creating request per look).
@@ -334,7 +346,14 @@ def _grow(
     if sid is None:
         made = ctx.providers.senders.ensure_sender(sender.phone_number)
         sid = made.sid
-        ctx.pool.record_growth(sender.id, ctx.now, sender_sid=sid, waba_id=made.waba_id or None)
+        ctx.pool.record_growth(
+            ctx.tag,
+            ctx.lease_owner(),
+            sender.id,
+            ctx.now,
+            sender_sid=sid,
+            waba_id=made.waba_id or None,
+        )
     try:
         looked = _follow_sender(ctx, sid, previous)
     except Permanent as exc:
@@ -343,7 +362,7 @@ def _grow(
         raise
     if isinstance(looked, Wait):
         return Wait(looked.delay_s, {**looked.detail, **detail})
-    ctx.pool.mark_online(sender.id, ctx.now)
+    ctx.pool.mark_online(ctx.tag, ctx.lease_owner(), sender.id, ctx.now)
     return StepResult(
         sid, {**looked.detail, **detail, "phone_number": sender.phone_number, "grew": True}
     )
@@ -456,12 +475,14 @@ def release_pool_route(ctx: StepContext) -> None:
     assert ctx.pool is not None, "a pool contact's runner has the pool"
     for sender in ctx.pool.grown_by(ctx.tag):
         if sender.status == PoolSenderStatus.GROWING.value:
-            ctx.pool.mark_failed(sender.id, "the contact growing it ended", ctx.now)
+            ctx.pool.mark_failed(
+                ctx.tag, ctx.lease_owner(), sender.id, "the contact growing it ended", ctx.now
+            )
         tag = pool_tag(sender.id)
         for number in ctx.providers.numbers.find(friendly_name=tag):
             ctx.providers.senders.delete_for_number(number.phone_number)
         ctx.providers.numbers.release_tagged(tag)
-    ctx.pool.release_route(ctx.tag)
+    ctx.pool.release_route(ctx.tag, ctx.lease_owner())
 
 
 Release = Callable[[StepContext], None]

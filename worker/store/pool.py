@@ -1,7 +1,10 @@
 """The shared pool of WhatsApp senders and its routes: take a route on a pool sender (or grow
 the pool by one), follow a growing sender, release a route. The database decides every race:
 one route per user and sender (`uq_pool_routes_sender_user`), one per contact
-(`uq_pool_routes_contact_id`), one sender growing at a time (`uq_pool_senders_growing`)."""
+(`uq_pool_routes_contact_id`), one sender growing at a time (`uq_pool_senders_growing`).
+Each write is a contact's, made under its lease: `hold_lease` fences it by the lease's owner
+in the write's own transaction, so a runner that lost the contact (frozen past the dead-after
+time, taken over) writes nothing to the pool once resumed."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain.contacts import LIVE_STATUSES, ContactType
 from worker.domain.whatsapp_pool import PoolSenderStatus, SenderMode
+from worker.store.journal import LeaseLost
 from worker.store.models import Contact, PoolRoute, PoolSender
 
 _USABLE = (PoolSenderStatus.ONLINE.value, PoolSenderStatus.GROWING.value)
@@ -28,6 +32,20 @@ class Taken:
     sender: PoolSender | None
     grows: bool = False  # this contact grows the sender (it made its row)
     wait: bool = False
+
+
+def hold_lease(session: Session, contact_id: str, owner: str) -> None:
+    """The fence of a pool write: the contact is leased to `owner`, else `LeaseLost` (the
+    caller's transaction then commits nothing). On PostgreSQL the contact's row stays locked
+    (FOR NO KEY UPDATE, as the lease's own UPDATE locks it) until the write commits, so no
+    takeover commits in between; SQLite's write transaction has the database to itself."""
+    held = session.execute(
+        select(Contact.id)
+        .where(Contact.id == contact_id, Contact.lease_owner == owner)
+        .with_for_update(key_share=True)
+    ).first()
+    if held is None:
+        raise LeaseLost(f"contact {contact_id}: the lease is not {owner}'s (pool write)")
 
 
 def route_of(session: Session, contact_id: str) -> tuple[PoolRoute, PoolSender] | None:

@@ -20,12 +20,14 @@ from support.invariants import check_invariants
 from support.pipeline import FAST, dedicated, drive, submit, wait_for
 from support.services import TEST_DATABASE_URL
 
+from worker.app.lifecycle import LifecycleService
 from worker.providers import Providers
 from worker.runtime.pipeline import Outcome, Pipeline
 from worker.store import liveness
 from worker.store import pipeline as store
 from worker.store.db import Database
-from worker.store.models import Contact, ContactStep, Event, LedgerEntry
+from worker.store.journal import LeaseLost
+from worker.store.models import Contact, ContactStep, Event, LedgerEntry, PoolRoute, PoolSender
 
 PHONE = {"contact_type": "phone", "phone_country": "US", "user_phone": "+14155552671"}
 WHATSAPP = {"contact_type": "whatsapp", "user_whatsapp_number": "+14155552671"}
@@ -265,6 +267,103 @@ def test_frozen_before_compensating_leaves_the_clean_up_to_the_new_owner(
     ledger, events = money_and_events(db, cid)
     assert ledger == ["release", "reserve"] and events == ["contact.failed"]
     assert check_invariants(db, sandbox) == {"failed": 1}
+
+
+def pool_routes(db) -> dict[str, int]:
+    with db.read() as session:
+        return {r.contact_id: r.pool_sender_id for r in session.execute(select(PoolRoute)).scalars()}
+
+
+def test_frozen_before_taking_a_pool_route_takes_none_once_resumed(
+    service, make_pipeline, fsettings, tenant, sandbox, db
+):
+    """A confirmed its lease and froze just before taking its route on the shared sender pool.
+    B took over, the contact went active on a pool sender, its user deleted it and B released
+    the route. A, resumed, must not route the user again: a route of a contact that is gone
+    would hold that user's place on the sender for ever (a user has one route per sender)."""
+    sandbox.set_faults(sender_online_after_s=0)
+    pipeline = make_pipeline()
+    cid = submit(service, tenant, WHATSAPP)  # no WABA of the account's own: the pool
+    reached, resume = threading.Event(), threading.Event()
+    take = pipeline.pool.take
+
+    def frozen_take(contact, owner, *args, **kwargs):
+        if owner == A and not reached.is_set():
+            reached.set()
+            assert resume.wait(60), "never resumed"
+        return take(contact, owner, *args, **kwargs)
+
+    pipeline.pool.take = frozen_take
+    outcome: list[object] = []
+    runner = threading.Thread(target=lambda: outcome.append(_run_catching(pipeline, cid, A)))
+    runner.start()
+    assert reached.wait(30), "runner A never reached the pool"
+    take_over(db, fsettings, cid)
+    assert drive(pipeline, cid, B) == "active"
+    assert cid in pool_routes(db)
+    lifecycle = LifecycleService(db, service.settings, service.publisher)
+    assert lifecycle.delete(tenant.account_id, tenant.assistant_ids[0], cid).status == 202
+    assert drive(pipeline, cid, B) == "deleted"
+    assert pool_routes(db) == {}
+
+    resume.set()
+    runner.join(30)
+    assert outcome and getattr(outcome[0], "state", outcome[0]) == "busy", outcome
+    assert pool_routes(db) == {}  # A took no route for the deleted contact
+    ledger, events = money_and_events(db, cid)
+    assert events == ["contact.active", "contact.deleted"]
+    assert check_invariants(db, sandbox) == {"deleted": 1}
+
+
+def _run_catching(pipeline: Pipeline, contact_id: str, owner: str) -> object:
+    try:
+        return pipeline.run(contact_id, owner)
+    except LeaseLost as exc:
+        return exc
+
+
+def test_every_pool_write_of_a_runner_that_lost_the_lease_is_refused(
+    service, make_pipeline, fsettings, tenant, sandbox, db
+):
+    """Each write of the sender pool is fenced by the lease's owner in its own transaction:
+    A, taken over, changes neither the routes nor the senders, whatever it asks."""
+    sandbox.set_faults(sender_online_after_s=600)  # the sender stays growing
+    pipeline = make_pipeline()
+    cid = submit(service, tenant, WHATSAPP)
+    assert pipeline.run(cid, A).state == "wait"  # A grows the pool's first sender
+    with db.write() as session:  # A's lease, as A's runs leave it between two looks
+        assert store.take_lease(session, cid, A, datetime.now(UTC), 60)
+    take_over(db, fsettings, cid)
+    with db.write() as session:  # and B's run leases it
+        assert store.take_lease(session, cid, B, datetime.now(UTC), 60)
+
+    def pool_rows() -> tuple:
+        with db.read() as session:
+            return (
+                pool_routes(db),
+                [(s.id, s.status, s.number_sid, s.sender_sid, s.error)
+                 for s in session.execute(select(PoolSender)).scalars()],
+            )
+
+    before = pool_rows()
+    sender_id = before[1][0][0]
+    with db.read() as session:
+        contact = session.get(Contact, cid)
+    now = datetime.now(UTC)
+    access = pipeline.pool
+    writes = [
+        lambda: access.take(contact, A, "+14155550000", now, may_grow=True),
+        lambda: access.record_growth(cid, A, sender_id, now, sender_sid="XE" + "0" * 32),
+        lambda: access.mark_online(cid, A, sender_id, now),
+        lambda: access.mark_failed(cid, A, sender_id, "frozen", now),
+        lambda: access.release_route(cid, A),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLost):
+            write()
+    assert pool_rows() == before
+    # B, who holds the lease now, may.
+    assert access.release_route(cid, B) == 1
 
 
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="row locks and session timeouts: PostgreSQL")
