@@ -32,7 +32,7 @@ from worker.domain.regulatory import (
 )
 from worker.domain.views import iso
 from worker.providers import ProviderError
-from worker.providers.twilio_regulatory import DocumentRefused, verify_documents
+from worker.providers.twilio_regulatory import DocumentRefused, RuleOf, verify_documents
 from worker.settings import Settings
 from worker.store import regulatory as store
 from worker.store.db import Database
@@ -40,7 +40,7 @@ from worker.store.models import TwilioRegulatory
 
 log = structlog.get_logger(__name__)
 
-Verifier = Callable[[Settings, str, str, str | None, str | None], dict[str, Any]]
+Verifier = Callable[[Settings, str, str, str | None, str | None, RuleOf], dict[str, Any]]
 _SID = {"bundle_sid": "BU", "address_sid": "AD"}
 
 
@@ -124,8 +124,14 @@ class RegulatoryService:
         if errors:
             raise InvalidRequest(f"invalid field(s): {', '.join(sorted(errors))}", errors)
         try:
+            # Judged as a contact's request is: by Twilio's cached Regulations when fresh.
             learnt = self.verifier(
-                self.settings, code, number_type, sids["bundle_sid"], sids["address_sid"]
+                self.settings,
+                code,
+                number_type,
+                sids["bundle_sid"],
+                sids["address_sid"],
+                lambda end_user_type: self.rules.rule_for(code, number_type, end_user_type),
             )
         except DocumentRefused as exc:
             log.info("regulatory_refused", country=code, field=exc.field)

@@ -7,11 +7,12 @@ exists, passed validation, and is where the number's address requirement wants i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from worker.domain.regulatory import TWILIO_NUMBER_TYPE, address_meets, rule_for
+from worker.domain.regulatory import TWILIO_NUMBER_TYPE, Rule, address_meets, rule_for
 from worker.providers._twilio import TwilioClient, require
 from worker.providers.errors import INVALID_REQUEST, NotFound, Permanent
 from worker.providers.http import timeout_from_settings
@@ -19,6 +20,8 @@ from worker.providers.twilio_numbers import TwilioNumbers
 from worker.settings import Settings
 
 APPROVED = "twilio-approved"
+# What a country's numbers of one type need, for an end-user type (None: the strictest).
+RuleOf = Callable[[str | None], Rule | None]
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,15 @@ def verify_documents(
     number_type: str,
     bundle_sid: str | None,
     address_sid: str | None,
+    rule_of: RuleOf | None = None,
 ) -> dict[str, Any]:
     """Check an account's documents for `country`'s `number_type` numbers with Twilio; what
     Twilio answered (to keep), or `DocumentRefused` naming the field; `Retryable` when
-    Twilio cannot be reached."""
-    rule = rule_for(country, number_type)
+    Twilio cannot be reached. `rule_of(end_user_type)` says what the numbers need (the
+    caller's cached Regulations; the built-in table by default): for the bundle's end-user
+    type once the bundle is read, for the strictest of them before."""
+    judge = rule_of or (lambda _end_user_type: rule_for(country, number_type))
+    rule = judge(None)
     if rule is None:
         raise DocumentRefused("number_type", f"{country} has no {number_type} numbers")
     learnt: dict[str, Any] = {}
@@ -113,14 +120,15 @@ def verify_documents(
         raise DocumentRefused(
             "bundle_sid", f"is required: {country} {number_type} numbers need an approved bundle"
         )
+    if bundle_sid:
+        with TwilioCompliance.from_settings(settings) as compliance:
+            learnt |= _check_bundle(compliance, country, number_type, bundle_sid)
+        rule = judge(learnt.get("end_user_type")) or rule
     if rule.address != "none" and not address_sid:
         raise DocumentRefused(
             "address_sid",
             f"is required: {country} {number_type} numbers need an address ({rule.address})",
         )
-    if bundle_sid:
-        with TwilioCompliance.from_settings(settings) as compliance:
-            learnt |= _check_bundle(compliance, country, number_type, bundle_sid)
     if address_sid:
         with TwilioNumbers.from_settings(settings) as numbers:
             try:

@@ -142,6 +142,32 @@ def test_a_rule_change_reaches_the_apis_answer_once_the_ttl_has_passed(
     assert post(api, tenant, next(a), "GB", "mobile").status_code == 202
 
 
+def test_documents_put_are_judged_by_the_cached_regulations(
+    rsettings, api, db, make_tenant, sandbox: SandboxControl
+):
+    """`PUT /v0/providers/twilio/regulatory/{country}` judges what is required as a contact's
+    request is judged: by Twilio's fresh answer, not the built-in table."""
+    tenant = make_tenant()
+
+    def put(country: str, **body: str) -> httpx.Response:
+        return api.put(f"/v0/providers/twilio/regulatory/{country}", headers=tenant.headers,
+                       json=body)
+
+    refresher = RegulationsRefresher(db, rsettings)
+    refresher.run()
+    assert put("US", number_type="local").status_code == 200  # nothing needed
+    refused = put("GB", number_type="mobile")
+    assert refused.status_code == 422 and "bundle_sid" in refused.json()["error"]["fields"]
+
+    sandbox.set_regulation("US", "local", bundle=True, address="any")
+    sandbox.set_regulation("GB", "mobile", bundle=False, address="none")
+    age(db, rsettings.twilio_regulations_ttl_s + 1)
+    assert refresher.run()["refreshed"] == 10
+    refused = wait_for(lambda: (r := put("US", number_type="local")).status_code == 422 and r)
+    assert "bundle_sid" in refused.json()["error"]["fields"]
+    assert put("GB", number_type="mobile").status_code == 200  # the table would want a bundle
+
+
 def test_a_purchase_refused_with_21649_marks_the_entry_stale_and_is_fetched_first(
     rsettings, api, db, make_tenant, sandbox: SandboxControl, spawn
 ):
