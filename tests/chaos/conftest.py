@@ -71,8 +71,10 @@ def chaos_settings(make_settings, sandbox, chaos_redis) -> Settings:
     # The sweep soon after each contact ends, but only once a worker frozen meanwhile has
     # been resumed: a runner frozen between its lease's last confirmation and its request's
     # send (nothing can fence that gap) sends it when resumed, leaving a second resource with
-    # the contact's tag that only the sweep finds (docs/recovery.md). The freeze lasts the
-    # dead-after time plus a liveness interval and 1 s; the sweep waits 5 s more than that.
+    # the contact's tag that only the sweep finds (docs/recovery.md). The frozen worker is
+    # resumed as soon as its contacts are taken over (about the dead-after time plus a
+    # liveness interval), so a contact it held ends after the takeover and is swept only
+    # `sweep_after_s` later, after the resume; the sweep waits 6 s more than that freeze.
     # The run's end waits for every contact to be swept before the invariants are checked.
     settings = make_settings(sandbox_url=sandbox.url, redis_url=chaos_redis.url,
                              **{**FAST, "lease_s": 120, "max_deliveries": 10,

@@ -238,9 +238,24 @@ def test_contract_invariants_hold_under_chaos(
         else:
             raise AssertionError("the worker never held a wave contact when frozen")
         freeze_at = datetime.now(UTC)
+
+        def wave_taken_over() -> int:
+            with db.read() as session:
+                return session.execute(select(func.sum(Contact.takeovers)).where(
+                    Contact.account_id == wave.account_id)).scalar_one() or 0
+
         try:
             worker = spawn("worker", settings, "--concurrency", "16")
-            time.sleep(settings.worker_dead_after_s + settings.liveness_interval_s + 1)
+            # Resumed once its contacts were taken over (beat's liveness pass, the dead-after
+            # time after its last heartbeat), not after a fixed sleep that a loaded machine's
+            # late pass outlasts.
+            bound = settings.worker_dead_after_s + settings.liveness_interval_s + 60
+            try:
+                wait_for(lambda: wave_taken_over() >= 1, timeout=bound, every=0.2)
+            except AssertionError:
+                raise AssertionError(
+                    f"no contact of the frozen worker was taken over within {bound:.0f} s"
+                ) from None
         finally:
             os.killpg(frozen.proc.pid, signal.SIGCONT)
         last_fault = datetime.now(UTC)
