@@ -5,7 +5,9 @@ concurrency, Google's and Microsoft's per-tenant quotas), so the figure that say
 costs is its calls by kind, not its seconds. `call_kind` names each request the emulators serve
 as `<provider>.<kind>`:
 
-- `search`: a number search (`AvailablePhoneNumbers/...`);
+- `search`: a number search (`AvailablePhoneNumbers/{country}/{list}.json`);
+- `countries`: the countries and the number lists each has (`AvailablePhoneNumbers.json`,
+  `AvailablePhoneNumbers/{country}.json`);
 - `buy`: a number purchase (`POST IncomingPhoneNumbers.json`);
 - `create`: a user insert (Google, Graph) or a sender registration (Senders);
 - `lookup`: a read that finds a resource by what we tagged it with (a list with a filter, a
@@ -55,6 +57,10 @@ def call_kind(method: str, path: str) -> str:
 
 
 def _twilio(method: str, rest: str) -> str:
+    if rest == "AvailablePhoneNumbers.json" or (
+        rest.startswith("AvailablePhoneNumbers/") and rest.count("/") == 1
+    ):
+        return "countries" if method == "GET" else "other"
     if rest.startswith("AvailablePhoneNumbers/"):
         return "search" if method == "GET" else "other"
     if rest == "IncomingPhoneNumbers.json":

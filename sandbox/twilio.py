@@ -1,6 +1,6 @@
-"""Twilio REST 2010-04-01 emulation: AvailablePhoneNumbers searches (Local, Mobile, National,
-TollFree) and IncomingPhoneNumbers, whose purchase passes the regulatory check of
-`sandbox.regulatory` (bundles, addresses).
+"""Twilio REST 2010-04-01 emulation: AvailablePhoneNumbers (the countries, each with the number
+lists it has, and their searches: Local, Mobile, National, TollFree) and IncomingPhoneNumbers,
+whose purchase passes the regulatory check of `sandbox.regulatory` (bundles, addresses).
 
 Real base URL: https://api.twilio.com. HTTP Basic auth (username = the Account SID of
 the path), form-encoded request bodies, JSON responses, Twilio error bodies.
@@ -12,6 +12,7 @@ import re
 from datetime import datetime
 from email.utils import format_datetime
 
+import pycountry
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -34,7 +35,7 @@ from sandbox.http import (
     single_page,
     with_query,
 )
-from sandbox.inventory import friendly_format, number_types
+from sandbox.inventory import SUPPORTED_COUNTRIES, friendly_format, number_types
 from sandbox.regulatory import regulatory_state
 from sandbox.state import NotAvailable, NotFound, PhoneNumberRecord, Refused
 
@@ -63,6 +64,7 @@ _DEFAULTS["voice_application_sid"] = ""
 _DEFAULTS["sms_application_sid"] = ""
 # AvailablePhoneNumbers/{Country}/<list>.json -> the inventory's number type.
 LISTS = {"Local": "local", "Mobile": "mobile", "National": "national", "TollFree": "toll_free"}
+_LIST_OF = {number_type: name for name, number_type in LISTS.items()}
 
 
 def _authenticate(request: Request, account_sid: str) -> JSONResponse | None:
@@ -138,6 +140,40 @@ def _validate_friendly_name(fields: dict[str, str]) -> JSONResponse | None:
 
 def _url_fields(fields: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if k in URL_FIELDS}
+
+
+def _render_country(account_sid: str, country: str) -> dict[str, object]:
+    """The AvailablePhoneNumberCountry resource: the country and, under `subresource_uris`,
+    each number list it has (keyed local, mobile, national, toll_free)."""
+    base = f"{API}/Accounts/{account_sid}/AvailablePhoneNumbers/{country}"
+    known = pycountry.countries.get(alpha_2=country)
+    return {
+        "country_code": country,
+        "country": getattr(known, "name", country),
+        "uri": base + ".json",
+        "beta": False,
+        "subresource_uris": {t: f"{base}/{_LIST_OF[t]}.json" for t in number_types(country)},
+    }
+
+
+@router.get(API + "/Accounts/{account_sid}/AvailablePhoneNumbers.json")
+async def available_countries(request: Request, account_sid: str) -> Response:
+    """Every country whose numbers the account may search (Twilio: one page of them)."""
+    if (denied := _authenticate(request, account_sid)) is not None:
+        return denied
+    countries = [_render_country(account_sid, c) for c in SUPPORTED_COUNTRIES]
+    return JSONResponse(single_page(request, "countries", countries, len(countries)))
+
+
+@router.get(API + "/Accounts/{account_sid}/AvailablePhoneNumbers/{country}.json")
+async def available_country(request: Request, account_sid: str, country: str) -> Response:
+    """Which number lists a country has; 404 for one whose numbers Twilio does not sell."""
+    if (denied := _authenticate(request, account_sid)) is not None:
+        return denied
+    code = country.upper()
+    if code != country or code not in SUPPORTED_COUNTRIES:
+        return _not_found(request)
+    return JSONResponse(_render_country(account_sid, code))
 
 
 @router.get(API + "/Accounts/{account_sid}/AvailablePhoneNumbers/{country}/{kind}.json")

@@ -42,6 +42,8 @@ def test_every_emulated_route_has_a_kind() -> None:
     """Pure: the classifier names the calls the worker makes (one test of logic alone)."""
     base = f"/2010-04-01/Accounts/{ACCOUNT}"
     assert call_kind("GET", f"{base}/AvailablePhoneNumbers/GB/Mobile.json") == "twilio.search"
+    assert call_kind("GET", f"{base}/AvailablePhoneNumbers/GB.json") == "twilio.countries"
+    assert call_kind("GET", f"{base}/AvailablePhoneNumbers.json") == "twilio.countries"
     assert call_kind("POST", SENDERS) == "senders.create"
     assert call_kind("GET", SENDERS + "/XE123") == "senders.poll"
     assert call_kind("GET", SENDERS) == "senders.lookup"

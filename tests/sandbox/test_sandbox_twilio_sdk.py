@@ -156,3 +156,23 @@ def test_sdk_lists_the_regulations_page_by_page_and_sees_a_rule_change(
         iso_country="US", number_type="toll-free", end_user_type="business"
     )
     assert business.friendly_name == "United States: Toll-free - Business"
+
+
+def test_sdk_reads_which_number_lists_each_country_has(client: Client) -> None:
+    # Twilio's AvailablePhoneNumberCountry resource: where the number types a country sells
+    # are stated (its `subresource_uris`), fetched one country at a time or listed.
+    gb = client.available_phone_numbers("GB").fetch()
+    assert (gb.country_code, gb.country, gb.beta) == ("GB", "United Kingdom", False)
+    assert set(gb.subresource_uris) == {"local", "mobile", "national", "toll_free"}
+    assert gb.subresource_uris["toll_free"].endswith("/AvailablePhoneNumbers/GB/TollFree.json")
+    us = client.available_phone_numbers("US").fetch()
+    assert set(us.subresource_uris) == {"local", "toll_free"}  # no Mobile or National list
+    # The list the SDK follows from the country answers as the country said.
+    assert client.available_phone_numbers("US").toll_free.list(limit=1)
+    with pytest.raises(TwilioRestException) as unknown:
+        client.available_phone_numbers("ZZ").fetch()
+    assert unknown.value.status == 404
+    listed = {c.country_code: c for c in client.available_phone_numbers.list()}
+    assert {"US", "CA", "GB", "DE", "FR", "AU", "IE"} <= set(listed)
+    assert listed["DE"].subresource_uris == client.available_phone_numbers("DE").fetch(
+    ).subresource_uris
