@@ -32,7 +32,12 @@ from worker.domain.ids import is_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import cost_cents
 from worker.domain.regulatory import LOCAL
-from worker.domain.validation import ContactRequest, is_brought, validate_contact_request
+from worker.domain.validation import (
+    ContactRequest,
+    is_brought,
+    unsold_type_error,
+    validate_contact_request,
+)
 from worker.domain.views import contact_view
 from worker.domain.whatsapp_pool import SenderMode, choose_mode
 from worker.settings import Settings
@@ -279,6 +284,8 @@ class ContactService:
             return None  # `submit` answers it, 404 before 422
         if request.contact_type is not ContactType.PHONE or is_brought(request.fields):
             return None  # routed through the database first (a WhatsApp sender: its mode)
+        if not self._sold(request):
+            return None  # `submit` refuses it
         if self._needs_documents(request):
             return None  # its regulatory documents are read from the database first
         return self._prepare(account_id, assistant_id, request, path, None, None, None)
@@ -376,6 +383,10 @@ class ContactService:
         with this one (a batch's) will take beyond the live ones."""
         if is_brought(request.fields):
             return request, None, request.fields["address"]
+        if not self._sold(request):
+            country = str(request.fields["phone_country"])
+            kind = str(request.fields.get("phone_number_type") or LOCAL)
+            raise unsold_type_error(country, kind, self.regulatory.sold_types(country))
         if request.contact_type is ContactType.WHATSAPP:
             request = self._with_sender(account_id, request, dedicated_planned)
         if request.contact_type is not ContactType.EMAIL:
@@ -390,6 +401,15 @@ class ContactService:
                 )
         fields = {**request.fields, "email_provider": route.provider}
         return ContactRequest(request.contact_type, fields), route.connection_id, None
+
+    def _sold(self, request: ContactRequest) -> bool:
+        """Whether Twilio sells the number a phone request asks for in its country (judged
+        in memory: its cached answer, else the built-in table)."""
+        country = request.fields.get("phone_country")
+        if request.contact_type is not ContactType.PHONE or not country:
+            return True
+        kind = str(request.fields.get("phone_number_type") or LOCAL)
+        return self.regulatory.rules.sells(str(country), kind)
 
     def _needs_documents(self, request: ContactRequest) -> bool:
         """Whether a number request's country and type need regulatory documents (judged in

@@ -3,7 +3,10 @@ that fetches from Twilio the country/number-type pairs whose entry is missing, s
 than the TTL, and the API's in-memory copy that judges a request by a fresh entry (else by
 the built-in table, worker/domain/regulatory.py) without a database query of its own.
 
-Twilio is asked, per pair, for its Regulations (`numbers.twilio.com/v2/RegulatoryCompliance/
+Twilio is asked, per country and pass, which number lists the country has (its
+AvailablePhoneNumberCountry resource, `AvailablePhoneNumbers/{country}.json`: a type it does
+not list is not sold there, and the API refuses it naming `phone_number_type`); then, per
+pair it sells, for its Regulations (`numbers.twilio.com/v2/RegulatoryCompliance/
 Regulations?IsoCountry=&NumberType=`: a bundle is needed when one is listed for the end-user
 type) and for one number of the list (`AvailablePhoneNumbers/{country}/{List}.json?
 PageSize=1`: its `address_requirements`, which is where Twilio states the address rule).
@@ -26,9 +29,9 @@ import structlog
 from worker.domain.regulatory import (
     END_USER_TYPES,
     NUMBER_LIST,
+    NUMBER_TYPES,
     TWILIO_NUMBER_TYPE,
     Rule,
-    number_types_of,
     rule_for,
     rule_from_twilio,
     strictest,
@@ -50,9 +53,11 @@ LEASE = "refresh-regulations"
 @dataclass(frozen=True)
 class Fetched:
     """Twilio's answer for one country and number type: each end-user type's rule, and the
-    SID of its Regulation (None where none is listed)."""
+    SID of its Regulation (None where none is listed); `sold` False when the country has no
+    such number list (each rule then needs nothing)."""
 
     rules: dict[str, tuple[Rule, str | None]]
+    sold: bool = True
 
 
 # (country, our number type) -> Twilio's answer; opened once per pass (its clients' pools).
@@ -66,8 +71,13 @@ def twilio_fetcher(settings: Settings) -> Iterator[Fetcher]:
         TwilioCompliance.from_settings(settings) as compliance,
         TwilioNumbers.from_settings(settings) as numbers,
     ):
+        lists: dict[str, tuple[str, ...]] = {}  # country -> its number types, this pass
 
         def fetch(country: str, number_type: str) -> Fetched:
+            if country not in lists:
+                lists[country] = numbers.number_types(country)
+            if number_type not in lists[country]:
+                return Fetched({e: (Rule(False, "none"), None) for e in END_USER_TYPES}, False)
             listed = compliance.list_regulations(country, TWILIO_NUMBER_TYPE[number_type])
             try:
                 offered = numbers.search(country, NUMBER_LIST[number_type], 1)
@@ -99,8 +109,8 @@ class RegulationsRefresher:
 
     def due(self, now: datetime) -> list[tuple[str, str]]:
         """The pairs to fetch, stale ones first, then missing ones, then the oldest: of the
-        configured countries and those the latest phone contacts asked for, each of the
-        number types it sells (the built-in table's; all four for a country outside it)."""
+        configured countries and those the latest phone contacts asked for, each of the four
+        number types (one the country does not sell is recorded as such)."""
         settings = self.settings
         with self.db.read() as session:
             countries = set(settings.regulation_countries) | store.recent_phone_countries(
@@ -112,7 +122,7 @@ class RegulationsRefresher:
             held.setdefault((row.country, row.number_type), []).append(row)
         ranked: list[tuple[int, float, str, str]] = []
         for country in sorted(countries):
-            for number_type in number_types_of(country):
+            for number_type in NUMBER_TYPES:
                 entries = held.get((country, number_type), [])
                 if any(e.stale for e in entries):
                     ranked.append((0, 0.0, country, number_type))
@@ -131,8 +141,8 @@ class RegulationsRefresher:
         settings = self.settings
         now = self.clock()
         per_pass = settings.twilio_regulations_per_pass
-        # Long enough for the pass's requests (two per pair) each at its read timeout.
-        hold_s = 60.0 + 2 * per_pass * settings.provider_read_timeout_s
+        # Long enough for the pass's requests (three per pair at most) each at its read timeout.
+        hold_s = 60.0 + 3 * per_pass * settings.provider_read_timeout_s
         with self.db.write() as session:
             if not store.take_lease(session, LEASE, self.owner, now, hold_s):
                 return {"refreshed": 0, "failed": 0, "due": 0, "skipped": 1}
@@ -168,7 +178,9 @@ class RegulationsRefresher:
         now = self.clock()
         with self.db.write() as session:
             for end_user_type, (rule, sid) in fetched.rules.items():
-                store.put(session, country, number_type, end_user_type, rule, sid, now)
+                store.put(
+                    session, country, number_type, end_user_type, rule, sid, now, fetched.sold
+                )
 
 
 def mark_stale(db: Database, country: str, number_type: str, refused: str) -> None:
@@ -196,7 +208,8 @@ class RegulationRules:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db, self.settings, self.clock = db, settings, clock
-        self._entries: dict[tuple[str, str, str], tuple[Rule, datetime, bool]] = {}
+        # (country, number type, end-user type) -> (rule, fetched at, stale, sold)
+        self._entries: dict[tuple[str, str, str], tuple[Rule, datetime, bool, bool]] = {}
         self._loaded_at = -math.inf  # time.monotonic() of the last load
         self._lock = threading.Lock()
 
@@ -210,6 +223,7 @@ class RegulationRules:
                         Rule(r.bundle, r.address),
                         r.fetched_at,
                         r.stale,
+                        r.sold,
                     )
                     for r in rows
                 }
@@ -233,26 +247,45 @@ class RegulationRules:
 
         threading.Thread(target=load, name="regulations-reload", daemon=True).start()
 
-    def cached(self, country: str, number_type: str, end_user_type: str | None) -> Rule | None:
-        """The fresh cached rule (for `end_user_type`; else one that needs documents when any
-        end-user type's does), or None when no usable entry exists."""
+    def _fresh(
+        self, country: str, number_type: str, end_user_type: str | None
+    ) -> list[tuple[Rule, bool]]:
+        """The usable entries (for `end_user_type`, else every one): (rule, sold) each."""
         self._refresh_soon()
         now = self.clock()
         max_age_s = self.settings.twilio_regulations_max_age_s
-        found: list[Rule] = []
+        found: list[tuple[Rule, bool]] = []
         for kind in (end_user_type,) if end_user_type else END_USER_TYPES:
             entry = self._entries.get((country.upper(), number_type, kind))
             if entry is not None and usable(entry[1], entry[2], now, max_age_s):
-                found.append(entry[0])
-        return strictest(found)
+                found.append((entry[0], entry[3]))
+        return found
+
+    def cached(self, country: str, number_type: str, end_user_type: str | None) -> Rule | None:
+        """The fresh cached rule of a type the country sells (for `end_user_type`; else one
+        that needs documents when any end-user type's does), or None when no usable entry
+        exists."""
+        return strictest(rule for rule, sold in self._fresh(country, number_type, end_user_type)
+                         if sold)  # fmt: skip
+
+    def sells(self, country: str, number_type: str) -> bool:
+        """Whether Twilio sells `country`'s `number_type` numbers: its fresh answer, else the
+        built-in table's (every type for a country outside it)."""
+        fresh = self._fresh(country, number_type, None)
+        if fresh:
+            return all(sold for _, sold in fresh)
+        return rule_for(country, number_type) is not None
 
     def rule_for(
         self, country: str, number_type: str, end_user_type: str | None = None
     ) -> Rule | None:
         """What `country`'s `number_type` numbers need: Twilio's cached answer when fresh,
-        else the built-in table's; None when the built-in table knows the country does not
-        sell that type."""
-        builtin = rule_for(country, number_type)
-        if builtin is None:
+        else the built-in table's; None when the country does not sell that type (Twilio's
+        fresh answer, else the built-in table's)."""
+        if not self.sells(country, number_type):
             return None
-        return self.cached(country, number_type, end_user_type) or builtin
+        return (
+            self.cached(country, number_type, end_user_type)
+            or rule_for(country, number_type)
+            or Rule(False, "none")
+        )

@@ -27,8 +27,6 @@ from worker.domain.regulatory import (
     NUMBER_TYPES,
     Documents,
     missing,
-    number_types_of,
-    rule_for,
 )
 from worker.domain.views import iso
 from worker.providers import ProviderError
@@ -68,17 +66,12 @@ def country_code(value: str) -> str:
     return code
 
 
-def number_type_of(country: str, value: Any, field: str = "number_type") -> str:
+def number_type_of(value: Any, field: str = "number_type") -> str:
     if value is None:
         value = LOCAL
     if not isinstance(value, str) or value not in NUMBER_TYPES:
         raise InvalidRequest(
             f"invalid field(s): {field}", {field: "must be one of " + ", ".join(NUMBER_TYPES)}
-        )
-    if rule_for(country, value) is None:
-        have = ", ".join(number_types_of(country))
-        raise InvalidRequest(
-            f"{country} has no {value} numbers", {field: f"{country} numbers are one of: {have}"}
         )
     return value
 
@@ -99,6 +92,22 @@ class RegulatoryService:
         # API process: Services builds one RegulatoryService).
         self.rules = RegulationRules(db, settings, clock)
 
+    def sold_types(self, country: str) -> tuple[str, ...]:
+        """The number types `country` sells: Twilio's fresh answer, else the built-in
+        table's (judged in memory)."""
+        return tuple(t for t in NUMBER_TYPES if self.rules.sells(country, t))
+
+    def require_sold(self, country: str, number_type: str, field: str = "number_type") -> None:
+        """422 naming `field` when `country` does not sell `number_type` numbers."""
+        if self.rules.sells(country, number_type):
+            return
+        sold = self.sold_types(country)
+        have = ", ".join(sold) if sold else "none"
+        raise InvalidRequest(
+            f"{country} has no {number_type} numbers",
+            {field: f"{country} numbers are one of: {have}"},
+        )
+
     def needs_documents(self, country: str, number_type: str) -> bool:
         """Whether a request of `country`'s `number_type` numbers may need documents (for
         some end-user type), judged in memory."""
@@ -111,7 +120,8 @@ class RegulatoryService:
             raise InvalidRequest(
                 "the body must be a JSON object", {"body": "must be a JSON object"}
             )
-        number_type = number_type_of(code, body.get("number_type"))
+        number_type = number_type_of(body.get("number_type"))
+        self.require_sold(code, number_type)
         sids: dict[str, str | None] = {}
         errors: dict[str, str] = {}
         for name, prefix in _SID.items():
@@ -164,7 +174,7 @@ class RegulatoryService:
 
     def delete(self, account_id: int, country: str, number_type: Any) -> None:
         code = country_code(country)
-        kind = number_type_of(code, number_type)
+        kind = number_type_of(number_type)
         with self.db.write() as session:
             row = store.get(session, account_id, code, kind)
             if row is None:

@@ -12,7 +12,7 @@ import pycountry
 
 from worker.domain.contacts import ContactType
 from worker.domain.errors import InvalidRequest
-from worker.domain.regulatory import LOCAL, NUMBER_TYPES, number_types_of, rule_for
+from worker.domain.regulatory import LOCAL, NUMBER_TYPES
 
 # Google Workspace usernames: letters, digits, dashes, underscores, apostrophes and periods;
 # no leading, trailing or consecutive periods; at most 64 characters.
@@ -88,9 +88,7 @@ def validate_contact_request(body: Any) -> ContactRequest:
     if contact_type in (ContactType.PHONE, ContactType.WHATSAPP):
         fields["phone_country"] = _country(raw["phone_country"], errors)
     if contact_type is ContactType.PHONE:
-        fields["phone_number_type"] = _number_type(
-            fields["phone_country"], raw["phone_number_type"], errors
-        )
+        fields["phone_number_type"] = _number_type(raw["phone_number_type"], errors)
         fields["user_phone"] = _e164(raw["user_phone"], "user_phone", errors, required=False)
     elif contact_type is ContactType.WHATSAPP:
         fields["user_whatsapp_number"] = _e164(
@@ -151,18 +149,24 @@ def _country(value: str | None, errors: dict[str, str]) -> str | None:
     return code
 
 
-def _number_type(country: str | None, value: str | None, errors: dict[str, str]) -> str | None:
-    """A phone number type (`local` by default) that the country has (where the regulatory
-    table knows the country)."""
+def _number_type(value: str | None, errors: dict[str, str]) -> str | None:
+    """A phone number type (`local` by default). Whether the country sells it is Twilio's
+    to say (worker/app/regulations.RegulationRules.sells; `sold_types_error` words the
+    refusal)."""
     kind = LOCAL if value is None else value.strip().lower()
     if kind not in NUMBER_TYPES:
         errors["phone_number_type"] = "must be one of " + ", ".join(NUMBER_TYPES)
         return None
-    if country is not None and rule_for(country, kind) is None:
-        have = ", ".join(number_types_of(country))
-        errors["phone_number_type"] = f"{country} has no {kind} numbers: one of {have}"
-        return None
     return kind
+
+
+def unsold_type_error(country: str, kind: str, sold: tuple[str, ...]) -> InvalidRequest:
+    """The 422 for a number type `country` does not sell (`sold`: the ones it does; none:
+    the country is at fault)."""
+    if not sold:
+        return _invalid({"phone_country": f"Twilio sells no phone numbers in {country}"})
+    have = ", ".join(sold)
+    return _invalid({"phone_number_type": f"{country} has no {kind} numbers: one of {have}"})
 
 
 def _e164(value: str | None, field: str, errors: dict[str, str], *, required: bool) -> str | None:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
+from worker.domain.regulatory import NUMBER_TYPES
 from worker.providers._twilio import TwilioClient, require, rfc2822
 from worker.providers.errors import (
     NO_NUMBERS_AVAILABLE,
@@ -148,6 +149,21 @@ class TwilioNumbers(TwilioClient):
             for n in listed
             if n.get("phone_number")
         ][:limit]
+
+    def number_types(self, country: str) -> tuple[str, ...]:
+        """The number lists `country` has, as Twilio's AvailablePhoneNumberCountry resource
+        names them under `subresource_uris` (local, mobile, national, toll_free; Twilio's
+        other lists, such as voip or shared_cost, are left out); () when Twilio sells no
+        numbers there (its 404)."""
+        try:
+            body = self._request_json(
+                "GET",
+                f"{self._account}/AvailablePhoneNumbers/{quote(country.upper(), safe='')}.json",
+            )
+        except NotFound:
+            return ()
+        lists = body.get("subresource_uris") or {}
+        return tuple(t for t in NUMBER_TYPES if isinstance(lists, dict) and lists.get(t))
 
     def fetch_address(self, sid: str) -> Address:
         """One of our Address resources (NotFound when there is none with that SID)."""

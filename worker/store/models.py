@@ -292,8 +292,10 @@ class TwilioRegulatory(Base):
 class TwilioRegulation(Base):
     """What Twilio's Regulations said, when last fetched, a country's number type needs for
     one end-user type: an approved bundle or not, and the address requirement (`none`,
-    `any`, `local`, `foreign`). `stale`: a purchase Twilio refused since (21649, 21631)
-    contradicts it, so it is not trusted and the next refresh fetches it first."""
+    `any`, `local`, `foreign`). `sold`: Twilio has that number list in the country at all
+    (its AvailablePhoneNumberCountry resource; a type it does not sell needs nothing and
+    is refused). `stale`: a purchase Twilio refused since (21649, 21631) contradicts it, so
+    it is not trusted and the next refresh fetches it first."""
 
     __tablename__ = "twilio_regulations"
     __table_args__ = (
@@ -314,6 +316,7 @@ class TwilioRegulation(Base):
     regulation_sid: Mapped[str | None] = mapped_column(String(34), nullable=True)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
     stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    sold: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
 
 
 class TaskLease(Base):

@@ -33,6 +33,7 @@ def put(
     rule: Rule,
     regulation_sid: str | None,
     now: datetime,
+    sold: bool = True,
 ) -> None:
     """Record what Twilio answered now (insert or replace); it is no longer stale."""
     row = session.execute(
@@ -48,7 +49,7 @@ def put(
         )
         session.add(row)
     row.bundle, row.address, row.regulation_sid = rule.bundle, rule.address, regulation_sid
-    row.fetched_at, row.stale = now, False
+    row.fetched_at, row.stale, row.sold = now, False, sold
     session.flush()
 
 

@@ -22,6 +22,8 @@ def test_the_domain_table_agrees_with_twilios_lists_and_regulations(
         base_url=settings.twilio_numbers_url, auth=auth, timeout=30
     ) as twilio:
         for country, types in RULES.items():
+            # Twilio's country resource lists the same number types as the table.
+            assert set(numbers.number_types(country)) == set(types), country
             for kind in NUMBER_TYPES:
                 rule = types.get(kind)
                 if rule is None:

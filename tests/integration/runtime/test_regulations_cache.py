@@ -20,7 +20,7 @@ from sandbox.testing import SandboxControl
 from worker.app.regulations import LEASE, RegulationsRefresher
 from worker.domain.regulatory import Rule
 from worker.store import regulations as store
-from worker.store.models import TaskLease, TwilioRegulation
+from worker.store.models import Contact, TaskLease, TwilioRegulation
 
 
 @pytest.fixture
@@ -71,16 +71,19 @@ def test_the_refresh_fills_the_table_from_twilios_regulations_and_number_lists(
 ):
     before = sandbox.stats()["calls"]
     outcome = RegulationsRefresher(db, rsettings).run()
-    # US: local, toll_free; GB and DE: local, mobile, national, toll_free.
-    assert outcome == {"refreshed": 10, "failed": 0, "due": 10, "skipped": 0}
+    # Each country's four number types: US sells local and toll_free, GB and DE all four.
+    assert outcome == {"refreshed": 12, "failed": 0, "due": 12, "skipped": 0}
     found = entries(db)
-    assert len(found) == 20  # each pair for both end-user types
+    assert len(found) == 24  # each pair for both end-user types
     gb, de, us = (found[(c, "local", "business")] for c in ("GB", "DE", "US"))
     assert (gb.bundle, gb.address, de.bundle, de.address) == (True, "any", True, "local")
     assert (us.bundle, us.address, us.regulation_sid) == (False, "none", None)
     assert gb.regulation_sid.startswith("RN") and not gb.stale
+    assert gb.sold and us.sold and not found[("US", "mobile", "business")].sold
     calls = sandbox.stats()["calls"]
-    # One Regulations list and one one-number search per pair.
+    # One look at each country's number lists; one Regulations list and one one-number
+    # search per pair it sells.
+    assert calls.get("twilio.countries", 0) - before.get("twilio.countries", 0) == 3
     assert calls.get("twilio.regulatory", 0) - before.get("twilio.regulatory", 0) == 10
     assert calls.get("twilio.search", 0) - before.get("twilio.search", 0) == 10
 
@@ -92,7 +95,7 @@ def test_the_refresh_fills_the_table_from_twilios_regulations_and_number_lists(
 def test_a_pass_is_bounded_and_only_one_runs_at_a_time(make_settings, rsettings, db):
     small = make_settings(**{**rsettings.model_dump(), "twilio_regulations_per_pass": 3})
     assert RegulationsRefresher(db, small).run() == {
-        "refreshed": 3, "failed": 0, "due": 10, "skipped": 0}
+        "refreshed": 3, "failed": 0, "due": 12, "skipped": 0}
     with db.write() as session:
         assert store.take_lease(session, LEASE, "someone-else", datetime.now(UTC), 60)
     assert RegulationsRefresher(db, small).run()["skipped"] == 1
@@ -132,7 +135,7 @@ def test_a_rule_change_reaches_the_apis_answer_once_the_ttl_has_passed(
     assert post(api, tenant, next(a), "US").status_code == 202
 
     age(db, rsettings.twilio_regulations_ttl_s + 1)  # the TTL passes
-    assert refresher.run()["refreshed"] == 10
+    assert refresher.run()["refreshed"] == 12
     us = entries(db)[("US", "local", "business")]
     assert (us.bundle, us.address) == (True, "any")
     refused = wait_for(lambda: (r := post(api, tenant, first, "US")).status_code == 422 and r)
@@ -162,10 +165,39 @@ def test_documents_put_are_judged_by_the_cached_regulations(
     sandbox.set_regulation("US", "local", bundle=True, address="any")
     sandbox.set_regulation("GB", "mobile", bundle=False, address="none")
     age(db, rsettings.twilio_regulations_ttl_s + 1)
-    assert refresher.run()["refreshed"] == 10
+    assert refresher.run()["refreshed"] == 12
     refused = wait_for(lambda: (r := put("US", number_type="local")).status_code == 422 and r)
     assert "bundle_sid" in refused.json()["error"]["fields"]
     assert put("GB", number_type="mobile").status_code == 200  # the table would want a bundle
+
+
+def test_twilios_number_lists_decide_which_types_a_country_sells(
+    make_settings, rsettings, api, db, make_tenant
+):
+    """The built-in table does not know NL, so it lets every type through; Twilio's country
+    resource says NL has a Local list only. Once refreshed, the API refuses NL mobile
+    numbers (422 naming `phone_number_type`, before anything is reserved), for a contact
+    and for documents alike."""
+    tenant = make_tenant(assistants=4)
+    a, scratch, b, c = tenant.assistant_ids
+    assert post(api, tenant, a, "NL", "mobile").status_code == 202  # the table cannot tell
+    with_nl = make_settings(**{**rsettings.model_dump(), "twilio_regulations_countries": "NL"})
+    assert RegulationsRefresher(db, with_nl).run()["refreshed"] == 4
+    nl = entries(db)
+    assert [k for k in ("local", "mobile", "national", "toll_free")
+            if nl[("NL", k, "business")].sold] == ["local"]
+
+    # The API's copy reloads within `twilio_regulations_reload_s` (posts meanwhile may pass).
+    wait_for(lambda: post(api, tenant, scratch, "NL", "mobile").status_code == 422)
+    refused = post(api, tenant, b, "NL", "mobile")
+    assert refused.status_code == 422 and refused.json()["error"]["fields"] == {
+        "phone_number_type": "NL has no mobile numbers: one of local"}
+    assert post(api, tenant, c, "NL").status_code == 202
+    documents = api.put("/v0/providers/twilio/regulatory/NL", headers=tenant.headers,
+                        json={"number_type": "toll_free"})
+    assert documents.status_code == 422 and "number_type" in documents.json()["error"]["fields"]
+    with db.read() as session:  # the refused request reserved nothing
+        assert session.execute(select(Contact).where(Contact.assistant_id == b)).first() is None
 
 
 def test_a_purchase_refused_with_21649_marks_the_entry_stale_and_is_fetched_first(
