@@ -178,8 +178,8 @@ def test_twilios_number_lists_decide_which_types_a_country_sells(
     resource says NL has a Local list only. Once refreshed, the API refuses NL mobile
     numbers (422 naming `phone_number_type`, before anything is reserved), for a contact
     and for documents alike."""
-    tenant = make_tenant(assistants=4)
-    a, scratch, b, c = tenant.assistant_ids
+    tenant = make_tenant(assistants=5)
+    a, scratch, b, c, d = tenant.assistant_ids
     assert post(api, tenant, a, "NL", "mobile").status_code == 202  # the table cannot tell
     with_nl = make_settings(**{**rsettings.model_dump(), "twilio_regulations_countries": "NL"})
     assert RegulationsRefresher(db, with_nl).run()["refreshed"] == 4
@@ -193,6 +193,16 @@ def test_twilios_number_lists_decide_which_types_a_country_sells(
     assert refused.status_code == 422 and refused.json()["error"]["fields"] == {
         "phone_number_type": "NL has no mobile numbers: one of local"}
     assert post(api, tenant, c, "NL").status_code == 202
+    # A batch's item is refused the same way, its neighbour accepted.
+    batch = api.post("/v0/contact/batch", headers=tenant.headers, json={"items": [
+        {"assistant_id": d, "contact_type": "phone", "phone_country": "NL",
+         "phone_number_type": "toll_free"},
+        {"assistant_id": d, "contact_type": "phone", "phone_country": "NL"}]})
+    assert batch.status_code == 202, batch.text
+    info = batch.json()["info"]
+    assert [a["index"] for a in info["accepted"]] == [1], info
+    assert [(r["index"], r["error"]["fields"]) for r in info["rejected"]] == [
+        (0, {"phone_number_type": "NL has no toll_free numbers: one of local"})]
     documents = api.put("/v0/providers/twilio/regulatory/NL", headers=tenant.headers,
                         json={"number_type": "toll_free"})
     assert documents.status_code == 422 and "number_type" in documents.json()["error"]["fields"]
