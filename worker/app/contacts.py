@@ -32,12 +32,7 @@ from worker.domain.ids import is_id
 from worker.domain.money import format_amount
 from worker.domain.pricing import cost_cents
 from worker.domain.regulatory import LOCAL
-from worker.domain.validation import (
-    ContactRequest,
-    is_brought,
-    unsold_type_error,
-    validate_contact_request,
-)
+from worker.domain.validation import ContactRequest, is_brought, validate_contact_request
 from worker.domain.views import contact_view
 from worker.domain.whatsapp_pool import SenderMode, choose_mode
 from worker.settings import Settings
@@ -384,9 +379,12 @@ class ContactService:
         if is_brought(request.fields):
             return request, None, request.fields["address"]
         if not self._sold(request):
-            country = str(request.fields["phone_country"])
-            kind = str(request.fields.get("phone_number_type") or LOCAL)
-            raise unsold_type_error(country, kind, self.regulatory.sold_types(country))
+            self.regulatory.require_sold(
+                str(request.fields["phone_country"]),
+                str(request.fields.get("phone_number_type") or LOCAL),
+                "phone_number_type",
+                "phone_country",
+            )
         if request.contact_type is ContactType.WHATSAPP:
             request = self._with_sender(account_id, request, dedicated_planned)
         if request.contact_type is not ContactType.EMAIL:

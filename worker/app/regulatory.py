@@ -28,6 +28,7 @@ from worker.domain.regulatory import (
     Documents,
     missing,
 )
+from worker.domain.validation import unsold_type_error
 from worker.domain.views import iso
 from worker.providers import ProviderError
 from worker.providers.twilio_regulatory import DocumentRefused, RuleOf, verify_documents
@@ -97,16 +98,18 @@ class RegulatoryService:
         table's (judged in memory)."""
         return tuple(t for t in NUMBER_TYPES if self.rules.sells(country, t))
 
-    def require_sold(self, country: str, number_type: str, field: str = "number_type") -> None:
-        """422 naming `field` when `country` does not sell `number_type` numbers."""
-        if self.rules.sells(country, number_type):
-            return
-        sold = self.sold_types(country)
-        have = ", ".join(sold) if sold else "none"
-        raise InvalidRequest(
-            f"{country} has no {number_type} numbers",
-            {field: f"{country} numbers are one of: {have}"},
-        )
+    def require_sold(
+        self,
+        country: str,
+        number_type: str,
+        field: str = "number_type",
+        country_field: str = "number_type",
+    ) -> None:
+        """422 naming `field` when `country` does not sell `number_type` numbers (naming
+        `country_field` when it sells none)."""
+        if not self.rules.sells(country, number_type):
+            sold = self.sold_types(country)
+            raise unsold_type_error(country, number_type, sold, field, country_field)
 
     def needs_documents(self, country: str, number_type: str) -> bool:
         """Whether a request of `country`'s `number_type` numbers may need documents (for

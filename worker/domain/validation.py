@@ -160,13 +160,19 @@ def _number_type(value: str | None, errors: dict[str, str]) -> str | None:
     return kind
 
 
-def unsold_type_error(country: str, kind: str, sold: tuple[str, ...]) -> InvalidRequest:
+def unsold_type_error(
+    country: str,
+    kind: str,
+    sold: tuple[str, ...],
+    field: str = "phone_number_type",
+    country_field: str = "phone_country",
+) -> InvalidRequest:
     """The 422 for a number type `country` does not sell (`sold`: the ones it does; none:
-    the country is at fault)."""
+    `country_field` is at fault)."""
     if not sold:
-        return _invalid({"phone_country": f"Twilio sells no phone numbers in {country}"})
+        return _invalid({country_field: f"Twilio sells no phone numbers in {country}"})
     have = ", ".join(sold)
-    return _invalid({"phone_number_type": f"{country} has no {kind} numbers: one of {have}"})
+    return _invalid({field: f"{country} has no {kind} numbers: one of {have}"})
 
 
 def _e164(value: str | None, field: str, errors: dict[str, str], *, required: bool) -> str | None:
