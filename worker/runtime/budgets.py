@@ -21,14 +21,21 @@ drops slots older than their lease (a worker that died holding one), held from b
 request is sent until its answer is classified. A request that finds no slot waits for one
 in its thread (as for a connection of a pool) up to `provider_concurrency_wait_s`, then is
 `Throttled` like a spent budget.
+
+A process's requests waiting for a slot of one cap stand in one line (`_Line`), served in
+arrival order: only the first asks Redis again (every `SLOT_POLL_S`), and a slot freed in this
+process wakes it at once. Sixty threads waiting on a cap of 20 cost one poll per interval,
+not sixty, and the request that has waited longest is the next sent.
 """
 
 from __future__ import annotations
 
 import contextvars
 import random
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -108,6 +115,51 @@ class Throttled(Exception):
         self.retry_in_s = retry_in_s
 
 
+class _Line:
+    """This process's requests waiting for a slot of one cap, in arrival order. Each waits on
+    an event of its own; the first one's is set when it comes first and whenever a slot is
+    freed in this process, so only the first asks Redis."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: deque[threading.Event] = deque()
+
+    def join_unless_empty(self) -> threading.Event | None:
+        """A place at the end of the line; None when nobody waits (the caller tries at once,
+        and joins with `join` if that fails)."""
+        with self._lock:
+            if not self._waiting:
+                return None
+            place = threading.Event()
+            self._waiting.append(place)
+            return place
+
+    def join(self) -> threading.Event:
+        with self._lock:
+            place = threading.Event()
+            self._waiting.append(place)
+            if len(self._waiting) == 1:
+                place.set()
+            return place
+
+    def first(self, place: threading.Event) -> bool:
+        with self._lock:
+            return bool(self._waiting) and self._waiting[0] is place
+
+    def leave(self, place: threading.Event) -> None:
+        with self._lock:
+            was_first = bool(self._waiting) and self._waiting[0] is place
+            self._waiting.remove(place)
+            if was_first and self._waiting:
+                self._waiting[0].set()  # the next one asks at once: more slots may be free
+
+    def wake(self) -> None:
+        """A slot was freed here: the first in line asks for it now."""
+        with self._lock:
+            if self._waiting:
+                self._waiting[0].set()
+
+
 class ProviderLimiter:
     def __init__(
         self,
@@ -132,6 +184,8 @@ class ProviderLimiter:
         self._windows = MovingWindowRateLimiter(storage_from_string(uri, **options))
         self._items: dict[Rate, RateLimitItem] = {}
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
+        self._lines: dict[str, _Line] = {}
+        self._lines_lock = threading.Lock()
         # provider -> (monotonic time until which it is known not paused, pause end or 0.0)
         self._pauses: dict[str, tuple[float, float]] = {}
 
@@ -186,33 +240,70 @@ class ProviderLimiter:
         key = SLOTS_KEY.format(cap=connection_key(provider, connection))
         member = uuid.uuid4().hex
         deadline = time.monotonic() + self.slot_wait_s
-        while True:
+        line = self._line(key)
+        args = [self.slot_lease_ms, self.caps[provider], member]
+        place = line.join_unless_empty()
+        asked = place is None
+        if asked:  # nobody here waits: ask at once
             try:
-                args = [self.slot_lease_ms, self.caps[provider], member]
                 if self._take_slot(keys=[key], args=args):
                     return key, member
             except redis.RedisError as exc:
-                # Fail open, as the budgets do: the provider's own 429s still slow us down.
-                log.warning("provider_limiter_unavailable", error=type(exc).__name__)
-                return key, member
-            if time.monotonic() >= deadline:
-                operation = operation_of(method, httpx.URL(url).path)
-                wait = come_back_in(0.5, None, self.rng)
-                log.info(
-                    "provider_throttled",
-                    provider=provider,
-                    operation=operation,
-                    cap=self.caps[provider],
-                    retry_in_s=round(wait, 2),
-                )
-                raise Throttled(provider, operation, wait)
-            time.sleep(SLOT_POLL_S + self.rng.uniform(0.0, SLOT_POLL_S))
+                return self._fail_open(key, member, exc)
+            place = line.join()
+        assert place is not None
+        try:
+            while True:
+                if line.first(place):
+                    place.clear()  # a wake-up from here on means: ask again
+                    if not asked:
+                        try:
+                            if self._take_slot(keys=[key], args=args):
+                                return key, member
+                        except redis.RedisError as exc:
+                            return self._fail_open(key, member, exc)
+                    asked = False
+                    pause = SLOT_POLL_S + self.rng.uniform(0.0, SLOT_POLL_S)
+                else:
+                    pause = deadline - time.monotonic()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._throttled(provider, method, url)
+                place.wait(min(pause, left))
+        finally:
+            line.leave(place)
+
+    def _line(self, key: str) -> _Line:
+        line = self._lines.get(key)
+        if line is None:
+            with self._lines_lock:
+                line = self._lines.setdefault(key, _Line())
+        return line
+
+    @staticmethod
+    def _fail_open(key: str, member: str, exc: redis.RedisError) -> tuple[str, str]:
+        # Fail open, as the budgets do: the provider's own 429s still slow us down.
+        log.warning("provider_limiter_unavailable", error=type(exc).__name__)
+        return key, member
+
+    def _throttled(self, provider: str, method: str, url: str) -> Throttled:
+        operation = operation_of(method, httpx.URL(url).path)
+        wait = come_back_in(0.5, None, self.rng)
+        log.info(
+            "provider_throttled",
+            provider=provider,
+            operation=operation,
+            cap=self.caps[provider],
+            retry_in_s=round(wait, 2),
+        )
+        return Throttled(provider, operation, wait)
 
     def _free(self, key: str, member: str) -> None:
         try:
             self._redis.zrem(key, member)
         except redis.RedisError as exc:  # the slot frees itself after its lease
             log.warning("provider_limiter_unavailable", error=type(exc).__name__)
+        self._line(key).wake()
 
     def gate(self, provider: str, method: str, path: str, connection: str = "platform") -> None:
         """Take the request's tokens, or raise Throttled (the request must not be sent)."""

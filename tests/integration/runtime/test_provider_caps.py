@@ -5,6 +5,7 @@ one connection's budget and 429 pause leave another's alone."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from support.pipeline import all_terminal, statuses, wait_for
@@ -49,6 +50,58 @@ def test_the_cap_bounds_requests_in_flight_across_workers(redis_url):
     with one.in_flight("twilio", "AC1", "POST", url):  # both slots freed on the way out
         with one.in_flight("twilio", "AC1", "POST", url):
             pass
+
+
+def test_requests_waiting_for_a_slot_are_sent_in_the_order_they_came(redis_url):
+    """One process's requests waiting on a full cap stand in line: each freed slot goes to
+    the one that has waited longest (with every waiter polling Redis, any of them could win)."""
+    limiter = ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=1"), slot_wait_s=10)
+    url = "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json"
+    served: list[int] = []
+    holder = limiter.in_flight("twilio", "AC1", "POST", url)
+    holder.__enter__()
+
+    def request(index: int) -> None:
+        with limiter.in_flight("twilio", "AC1", "POST", url):
+            served.append(index)
+            time.sleep(0.02)
+
+    waiters = []
+    for index in range(6):
+        thread = threading.Thread(target=request, args=(index,))
+        thread.start()
+        waiters.append(thread)
+        time.sleep(0.05)  # in line before the next one comes
+    holder.__exit__(None, None, None)
+    for thread in waiters:
+        thread.join(timeout=10)
+    assert served == list(range(6))
+
+
+def test_a_request_that_gives_up_waiting_leaves_the_line(redis_url):
+    """Waiters that time out are Throttled and leave; the line is not left blocked by them."""
+    limiter = ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=1"), slot_wait_s=0.2)
+    url = "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json"
+    refused: list[Throttled] = []
+
+    def request() -> None:
+        try:
+            with limiter.in_flight("twilio", "AC1", "POST", url):
+                raise AssertionError("a second slot was granted")
+        except Throttled as exc:
+            refused.append(exc)
+
+    with limiter.in_flight("twilio", "AC1", "POST", url):
+        waiters = [threading.Thread(target=request) for _ in range(3)]
+        for thread in waiters:
+            thread.start()
+        for thread in waiters:
+            thread.join(timeout=5)
+    assert len(refused) == 3
+    started = time.monotonic()
+    with limiter.in_flight("twilio", "AC1", "POST", url):  # free, and nobody left in line
+        pass
+    assert time.monotonic() - started < 0.2
 
 
 def test_a_slot_of_a_worker_that_died_frees_itself_after_its_lease(redis_url):
