@@ -9,7 +9,14 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from worker.app.contacts import LIST_LIMIT_MAX, ContactService, Reply, parse_json
-from worker.domain.batch import error_body, items_of, judge, parse_item, queue_priority
+from worker.domain.batch import (
+    LINE_COUNTED,
+    error_body,
+    items_of,
+    judge,
+    parse_item,
+    queue_priorities,
+)
 from worker.domain.contacts import SETTLED_STATUSES
 from worker.domain.errors import InvalidRequest, NotFound
 from worker.domain.ids import is_id, new_id
@@ -61,6 +68,7 @@ class BatchService:
             try:
                 with self.db.write() as session:
                     state = store.lock_state(session, account_id, assistants)
+                    waiting = store.queued_ahead(session, account_id, LINE_COUNTED)
                     verdicts = judge(
                         items,
                         owned=state.owned,
@@ -119,10 +127,10 @@ class BatchService:
         )
         # After the commit, all in one Redis pipeline; a lost publish leaves the contacts
         # pending, and the reconciler enqueues them (to `bulk`, by their batch_id).
-        # Each at its position's priority, so a later, smaller batch is not queued behind
-        # all of this one (worker.domain.batch.queue_priority).
+        # Each at its place in the account's line, so another account's later, smaller batch
+        # is not queued behind all of this one (worker.domain.batch.queue_priorities).
         published = [c for _, c in accepted]
-        priorities = [queue_priority(position) for position in range(len(published))]
+        priorities = queue_priorities(waiting, len(published))
         self.contacts.publish(published, queue=BULK_QUEUE, priorities=priorities)
         return reply
 

@@ -154,18 +154,30 @@ def error_body(error: DomainError) -> dict[str, Any]:
     return body
 
 
-# Where a batch's contacts wait in the `bulk` queue: by their position in the batch, in tiers
-# four times longer each (the first 64, the next 192, the next 768, the rest), at the broker's
-# priority steps (kombu's Redis transport: 0 is taken first, then 3, 6, 9). A batch that comes
-# while a large one runs has its first contacts ahead of the large one's tail, and its later
-# ones beside that tail's own tier: a small batch is not queued behind all of a large one.
+# Where a batch's contacts wait in the `bulk` queue: by their place in their account's line
+# (the account's contacts still waiting, then the batch's in order), in tiers four times longer
+# each (the first 64, the next 192, the next 768, the rest), at the broker's priority steps
+# (kombu's Redis transport: 0 is taken first, then 3, 6, 9). A batch that comes while another
+# account's large one runs has its first contacts ahead of that one's tail, and its later ones
+# beside that tail's own tier: a small batch is not queued behind all of a large one. The
+# account's line, not the batch's own positions: a large onboarding sent as many batches (the
+# CLI sends `batch_max_items` at a time) is one long line, its later batches behind other
+# accounts' first contacts, not each starting again at the front.
 PRIORITY_TIERS = ((64, 0), (256, 3), (1024, 6))
 LAST_TIER_PRIORITY = 9
+# Past this place in an account's line, every contact is in the last tier.
+LINE_COUNTED = PRIORITY_TIERS[-1][0]
 
 
 def queue_priority(position: int) -> int:
-    """The broker priority of the batch's contact at `position` (0 first; see above)."""
+    """The broker priority of the contact at `position` of its account's line (0 first)."""
     for end, priority in PRIORITY_TIERS:
         if position < end:
             return priority
     return LAST_TIER_PRIORITY
+
+
+def queue_priorities(waiting: int, count: int) -> list[int]:
+    """The priorities of a batch's `count` contacts, in order, when `waiting` of its account's
+    contacts are already queued ahead of them."""
+    return [queue_priority(waiting + position) for position in range(count)]

@@ -63,6 +63,20 @@ def lock_state(session: Session, account_id: int, assistant_ids: Iterable[int]) 
     return AccountState(row.balance_cents - row.reserved_cents, owned, live)
 
 
+def queued_ahead(session: Session, account_id: int, cap: int) -> int:
+    """How many of the account's contacts still wait for a worker (`pending`), counted up to
+    `cap` (beyond it every position is in the last tier): where its next batch's contacts
+    stand in the account's line (`worker.domain.batch.queue_priorities`). An index-only count
+    on `ix_contacts_account_status`."""
+    waiting = (
+        select(Contact.id)
+        .where(Contact.account_id == account_id, Contact.status == ContactStatus.PENDING.value)
+        .limit(cap)
+        .subquery()
+    )
+    return int(session.execute(select(func.count()).select_from(waiting)).scalar_one())
+
+
 def insert_batch(
     session: Session, batch_id: str, account_id: int, contacts: Sequence[Contact], now: datetime
 ) -> None:

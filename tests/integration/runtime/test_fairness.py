@@ -87,3 +87,40 @@ def test_a_small_batch_is_not_queued_behind_a_large_one(
     # while most of them still wait (in FIFO order it would finish after all of them).
     assert big_done <= large // 2, big_done
     wait_for(lambda: all_terminal(db, large + small), timeout=180, every=0.5)
+
+
+def test_a_small_batch_is_not_queued_behind_a_large_accounts_later_batches(
+    spawn, psettings, service, make_tenant, sandbox, db
+):
+    """A large onboarding comes as several batches (the CLI sends `batch_max_items` at a
+    time). Each later batch continues its account's line: a small batch of another account,
+    posted while the first is being worked, goes ahead of the second batch's contacts. Were
+    each batch's first contacts at the front, the small one would wait behind all 64 of them."""
+    first, second, small = 64, 64, 16
+    sandbox.set_faults(latency_ms=round(LATENCY_S * 1000))
+    big = make_tenant(credits_cents=1_000_000, assistants=first + second, name="big")
+    little = make_tenant(credits_cents=100_000, assistants=small, name="little")
+    for chunk in (big.assistant_ids[:first], big.assistant_ids[first:]):
+        items = [{"assistant_id": a, **PHONE} for a in chunk]
+        reply = BatchService(service).submit(
+            big.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
+        assert len(reply.body["info"]["accepted"]) == len(chunk)
+    spawn("worker", psettings, "--concurrency", str(CONCURRENCY))
+
+    def active(account_id):
+        with db.read() as session:
+            rows = session.execute(
+                select(Contact.status).where(Contact.account_id == account_id)).scalars().all()
+        return sum(s == "active" for s in rows)
+
+    wait_for(lambda: active(big.account_id) >= 16, timeout=90, every=0.2)
+    items = [{"assistant_id": a, **PHONE} for a in little.assistant_ids]
+    reply = BatchService(service).submit(
+        little.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
+    assert len(reply.body["info"]["accepted"]) == small
+    wait_for(lambda: active(little.account_id) == small, timeout=120, every=0.1)
+    big_done = active(big.account_id)
+    # The small batch waited for the rest of the first batch (queued before it, at the
+    # front), not for the second: at most the first's 64 and the few in hand when it came.
+    assert big_done <= first + 2 * CONCURRENCY, big_done
+    wait_for(lambda: all_terminal(db, first + second + small), timeout=180, every=0.5)
