@@ -15,7 +15,10 @@ numbers of tasks on its one queue (it has no batches; the small batch is queued 
 large one), `autoretry_for` on 429s. Printed, for each side:
 
 - the cap's utilisation: the sandbox's summed seconds of the account's Twilio requests in
-  flight over (cap x wall time) (target >= 0.9);
+  flight over (cap x wall time) (target >= 0.9), over two windows: from the sampler's start
+  (before the workers are started, so their boot counts as idle cap) and from the run's
+  first Twilio request (what a long-running deployment's workers see), both to the last
+  terminal contact;
 - the 20429s met in all, and after the run's first second (target 0);
 - the small batch's finish time (its submission to its last terminal contact) beside its time
   alone (target <= 1.5x);
@@ -65,6 +68,8 @@ class Run:
     label: str
     contacts: int
     wall_s: float = 0.0
+    # From the run's first Twilio request (as the sampler saw it, 0.05 s apart) to its end.
+    sending_s: float = 0.0
     small_s: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
@@ -74,8 +79,9 @@ class Run:
     peak: int = 0
     error: str | None = None
 
-    def utilisation(self, cap: int) -> float:
-        return self.busy_s / (cap * self.wall_s) if self.wall_s else 0.0
+    def utilisation(self, cap: int, window_s: float | None = None) -> float:
+        window_s = self.wall_s if window_s is None else window_s
+        return self.busy_s / (cap * window_s) if window_s else 0.0
 
     def calls_per_active(self) -> dict[str, float]:
         active = self.statuses.get("active", 0)
@@ -92,6 +98,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.sandbox, self.samples = sandbox, []
         self.halt = threading.Event()
+        self.first_call_at: float | None = None  # monotonic
 
     def start(self) -> None:
         """From now: the sandbox's counters are taken as they stand (`base`), and the run's
@@ -102,8 +109,16 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         base = self.base["faults"].get("concurrency_limited", 0)
-        while not self.halt.wait(0.25):
-            refused = self.sandbox.control.stats()["faults"].get("concurrency_limited", 0)
+        calls = sum(self.base.get("calls", {}).values())
+        ticks = 0
+        while not self.halt.wait(0.05):
+            ticks += 1
+            if self.first_call_at is not None and ticks % 5:
+                continue  # refusals every 0.25 s; the first call to the nearest 0.05 s
+            stats = self.sandbox.control.stats()
+            if self.first_call_at is None and sum(stats.get("calls", {}).values()) > calls:
+                self.first_call_at = time.monotonic()
+            refused = stats["faults"].get("concurrency_limited", 0)
             self.samples.append((time.monotonic() - self.started_at, refused - base))
 
     def refused_by(self, seconds: float) -> int:
@@ -137,7 +152,9 @@ def finish(run: Run, sandbox: Sandbox, sampler: Sampler, url: str) -> None:
     the run could make) to now (its last terminal contact)."""
     sampler.halt.set()
     sampler.join()
-    run.wall_s = time.monotonic() - sampler.started_at
+    ended = time.monotonic()
+    run.wall_s = ended - sampler.started_at
+    run.sending_s = ended - (sampler.first_call_at or sampler.started_at)
     run.statuses = dict(counts(url))
     stats, base = sandbox.control.stats(), sampler.base
     run.calls = {
@@ -150,7 +167,9 @@ def finish(run: Run, sandbox: Sandbox, sampler: Sampler, url: str) -> None:
     run.busy_s = float(account.get("busy_s", 0.0)) - float(before.get("busy_s", 0.0))
     run.peak = int(account.get("peak", 0))  # (over the sandbox's whole run: no delta)
     run.refused = int(account.get("refused", 0)) - int(before.get("refused", 0))
-    run.refused_after_first_s = run.refused - sampler.refused_by(1.0)
+    # The run's first second of sending (its workers' boot before it sent nothing).
+    first_s = (sampler.first_call_at or sampler.started_at) - sampler.started_at
+    run.refused_after_first_s = run.refused - sampler.refused_by(first_s + 1.0)
 
 
 # --- ours --------------------------------------------------------------------------------------
@@ -346,10 +365,16 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Run]]) -> list[st
         lambda s: fmt(together[s].utilisation(args.cap)),
         ">= 0.9",
     )
+    row(
+        "  from the first Twilio request",
+        lambda s: fmt(together[s].utilisation(args.cap, together[s].sending_s)),
+        ">= 0.9",
+    )
     row("20429s met", lambda s: str(together[s].refused))
     row("20429s after the first second", lambda s: str(together[s].refused_after_first_s), "0")
     row("Twilio requests in flight at most", lambda s: str(together[s].peak), f"<= {args.cap}")
     row("wall s (all contacts)", lambda s: fmt(together[s].wall_s, 1))
+    row("  from the first Twilio request", lambda s: fmt(together[s].sending_s, 1))
     row("small batch s, beside the large one", lambda s: fmt(together[s].small_s, 1))
     row("small batch s, alone", lambda s: fmt(alone[s].small_s, 1))
     row(
