@@ -25,7 +25,10 @@ in its thread (as for a connection of a pool) up to `provider_concurrency_wait_s
 A process's requests waiting for a slot of one cap stand in one line (`_Line`), served in
 arrival order: only the first asks Redis again (every `SLOT_POLL_S`), and a slot freed in this
 process wakes it at once. Sixty threads waiting on a cap of 20 cost one poll per interval,
-not sixty, and the request that has waited longest is the next sent.
+not sixty, and the request that has waited longest is the next sent. Across processes the
+first waiters keep their order in Redis (`:heads`): a slot freed anywhere goes to the one that
+came first, so a process whose own releases wake its waiter at once does not keep the cap's
+slots to itself, and a worker host started later gets its share.
 """
 
 from __future__ import annotations
@@ -64,22 +67,64 @@ from worker.settings import Settings
 log = structlog.get_logger(__name__)
 
 PAUSE_KEY = "provisioner:provider-pause:{provider}"
-SLOTS_KEY = "provisioner:provider-slots:{cap}"
-# Take a slot of a cap: drop slots past their lease, then add ours if there is room. Redis's
-# own clock, so every host agrees on the ages.
+# A cap's slots, and the processes' first waiters in the order they came (`:heads`, scored
+# by arrival; `:seen`, by their last ask): one hash tag, so one Redis Cluster slot.
+SLOTS_KEY = "provisioner:provider-slots:{{{cap}}}"
+# Take a slot of a cap: drop slots past their lease and waiters that stopped asking, then take
+# a free slot if no more waiters came before us than there are free slots; else wait in the
+# order (first ask: our arrival). Redis's own clock, so every host agrees on the ages.
+# KEYS: slots, heads, seen. ARGV: slot lease (ms), cap, member, waiter silence (ms).
 _TAKE_SLOT = """
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[1]))
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  return 1
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]))
+if #gone > 0 then
+  redis.call('ZREM', KEYS[2], unpack(gone))
+  redis.call('ZREM', KEYS[3], unpack(gone))
 end
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free > 0 then
+  local ahead = redis.call('ZRANK', KEYS[2], ARGV[3])
+  if not ahead then ahead = redis.call('ZCARD', KEYS[2]) end
+  if ahead < free then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    if redis.call('ZREM', KEYS[2], ARGV[3]) == 1 then
+      redis.call('ZREM', KEYS[3], ARGV[3])
+      redis.call('DEL', KEYS[1] .. ':wake:' .. ARGV[3])
+    end
+    return 1
+  end
+end
+redis.call('ZADD', KEYS[2], 'NX', now, ARGV[3])
+redis.call('ZADD', KEYS[3], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 0
 """
-# How often a request waiting for a slot asks again (plus up to as much at random).
-SLOT_POLL_S = 0.01
+# Free a slot, and wake the waiter that comes next for it (the one at the free slot's place in
+# the order: two slots freed at once wake the first two), whichever process it is in.
+# KEYS: slots, heads. ARGV: member, cap.
+_FREE_SLOT = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free > 0 then
+  local next = redis.call('ZRANGE', KEYS[2], free - 1, free - 1)
+  if next[1] then
+    local wake = KEYS[1] .. ':wake:' .. next[1]
+    redis.call('LPUSH', wake, 1)
+    redis.call('PEXPIRE', wake, 1000)
+  end
+end
+return free
+"""
+# A waiter that has not asked for this long is gone (its process died or gave up): far above
+# the interval at which the first waiter of a process asks.
+SLOT_WAITER_SILENCE_MS = 500
+# How long a process's first waiter blocks for a wake-up before it asks again anyway (a
+# wake-up lost with a release that failed, or a slot freed by its lease running out).
+SLOT_WAKE_S = 0.05
 # A provider that throttled us without saying for how long is left alone this long.
 DEFAULT_PAUSE_S = 1.0
 # A process that found a provider not paused believes it this long before asking Redis again:
@@ -153,12 +198,6 @@ class _Line:
             if was_first and self._waiting:
                 self._waiting[0].set()  # the next one asks at once: more slots may be free
 
-    def wake(self) -> None:
-        """A slot was freed here: the first in line asks for it now."""
-        with self._lock:
-            if self._waiting:
-                self._waiting[0].set()
-
 
 class ProviderLimiter:
     def __init__(
@@ -184,6 +223,7 @@ class ProviderLimiter:
         self._windows = MovingWindowRateLimiter(storage_from_string(uri, **options))
         self._items: dict[Rate, RateLimitItem] = {}
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
+        self._free_slot = self._redis.register_script(_FREE_SLOT)
         self._lines: dict[str, _Line] = {}
         self._lines_lock = threading.Lock()
         # provider -> (monotonic time until which it is known not paused, pause end or 0.0)
@@ -234,44 +274,60 @@ class ProviderLimiter:
             raise
         finally:
             if slot is not None:
-                self._free(*slot)
+                self._free(provider, *slot)
 
     def _slot(self, provider: str, connection: str, method: str, url: str) -> tuple[str, str]:
         key = SLOTS_KEY.format(cap=connection_key(provider, connection))
+        keys = [key, f"{key}:heads", f"{key}:seen"]
         member = uuid.uuid4().hex
         deadline = time.monotonic() + self.slot_wait_s
         line = self._line(key)
-        args = [self.slot_lease_ms, self.caps[provider], member]
+        args = [self.slot_lease_ms, self.caps[provider], member, SLOT_WAITER_SILENCE_MS]
         place = line.join_unless_empty()
         asked = place is None
-        if asked:  # nobody here waits: ask at once
-            try:
-                if self._take_slot(keys=[key], args=args):
-                    return key, member
-            except redis.RedisError as exc:
-                return self._fail_open(key, member, exc)
-            place = line.join()
-        assert place is not None
         try:
-            while True:
-                if line.first(place):
-                    place.clear()  # a wake-up from here on means: ask again
-                    if not asked:
-                        try:
-                            if self._take_slot(keys=[key], args=args):
-                                return key, member
-                        except redis.RedisError as exc:
-                            return self._fail_open(key, member, exc)
-                    asked = False
-                    pause = SLOT_POLL_S + self.rng.uniform(0.0, SLOT_POLL_S)
-                else:
-                    pause = deadline - time.monotonic()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._throttled(provider, method, url)
-                place.wait(min(pause, left))
-        finally:
-            line.leave(place)
+            if asked:  # nobody here waits: ask at once
+                if self._take_slot(keys=keys, args=args):
+                    return key, member
+                place = line.join()
+                if not line.first(place):  # another thread here came first meanwhile:
+                    self._give_up(keys, member)  # it holds this process's place in Redis
+                    asked = False  # so ask again once first
+            assert place is not None
+            try:
+                while True:
+                    left = deadline - time.monotonic()
+                    if line.first(place):
+                        # The first here asks Redis, and waits to be woken by a release
+                        # (anywhere) of a slot that comes to it, or for SLOT_WAKE_S.
+                        place.clear()
+                        if not asked and self._take_slot(keys=keys, args=args):
+                            return key, member
+                        asked = False
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._redis.blpop([f"{key}:wake:{member}"], timeout=min(SLOT_WAKE_S, left))
+                    elif left <= 0:
+                        break
+                    else:
+                        place.wait(left)  # set when it comes first
+            finally:
+                line.leave(place)
+        except redis.RedisError as exc:
+            return self._fail_open(key, member, exc)
+        self._give_up(keys, member)
+        raise self._throttled(provider, method, url)
+
+    def _give_up(self, keys: list[str], member: str) -> None:
+        """Leave the cap's order of waiters (else it goes when it is not seen asking)."""
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(keys[1], member)
+            pipe.zrem(keys[2], member)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("provider_limiter_unavailable", error=type(exc).__name__)
 
     def _line(self, key: str) -> _Line:
         line = self._lines.get(key)
@@ -298,12 +354,11 @@ class ProviderLimiter:
         )
         return Throttled(provider, operation, wait)
 
-    def _free(self, key: str, member: str) -> None:
+    def _free(self, provider: str, key: str, member: str) -> None:
         try:
-            self._redis.zrem(key, member)
+            self._free_slot(keys=[key, f"{key}:heads"], args=[member, self.caps[provider]])
         except redis.RedisError as exc:  # the slot frees itself after its lease
             log.warning("provider_limiter_unavailable", error=type(exc).__name__)
-        self._line(key).wake()
 
     def gate(self, provider: str, method: str, path: str, connection: str = "platform") -> None:
         """Take the request's tokens, or raise Throttled (the request must not be sent)."""

@@ -78,6 +78,90 @@ def test_requests_waiting_for_a_slot_are_sent_in_the_order_they_came(redis_url):
     assert served == list(range(6))
 
 
+def test_a_freed_slot_goes_to_the_process_that_waited_longest(redis_url):
+    """Cap 1, held by process A. Process B's request starts waiting, then another of A's.
+    A frees its slot: B's request, which came first, is sent next, not A's own."""
+    url = "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json"
+    a, b = (
+        ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=1"), slot_wait_s=10)
+        for _ in range(2)
+    )
+    served: list[str] = []
+
+    def request(limiter: ProviderLimiter, name: str) -> None:
+        with limiter.in_flight("twilio", "AC1", "POST", url):
+            served.append(name)
+            time.sleep(0.05)
+
+    holder = a.in_flight("twilio", "AC1", "POST", url)
+    holder.__enter__()
+    waiting = [threading.Thread(target=request, args=(b, "b"))]
+    waiting[0].start()
+    time.sleep(0.1)
+    waiting.append(threading.Thread(target=request, args=(a, "a")))
+    waiting[1].start()
+    time.sleep(0.1)
+    holder.__exit__(None, None, None)
+    for thread in waiting:
+        thread.join(timeout=10)
+    assert served == ["b", "a"]
+
+
+def test_a_waiter_of_a_worker_that_died_stops_holding_its_place(redis_url):
+    """A process that died while its request waited first for a slot stops asking; once it
+    has been silent for SLOT_WAITER_SILENCE_MS it no longer comes before the live waiters."""
+    from worker.runtime.budgets import SLOT_WAITER_SILENCE_MS, SLOTS_KEY
+
+    url = "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json"
+    live = ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=1"), slot_wait_s=5)
+    holder = live.in_flight("twilio", "AC1", "POST", url)
+    holder.__enter__()
+    key = SLOTS_KEY.format(cap="twilio@AC1")
+    dead = ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=1"))
+    # Its one ask, with the cap full: it is now first in the order, and then it died.
+    assert not dead._take_slot(
+        keys=[key, f"{key}:heads", f"{key}:seen"], args=[30_000, 1, "dead", 500]
+    )
+    holder.__exit__(None, None, None)  # its release wakes the dead waiter: nobody hears
+    started = time.monotonic()
+    with live.in_flight("twilio", "AC1", "POST", url):
+        waited = time.monotonic() - started
+    assert waited < SLOT_WAITER_SILENCE_MS / 1000 + 0.5, waited
+
+
+def test_a_process_that_comes_later_gets_its_share_of_a_full_cap(redis_url):
+    """One worker keeps a cap of 2 full; a second comes 0.3 s later. From then on each freed
+    slot goes to the process whose first waiter came first, so the second gets about half
+    (a process whose releases woke only its own waiters kept nearly all of them)."""
+    url = "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json"
+    limiters = [
+        ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=2"), slot_wait_s=10)
+        for _ in range(2)
+    ]
+    sent: list[list[float]] = [[], []]
+    stop = time.monotonic() + 1.8
+
+    def requests(side: int) -> None:
+        while time.monotonic() < stop:
+            with limiters[side].in_flight("twilio", "AC1", "POST", url):
+                sent[side].append(time.monotonic())
+                time.sleep(0.02)
+
+    first = [threading.Thread(target=requests, args=(0,)) for _ in range(4)]
+    for thread in first:
+        thread.start()
+    time.sleep(0.3)
+    second_came = time.monotonic()
+    later = [threading.Thread(target=requests, args=(1,)) for _ in range(4)]
+    for thread in later:
+        thread.start()
+    for thread in first + later:
+        thread.join(timeout=20)
+    both = [sum(at > second_came + 0.1 for at in times) for times in sent]
+    assert min(both) >= 0.35 * sum(both), both
+    assert sum(both) >= 0.6 * (2 * 1.4 / 0.02), both  # and the cap was kept busy
+
+
 def test_a_request_that_gives_up_waiting_leaves_the_line(redis_url):
     """Waiters that time out are Throttled and leave; the line is not left blocked by them."""
     limiter = ProviderLimiter(redis_url, {}, caps=parse_caps("twilio=1"), slot_wait_s=0.2)
