@@ -44,7 +44,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from measure import fmt, table
+from measure import fmt, idle_ticks, table
 from stack import (
     OUT,
     TWILIO_SID,
@@ -70,6 +70,9 @@ class Run:
     wall_s: float = 0.0
     # From the run's first Twilio request (as the sampler saw it, 0.05 s apart) to its end.
     sending_s: float = 0.0
+    # The machine's busy cores over that window (every process: workers, PostgreSQL, Redis,
+    # the sandbox, the bench): what bounds a run that does not keep the cap full.
+    busy_cores: float | None = None
     small_s: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
@@ -99,6 +102,7 @@ class Sampler(threading.Thread):
         self.sandbox, self.samples = sandbox, []
         self.halt = threading.Event()
         self.first_call_at: float | None = None  # monotonic
+        self.first_call_ticks: tuple[int, int] | None = None  # /proc/stat (idle, total)
 
     def start(self) -> None:
         """From now: the sandbox's counters are taken as they stand (`base`), and the run's
@@ -118,6 +122,7 @@ class Sampler(threading.Thread):
             stats = self.sandbox.control.stats()
             if self.first_call_at is None and sum(stats.get("calls", {}).values()) > calls:
                 self.first_call_at = time.monotonic()
+                self.first_call_ticks = idle_ticks()
             refused = stats["faults"].get("concurrency_limited", 0)
             self.samples.append((time.monotonic() - self.started_at, refused - base))
 
@@ -155,6 +160,9 @@ def finish(run: Run, sandbox: Sandbox, sampler: Sampler, url: str) -> None:
     ended = time.monotonic()
     run.wall_s = ended - sampler.started_at
     run.sending_s = ended - (sampler.first_call_at or sampler.started_at)
+    if sampler.first_call_ticks is not None:
+        idle, total = (b - a for a, b in zip(sampler.first_call_ticks, idle_ticks(), strict=True))
+        run.busy_cores = (1 - idle / total) * (os.cpu_count() or 1) if total else None
     run.statuses = dict(counts(url))
     stats, base = sandbox.control.stats(), sampler.base
     run.calls = {
@@ -375,6 +383,10 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Run]]) -> list[st
     row("Twilio requests in flight at most", lambda s: str(together[s].peak), f"<= {args.cap}")
     row("wall s (all contacts)", lambda s: fmt(together[s].wall_s, 1))
     row("  from the first Twilio request", lambda s: fmt(together[s].sending_s, 1))
+    row(
+        f"  machine busy, cores of {os.cpu_count()}, over it",
+        lambda s: fmt(together[s].busy_cores),
+    )
     row("small batch s, beside the large one", lambda s: fmt(together[s].small_s, 1))
     row("small batch s, alone", lambda s: fmt(alone[s].small_s, 1))
     row(

@@ -225,7 +225,7 @@ def _by_name(names: tuple[str, ...]) -> list[int]:
     return pids
 
 
-def _idle_ticks() -> tuple[int, int]:
+def idle_ticks() -> tuple[int, int]:
     parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return parts[3] + parts[4], sum(parts)  # idle + iowait, total
 
@@ -245,7 +245,7 @@ class ServerCpu:
             name: {pid: _proc_ticks(pid) for pid in pids()} for name, pids in self.groups.items()
         }
         snap["_api_system"] = sum(_proc_ticks(pid, "system") for pid in snap["api"])
-        snap["_machine"] = _idle_ticks()
+        snap["_machine"] = idle_ticks()
         snap["_t"] = time.monotonic()
         return snap
 
