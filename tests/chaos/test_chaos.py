@@ -223,6 +223,7 @@ def test_contract_invariants_hold_under_chaos(
                     Contact.lease_owner.is_not(None))).scalar_one()
 
         frozen = worker
+        missed: Counter[str] = Counter()  # why each try was let go
         for _ in range(50):
             wait_for(lambda: leased() >= 1, timeout=60, every=0.02)
             os.killpg(frozen.proc.pid, signal.SIGSTOP)
@@ -232,11 +233,16 @@ def test_contract_invariants_hold_under_chaos(
             # for as long as it is frozen (docs/recovery.md): nobody can take anything over,
             # and it finishes its contacts itself once resumed. That freeze is the database's,
             # not the one tested here (PostgreSQL's SKIP LOCKED and idle timeout bound it).
-            if leased() >= 1 and writer_free(db):
+            held, free = leased() >= 1, writer_free(db)
+            if held and free:
                 break
+            missed["no wave contact held" if not held else "the writer lock held"] += 1
             os.killpg(frozen.proc.pid, signal.SIGCONT)
+            # Let it run on a moment first: stopped again at once, it is still in the same
+            # write transaction (or just out of it), and every try would see the same moment.
+            time.sleep(rng.uniform(0.005, 0.03))
         else:
-            raise AssertionError("the worker never held a wave contact when frozen")
+            raise AssertionError(f"the worker never held a wave contact when frozen: {missed}")
         freeze_at = datetime.now(UTC)
 
         def wave_taken_over() -> int:

@@ -185,7 +185,8 @@ class RegulationsRefresher:
 
 def mark_stale(db: Database, country: str, number_type: str, refused: str) -> None:
     """A purchase Twilio refused for want of a `bundle` (21649) or an `address` (21631)
-    contradicts a cached entry that said none was needed: the next pass fetches it first,
+    contradicts a cached entry that said none was needed, and a search of a list Twilio does
+    not have (`sold`: a 404) one that said the type is sold: the next pass fetches it first,
     and the API stops judging by it meanwhile (its copy reloads within
     `PROVISIONER_TWILIO_REGULATIONS_RELOAD_S`)."""
     with db.write() as session:

@@ -29,6 +29,8 @@ UNEXPECTED_RESPONSE = "unexpected_response"
 BUNDLE_REQUIRED = "regulatory_bundle_refused"  # 21649: no approved bundle fit for the number
 ADDRESS_REQUIRED = "regulatory_address_refused"  # 21631: no address meeting its requirement
 ADDRESS_INVALID = "regulatory_address_invalid"  # 21628, 21629: the address failed validation
+# A number search Twilio answered 404: the country has no list of that type (any more).
+NUMBER_TYPE_NOT_SOLD = "number_type_not_sold"
 
 # Codes of `Retryable` errors (for logs and metrics; nothing branches on them).
 PROVIDER_UNAVAILABLE = "provider_unavailable"

@@ -33,7 +33,7 @@ from worker.domain.retry import RetryPolicy
 from worker.live import NoNotifier, Notifier
 from worker.metrics import contact_outcome, step_timer
 from worker.providers import Permanent, ProviderError, Providers, RateLimited
-from worker.providers.errors import ADDRESS_REQUIRED, BUNDLE_REQUIRED
+from worker.providers.errors import ADDRESS_REQUIRED, BUNDLE_REQUIRED, NUMBER_TYPE_NOT_SOLD
 from worker.runtime.budgets import ProviderLimiter, Throttled, mark_bulk, requests_sent
 from worker.runtime.cleanup import Cleanup
 from worker.runtime.connections import EmailTargets
@@ -61,8 +61,13 @@ from worker.store.models import Contact, ContactStep
 log = structlog.get_logger(__name__)
 
 # Steps whose request makes something at a provider: the lease is confirmed just before each.
-# Purchases Twilio refused for want of a bundle (21649) or an address (21631).
-REGULATORY_REFUSALS = {BUNDLE_REQUIRED: "bundle", ADDRESS_REQUIRED: "address"}
+# Purchases Twilio refused for want of a bundle (21649) or an address (21631), and searches
+# of a list Twilio does not have in the country (404): what each contradicts in the cache.
+REGULATORY_REFUSALS = {
+    BUNDLE_REQUIRED: "bundle",
+    ADDRESS_REQUIRED: "address",
+    NUMBER_TYPE_NOT_SOLD: "sold",
+}
 CREATING = frozenset({"buy_number", "create_sender", "create_user", "assign_pool_sender"})
 
 
@@ -275,6 +280,8 @@ class Pipeline:
             with step_timer(contact.contact_type, name):
                 result = STEPS[name](self._context(contact, steps, owner), True)
         except Permanent as exc:
+            if exc.code in REGULATORY_REFUSALS:  # Twilio has no such list (any more)
+                self._regulations_contradicted(contact, REGULATORY_REFUSALS[exc.code])
             return exc
         except Throttled as exc:
             return self._unfold(contact, steps[name], started, owner, exc.retry_in_s, None)
@@ -525,8 +532,9 @@ class Pipeline:
         return Outcome("wait", exc.retry_in_s)
 
     def _regulations_contradicted(self, contact: Contact, refused: str) -> None:
-        """Twilio refused the purchase for want of a bundle or an address: what the cache
-        says of its country and type, where it said none was needed, is marked stale
+        """Twilio refused the purchase for want of a bundle or an address, or has no list of
+        the contact's number type in its country: what the cache says of that country and
+        type, where it said none was needed (or that the type is sold), is marked stale
         (refetched first by the next refresh). Best effort: the contact fails with Twilio's
         code either way."""
         request = contact.request or {}

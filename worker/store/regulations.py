@@ -55,15 +55,17 @@ def put(
 
 def mark_stale(session: Session, country: str, number_type: str, refused: str) -> int:
     """A purchase of `country`'s `number_type` numbers was refused for want of a `bundle`
-    (21649) or an `address` (21631): the entries (of every end-user type) that the refusal
-    contradicts are not trusted until refetched. Only those: one that already says a bundle
+    (21649) or an `address` (21631), or their search found no such list (`sold`: a 404): the
+    entries (of every end-user type) that the refusal contradicts are not trusted until
+    refetched. Only those: one that already says a bundle
     (or a local or foreign address) is needed agrees with Twilio, and the refusal is about
     the contact's documents. How many were marked."""
-    contradicted = (
-        TwilioRegulation.bundle.is_(False)
-        if refused == "bundle"
-        else TwilioRegulation.address.in_(("none", "any"))
-    )
+    if refused == "bundle":
+        contradicted = TwilioRegulation.bundle.is_(False)
+    elif refused == "sold":  # a search answered 404: the country has no such list
+        contradicted = TwilioRegulation.sold.is_(True)
+    else:
+        contradicted = TwilioRegulation.address.in_(("none", "any"))
     result = session.execute(
         update(TwilioRegulation)
         .where(

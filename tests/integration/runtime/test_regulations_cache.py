@@ -241,6 +241,42 @@ def test_a_purchase_refused_with_21649_marks_the_entry_stale_and_is_fetched_firs
     assert not entries(db)[("US", "local", "business")].stale
 
 
+def test_a_search_for_a_list_twilio_no_longer_has_marks_the_entry_stale(
+    make_settings, rsettings, api, db, make_tenant, spawn
+):
+    """An earlier pass found NL selling mobile numbers; Twilio has dropped the list since
+    (the sandbox has none: its search answers 404). A contact the API let through by that
+    entry fails with `number_type_not_sold`, having bought nothing, and the entry is marked
+    stale: the next pass fetches it first and records it not sold, and the API then refuses
+    NL mobile numbers."""
+    now = datetime.now(UTC)
+    with db.write() as session:
+        for end_user in ("business", "individual"):
+            store.put(session, "NL", "mobile", end_user, Rule(False, "none"), None, now, True)
+    tenant = make_tenant(assistants=2)
+    first, later = tenant.assistant_ids
+    answer = post(api, tenant, first, "NL", "mobile")
+    assert answer.status_code == 202, answer.text
+    spawn("worker", rsettings, "--concurrency", "2")
+    wait_for(lambda: all_terminal(db, 1), timeout=60)
+    got = api.get(f"/v0/assistant/{first}/contact/{answer.json()['info']['id']}",
+                  headers=tenant.headers).json()["info"]
+    assert got["status"] == "failed" and got["error"]["code"] == "number_type_not_sold", got
+    assert "NL" in got["error"]["message"] and "mobile" in got["error"]["message"]
+    found = entries(db)
+    assert found[("NL", "mobile", "business")].stale
+    assert found[("NL", "mobile", "individual")].stale
+
+    with_nl = make_settings(**{**rsettings.model_dump(), "twilio_regulations_countries": "NL"})
+    RegulationsRefresher(db, with_nl).run()
+    nl = entries(db)[("NL", "mobile", "business")]
+    assert (nl.sold, nl.stale) == (False, False)
+    refused = wait_for(lambda: (r := post(api, tenant, later, "NL", "mobile"))
+                       .status_code == 422 and r)
+    assert refused.json()["error"]["fields"] == {
+        "phone_number_type": "NL has no mobile numbers: one of local"}
+
+
 def test_a_refusal_marks_stale_only_the_entries_it_contradicts(db):
     now = datetime.now(UTC)
     with db.write() as session:
