@@ -19,6 +19,21 @@ CONCURRENCY = 4
 LATENCY_S = 0.150  # per provider call
 
 
+def submit_batch(service, tenant, assistant_ids) -> None:
+    """One `POST /v0/contact/batch` of phone contacts, as the API runs it: all accepted."""
+    items = [{"assistant_id": a, **PHONE} for a in assistant_ids]
+    reply = BatchService(service).submit(
+        tenant.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
+    assert len(reply.body["info"]["accepted"]) == len(items)
+
+
+def active_of(db, account_id: int) -> int:
+    with db.read() as session:
+        rows = session.execute(
+            select(Contact.status).where(Contact.account_id == account_id)).scalars().all()
+    return sum(s == "active" for s in rows)
+
+
 def test_interactive_contact_overtakes_a_running_batch(
     spawn, psettings, service, make_tenant, sandbox, db
 ):
@@ -64,25 +79,12 @@ def test_a_small_batch_is_not_queued_behind_a_large_one(
     sandbox.set_faults(latency_ms=round(LATENCY_S * 1000))
     big = make_tenant(credits_cents=1_000_000, assistants=large, name="big")
     little = make_tenant(credits_cents=100_000, assistants=small, name="little")
-    items = [{"assistant_id": a, **PHONE} for a in big.assistant_ids]
-    reply = BatchService(service).submit(
-        big.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
-    assert len(reply.body["info"]["accepted"]) == large
+    submit_batch(service, big, big.assistant_ids)
     spawn("worker", psettings, "--concurrency", str(CONCURRENCY))
-
-    def active(account_id):
-        with db.read() as session:
-            rows = session.execute(
-                select(Contact.status).where(Contact.account_id == account_id)).scalars().all()
-        return sum(s == "active" for s in rows)
-
-    wait_for(lambda: active(big.account_id) >= 40, timeout=90, every=0.2)
-    items = [{"assistant_id": a, **PHONE} for a in little.assistant_ids]
-    reply = BatchService(service).submit(
-        little.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
-    assert len(reply.body["info"]["accepted"]) == small
-    wait_for(lambda: active(little.account_id) == small, timeout=120, every=0.1)
-    big_done = active(big.account_id)
+    wait_for(lambda: active_of(db, big.account_id) >= 40, timeout=90, every=0.2)
+    submit_batch(service, little, little.assistant_ids)
+    wait_for(lambda: active_of(db, little.account_id) == small, timeout=120, every=0.1)
+    big_done = active_of(db, big.account_id)
     # The large batch had 160 or fewer left when the small one came; the small one is done
     # while most of them still wait (in FIFO order it would finish after all of them).
     assert big_done <= large // 2, big_done
@@ -100,26 +102,13 @@ def test_a_small_batch_is_not_queued_behind_a_large_accounts_later_batches(
     sandbox.set_faults(latency_ms=round(LATENCY_S * 1000))
     big = make_tenant(credits_cents=1_000_000, assistants=first + second, name="big")
     little = make_tenant(credits_cents=100_000, assistants=small, name="little")
-    for chunk in (big.assistant_ids[:first], big.assistant_ids[first:]):
-        items = [{"assistant_id": a, **PHONE} for a in chunk]
-        reply = BatchService(service).submit(
-            big.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
-        assert len(reply.body["info"]["accepted"]) == len(chunk)
+    submit_batch(service, big, big.assistant_ids[:first])
+    submit_batch(service, big, big.assistant_ids[first:])
     spawn("worker", psettings, "--concurrency", str(CONCURRENCY))
-
-    def active(account_id):
-        with db.read() as session:
-            rows = session.execute(
-                select(Contact.status).where(Contact.account_id == account_id)).scalars().all()
-        return sum(s == "active" for s in rows)
-
-    wait_for(lambda: active(big.account_id) >= 16, timeout=90, every=0.2)
-    items = [{"assistant_id": a, **PHONE} for a in little.assistant_ids]
-    reply = BatchService(service).submit(
-        little.account_id, json.dumps({"items": items}).encode(), path="/v0/contact/batch")
-    assert len(reply.body["info"]["accepted"]) == small
-    wait_for(lambda: active(little.account_id) == small, timeout=120, every=0.1)
-    big_done = active(big.account_id)
+    wait_for(lambda: active_of(db, big.account_id) >= 16, timeout=90, every=0.2)
+    submit_batch(service, little, little.assistant_ids)
+    wait_for(lambda: active_of(db, little.account_id) == small, timeout=120, every=0.1)
+    big_done = active_of(db, big.account_id)
     # The small batch waited for the rest of the first batch (queued before it, at the
     # front), not for the second: at most the first's 64 and the few in hand when it came.
     assert big_done <= first + 2 * CONCURRENCY, big_done
