@@ -306,10 +306,14 @@ def assign_pool_sender(ctx: StepContext, first: bool) -> StepResult | Wait:
     since = previous.get("since") or ctx.now.isoformat()
     waited = (ctx.now - datetime.fromisoformat(since)).total_seconds()
     polls = int(previous.get("pool_polls", 0))
-    # Past the bound, a contact grows no sender it could not wait for.
+    # Past the bound, a contact fails. Past half of it, it grows no new sender (after its
+    # first one failed): a sender takes minutes to come online, and one bought and registered
+    # for a contact with moments left would be paid for and released unused. It still takes
+    # a sender that is online or growing, and otherwise waits out its bound.
     late = waited > settings.whatsapp_pool_wait_s
+    may_grow = waited <= settings.whatsapp_pool_wait_s / 2
     user = ctx.request.get("user_whatsapp_number")
-    taken = ctx.pool.take(ctx.contact, ctx.lease_owner(), user, ctx.now, may_grow=not late)
+    taken = ctx.pool.take(ctx.contact, ctx.lease_owner(), user, ctx.now, may_grow=may_grow)
     sender = taken.sender
     detail: dict[str, Any] = {"since": since}
     if sender is not None:
