@@ -97,6 +97,8 @@ class Permanent(ProviderError):
 class NotFound(Permanent):
     """The addressed resource does not exist."""
 
+    code_of_kind = NOT_FOUND
+
     def __init__(
         self,
         provider: str,
@@ -105,4 +107,10 @@ class NotFound(Permanent):
         *,
         provider_code: str | None = None,
     ) -> None:
-        super().__init__(provider, NOT_FOUND, message, status, provider_code=provider_code)
+        super().__init__(provider, self.code_of_kind, message, status, provider_code=provider_code)
+
+
+class NoSuchNumberList(NotFound):
+    """A number search's 404: the country has no list of that type (any more)."""
+
+    code_of_kind = NUMBER_TYPE_NOT_SOLD

@@ -19,11 +19,12 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from worker.domain.regulatory import NUMBER_TYPES
+from worker.domain.regulatory import NUMBER_LIST, NUMBER_TYPES
 from worker.providers._twilio import TwilioClient, require, rfc2822
 from worker.providers.errors import (
     NO_NUMBERS_AVAILABLE,
     NUMBER_UNAVAILABLE,
+    NoSuchNumberList,
     NotFound,
     Permanent,
     Retryable,
@@ -32,6 +33,8 @@ from worker.providers.http import timeout_from_settings
 from worker.settings import Settings
 
 USER_PHONE_PLACEHOLDER = "{user_phone}"
+# Our number type of each AvailablePhoneNumbers list (`Mobile` -> `mobile`), for messages.
+_TYPE_OF_LIST = {number_list: kind for kind, number_list in NUMBER_LIST.items()}
 _PAGE_SIZE = 100
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 
@@ -131,12 +134,23 @@ class TwilioNumbers(TwilioClient):
     # Operations -------------------------------------------------------------------------
 
     def search_available(self, country: str, limit: int = 30) -> list[str]:
-        """E.164 Local numbers available to buy in `country` (ISO 3166-1 alpha-2)."""
-        return [n.phone_number for n in self.search(country, "Local", limit)]
+        """E.164 Local numbers available to buy in `country` (ISO 3166-1 alpha-2); a
+        `NotFound` when Twilio has no numbers there."""
+        return [n.phone_number for n in self._listing(country, "Local", limit)]
 
     def search(self, country: str, number_list: str, limit: int = 30) -> list[AvailableNumber]:
         """Numbers of one AvailablePhoneNumbers list (`Local`, `Mobile`, `National`,
-        `TollFree`) of `country`, at most `limit`, each with its address requirement."""
+        `TollFree`) of `country`, at most `limit`, each with its address requirement.
+        `NoSuchNumberList` (a `NotFound`) when Twilio answers 404: no such list there."""
+        try:
+            return self._listing(country, number_list, limit)
+        except NotFound as exc:
+            kind = _TYPE_OF_LIST.get(number_list, number_list)
+            raise NoSuchNumberList(
+                "twilio", f"Twilio has no {kind} numbers in {country}", exc.status
+            ) from exc
+
+    def _listing(self, country: str, number_list: str, limit: int) -> list[AvailableNumber]:
         body = self._request_json(
             "GET",
             f"{self._account}/AvailablePhoneNumbers/{quote(country.upper(), safe='')}/"

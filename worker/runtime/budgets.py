@@ -23,12 +23,12 @@ in its thread (as for a connection of a pool) up to `provider_concurrency_wait_s
 `Throttled` like a spent budget.
 
 A process's requests waiting for a slot of one cap stand in one line (`_Line`), served in
-arrival order: only the first asks Redis again (every `SLOT_POLL_S`), and a slot freed in this
-process wakes it at once. Sixty threads waiting on a cap of 20 cost one poll per interval,
-not sixty, and the request that has waited longest is the next sent. Across processes the
-first waiters keep their order in Redis (`:heads`): a slot freed anywhere goes to the one that
-came first, so a process whose own releases wake its waiter at once does not keep the cap's
-slots to itself, and a worker host started later gets its share.
+arrival order: only the first asks Redis. Sixty threads waiting on a cap of 20 cost one
+waiter in Redis, not sixty polling, and the request that has waited longest is the next sent.
+Across processes the first waiters keep their order in Redis (`:heads`): a slot freed anywhere
+goes to the one that came first, woken at once by the release (BLPOP on a list of its own, or
+it asks again after `SLOT_WAKE_S`), so no process keeps the cap's slots to itself and a worker
+host started later gets its share.
 """
 
 from __future__ import annotations
@@ -162,30 +162,18 @@ class Throttled(Exception):
 
 class _Line:
     """This process's requests waiting for a slot of one cap, in arrival order. Each waits on
-    an event of its own; the first one's is set when it comes first and whenever a slot is
-    freed in this process, so only the first asks Redis."""
+    an event of its own, set when it comes first: only the first asks Redis."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: deque[threading.Event] = deque()
 
-    def join_unless_empty(self) -> threading.Event | None:
-        """A place at the end of the line; None when nobody waits (the caller tries at once,
-        and joins with `join` if that fails)."""
-        with self._lock:
-            if not self._waiting:
-                return None
-            place = threading.Event()
-            self._waiting.append(place)
-            return place
-
     def join(self) -> threading.Event:
+        """A place at the end of the line (the caller checks `first` before it waits)."""
+        place = threading.Event()
         with self._lock:
-            place = threading.Event()
             self._waiting.append(place)
-            if len(self._waiting) == 1:
-                place.set()
-            return place
+        return place
 
     def first(self, place: threading.Event) -> bool:
         with self._lock:
@@ -283,34 +271,24 @@ class ProviderLimiter:
         deadline = time.monotonic() + self.slot_wait_s
         line = self._line(key)
         args = [self.slot_lease_ms, self.caps[provider], member, SLOT_WAITER_SILENCE_MS]
-        place = line.join_unless_empty()
-        asked = place is None
+        place = line.join()
         try:
-            if asked:  # nobody here waits: ask at once
-                if self._take_slot(keys=keys, args=args):
-                    return key, member
-                place = line.join()
-                if not line.first(place):  # another thread here came first meanwhile:
-                    self._give_up(keys, member)  # it holds this process's place in Redis
-                    asked = False  # so ask again once first
-            assert place is not None
             try:
                 while True:
-                    left = deadline - time.monotonic()
                     if line.first(place):
                         # The first here asks Redis, and waits to be woken by a release
                         # (anywhere) of a slot that comes to it, or for SLOT_WAKE_S.
                         place.clear()
-                        if not asked and self._take_slot(keys=keys, args=args):
+                        if self._take_slot(keys=keys, args=args):
                             return key, member
-                        asked = False
                         left = deadline - time.monotonic()
                         if left <= 0:
                             break
                         self._redis.blpop([f"{key}:wake:{member}"], timeout=min(SLOT_WAKE_S, left))
-                    elif left <= 0:
-                        break
                     else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
                         place.wait(left)  # set when it comes first
             finally:
                 line.leave(place)

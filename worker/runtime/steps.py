@@ -35,9 +35,8 @@ from worker.providers import (
     is_failed,
     is_online,
 )
-from worker.providers.errors import NUMBER_TYPE_NOT_SOLD
 from worker.providers.microsoft_graph import GraphUser, MicrosoftGraph
-from worker.providers.twilio_numbers import AvailableNumber, Documents
+from worker.providers.twilio_numbers import Documents
 from worker.providers.twilio_senders import PENDING_VERIFICATION, TWILIO_REVIEW
 from worker.runtime.connections import EmailTarget, EmailTargets
 from worker.runtime.number_pool import REQUIREMENTS, NumberPool, PoolKey, Unmet
@@ -126,29 +125,19 @@ def _candidates(ctx: StepContext) -> list[str]:
     country = ctx.request.get("phone_country") or "US"
     kind = ctx.request.get("phone_number_type") or LOCAL
     numbers = ctx.providers.numbers
-
-    def search(size: int) -> list[AvailableNumber]:
-        try:
-            return numbers.search(country, NUMBER_LIST[kind], size)
-        except NotFound as exc:  # Twilio has no such list in the country (any more)
-            raise Permanent(
-                "twilio",
-                NUMBER_TYPE_NOT_SOLD,
-                f"Twilio has no {kind} numbers in {country}",
-                exc.status,
-            ) from exc
-
     if ctx.number_pool is not None:
         acceptable = [r for r in REQUIREMENTS if _meets(ctx, country, r)]
         key = PoolKey(numbers.connection, country, NUMBER_LIST[kind])
         size = ctx.number_pool.search_size
         try:
-            taken = ctx.number_pool.take(key, acceptable, lambda: search(size))
+            taken = ctx.number_pool.take(
+                key, acceptable, lambda: numbers.search(country, NUMBER_LIST[kind], size)
+            )
         except Unmet as exc:
             raise _none_fit(country, kind, exc.requirements) from None
         if taken is not None:
             return [taken]
-    found = search(CANDIDATES)
+    found = numbers.search(country, NUMBER_LIST[kind], CANDIDATES)
     fit = [n.phone_number for n in found if _meets(ctx, country, n.address_requirements)]
     if not fit:
         raise _none_fit(country, kind, [n.address_requirements for n in found])

@@ -57,9 +57,9 @@ def mark_stale(session: Session, country: str, number_type: str, refused: str) -
     """A purchase of `country`'s `number_type` numbers was refused for want of a `bundle`
     (21649) or an `address` (21631), or their search found no such list (`sold`: a 404): the
     entries (of every end-user type) that the refusal contradicts are not trusted until
-    refetched. Only those: one that already says a bundle
-    (or a local or foreign address) is needed agrees with Twilio, and the refusal is about
-    the contact's documents. How many were marked."""
+    refetched. Only those: one that already says a bundle (or a local or foreign address) is
+    needed agrees with Twilio, and the refusal is about the contact's documents. How many
+    were marked."""
     if refused == "bundle":
         contradicted = TwilioRegulation.bundle.is_(False)
     elif refused == "sold":  # a search answered 404: the country has no such list
